@@ -1,0 +1,119 @@
+//! The `host` command: `run`, `check`, `build`. Results are JSON on stdout;
+//! logs and progress go to stderr. Exit codes: 0 done, 1 the workflow failed
+//! (reverted or failed), 2 a usage, manifest or input error.
+
+mod build;
+mod check;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Runs workflows of sandboxed WebAssembly steps.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Only warnings and errors on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow and print its result as JSON.
+    Run(run::RunArgs),
+    /// Validate manifests (and their components) without running anything.
+    Check(check::CheckArgs),
+    /// Build the components of a manifest with their declared build commands.
+    Build(build::BuildArgs),
+}
+
+/// Options shared by commands that load components.
+#[derive(Debug, clap::Args)]
+pub struct RuntimeArgs {
+    /// Where compiled components are cached [default: $WASAGA_CACHE_DIR, else ~/.cache/wasaga].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile components on every start instead of caching them.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+/// A failure of the command itself (not of a workflow): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl<E: std::fmt::Display> From<E> for UsageError {
+    fn from(error: E) -> UsageError {
+        UsageError(error.to_string())
+    }
+}
+
+/// Entry point of the `host` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Check(args) => check::check(args).await,
+            Command::Build(args) => build::build_command(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(UsageError(message)) => {
+            eprintln!("{}", message.trim_end());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASAGA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+impl RuntimeArgs {
+    /// The WASM runtime these options describe.
+    fn runtime(&self) -> Result<std::sync::Arc<crate::wasm::Runtime>, UsageError> {
+        let dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(crate::wasm::ComponentCache::default_dir)
+        };
+        crate::wasm::Runtime::new(Default::default(), crate::wasm::ComponentCache::new(dir))
+            .map_err(|e| UsageError(format!("error: cannot start the WebAssembly engine: {e:#}")))
+    }
+}
+
+/// Renders manifest errors for stderr (with colour on a terminal).
+fn manifest_errors(errors: &crate::manifest::ManifestErrors) -> UsageError {
+    use std::io::IsTerminal;
+    UsageError(errors.render(std::io::stderr().is_terminal()))
+}

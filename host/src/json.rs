@@ -1,0 +1,161 @@
+//! The host's JSON value: validated text that is parsed, and converted for CEL, at most once.
+//!
+//! Steps exchange JSON as text. Most values pass from one step to the next
+//! untouched, so the text is kept and handed on as is; the parsed form is built
+//! only when an expression or a report needs it.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// An immutable JSON document, cheap to clone.
+#[derive(Clone)]
+pub struct Json(Arc<Inner>);
+
+struct Inner {
+    text: Box<RawValue>,
+    value: OnceLock<Value>,
+    cel: OnceLock<cel::Value>,
+}
+
+impl Json {
+    /// Validates `text` as JSON and keeps it.
+    pub fn parse(text: impl Into<String>) -> Result<Json, serde_json::Error> {
+        let text = RawValue::from_string(text.into())?;
+        Ok(Json(Arc::new(Inner {
+            text,
+            value: OnceLock::new(),
+            cel: OnceLock::new(),
+        })))
+    }
+
+    /// Wraps an already parsed value.
+    pub fn from_value(value: Value) -> Json {
+        let text = serde_json::value::to_raw_value(&value).expect("a JSON value serializes");
+        Json(Arc::new(Inner {
+            text,
+            value: OnceLock::from(value),
+            cel: OnceLock::new(),
+        }))
+    }
+
+    /// JSON `null`.
+    pub fn null() -> Json {
+        Json::from_value(Value::Null)
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.text.get()
+    }
+
+    /// The parsed value (parsed on first use).
+    pub fn value(&self) -> &Value {
+        self.0.value.get_or_init(|| {
+            serde_json::from_str(self.text()).expect("Json text was validated when created")
+        })
+    }
+
+    /// The value as CEL sees it (converted on first use).
+    pub fn cel(&self) -> &cel::Value {
+        self.0.cel.get_or_init(|| to_cel(self.value()))
+    }
+
+    /// Whether this is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        self.text() == "null"
+    }
+
+    /// Whether two handles share one document (no comparison of contents).
+    pub fn same(&self, other: &Json) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// JSON as CEL values: integers are CEL `int` (so `n + 1` works), unless
+/// they only fit a `uint`; other numbers are `double`.
+fn to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => {
+            let entries: std::collections::HashMap<String, cel::Value> =
+                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+            cel::Value::Map(entries.into())
+        }
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.same(other) || self.text() == other.text() || self.value() == other.value()
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.text.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        Value::deserialize(deserializer).map(Json::from_value)
+    }
+}
+
+impl From<Value> for Json {
+    fn from(value: Value) -> Json {
+        Json::from_value(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_text_and_parses_lazily() {
+        let json = Json::parse(r#"{"a": [1, 2]}"#).unwrap();
+        assert_eq!(json.text(), r#"{"a": [1, 2]}"#);
+        assert_eq!(json.value()["a"][1], 2);
+        assert_eq!(serde_json::to_string(&json).unwrap(), r#"{"a": [1, 2]}"#);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Json::parse("{not json").is_err());
+        assert!(Json::parse("").is_err());
+    }
+
+    #[test]
+    fn equality_is_by_value() {
+        assert_eq!(
+            Json::parse("{\"a\":1}").unwrap(),
+            Json::parse("{ \"a\" : 1 }").unwrap()
+        );
+        assert!(Json::null().is_null());
+    }
+}

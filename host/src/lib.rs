@@ -1,0 +1,22 @@
+//! wasaga-host: runs workflows of sandboxed WebAssembly steps.
+//!
+//! The modules, each owning one concern (see DESIGN.md):
+//! - [`manifest`]: TOML → validated plan, with located errors;
+//! - [`saga`]: the orchestrator (scheduling, compensation), over a [`saga::Step`] trait;
+//! - [`expr`]: CEL expressions for data mapping and conditions;
+//! - [`wasm`]: the wasmtime engine, component cache and per-call sandboxes;
+//! - [`capabilities`]: the container of host services granted to steps;
+//! - [`wit`]: the host side of the WIT contract (generated bindings);
+//! - [`cli`]: the `host` command.
+
+pub mod capabilities;
+pub mod cli;
+pub mod expr;
+pub mod json;
+pub mod manifest;
+pub mod saga;
+pub mod wasm;
+pub mod wit;
+pub mod workflow;
+
+pub use json::Json;

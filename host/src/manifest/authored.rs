@@ -1,0 +1,111 @@
+//! The manifest as written: serde types that mirror the TOML, with spans for
+//! error messages. Nothing here is validated beyond TOML's own syntax and
+//! serde's shapes; `resolve` turns it into a plan.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole manifest file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    pub workflow: Spanned<WorkflowSection>,
+    #[serde(default)]
+    pub config: IndexMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub steps: IndexMap<Spanned<String>, Spanned<StepSection>>,
+    #[serde(default)]
+    pub flow: Vec<Spanned<Entry>>,
+    pub output: Option<Spanned<OutputSection>>,
+}
+
+/// `[workflow]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkflowSection {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+}
+
+/// `[steps.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepSection {
+    pub component: Spanned<String>,
+    pub build: Option<Spanned<Build>>,
+    pub grants: Option<Spanned<Grants>>,
+    pub retries: Option<Spanned<Retries>>,
+    pub timeout: Option<Spanned<String>>,
+    pub compensate: Option<bool>,
+    pub config: Option<Spanned<toml::Value>>,
+    pub memory: Option<Spanned<String>>,
+    pub description: Option<String>,
+}
+
+/// `build = "command"` or `build = { command, workdir, watch }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Build {
+    Command(String),
+    Full(BuildTable),
+}
+
+/// The table form of `build`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BuildTable {
+    pub command: String,
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub watch: Vec<String>,
+}
+
+/// `grants = { entities = [...], events = true, config = [...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grants {
+    #[serde(default)]
+    pub entities: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub events: bool,
+    #[serde(default)]
+    pub config: Vec<Spanned<String>>,
+}
+
+/// `retries = { max, interval, backoff, max-interval }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Retries {
+    pub max: Spanned<u32>,
+    pub interval: Option<Spanned<String>>,
+    pub backoff: Option<Spanned<String>>,
+    pub max_interval: Option<Spanned<String>>,
+}
+
+/// One `[[flow]]` entry (or an entry inside `parallel` / `then`). Exactly one
+/// of `run`, `parallel`, `when`, `transform`, `workflow` says what it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Entry {
+    pub run: Option<Spanned<String>>,
+    pub parallel: Option<Spanned<Vec<Spanned<Entry>>>>,
+    pub when: Option<Spanned<String>>,
+    pub then: Option<Spanned<Vec<Spanned<Entry>>>>,
+    pub transform: Option<Spanned<String>>,
+    pub workflow: Option<Spanned<String>>,
+    pub input: Option<Spanned<String>>,
+    #[serde(rename = "as")]
+    pub bind: Option<Spanned<String>>,
+    pub retries: Option<Spanned<Retries>>,
+    pub timeout: Option<Spanned<String>>,
+    pub compensate: Option<bool>,
+    pub config: Option<Spanned<toml::Value>>,
+}
+
+/// `[output]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OutputSection {
+    pub value: Spanned<String>,
+}

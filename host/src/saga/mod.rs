@@ -1,0 +1,22 @@
+//! The orchestrator: runs a workflow's flow (sequence, parallel, `when`,
+//! `transform`), binds step outputs to names, and on failure compensates what
+//! ran, in reverse order (DESIGN.md, semantics 1–6).
+//!
+//! It knows steps only through the [`Step`] trait, so its semantics are tested
+//! with plain Rust closures ([`FnStep`]); the WASM layer plugs in real
+//! components. It may not touch manifests, WASM or storage.
+
+mod plan;
+mod report;
+mod run;
+mod step;
+
+#[cfg(test)]
+mod tests;
+
+pub use plan::{Backoff, Call, Entry, RetryPolicy, StepPolicy, StepSpec, Workflow};
+pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
+pub use run::{RunRequest, Saga};
+pub use step::{
+    Action, Event, FailureKind, FnStep, Invoked, RunEvents, Step, StepCall, StepFailure,
+};

@@ -1,0 +1,176 @@
+//! The resolved plan the orchestrator executes: steps with their policies and the flow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::expr::Expr;
+use crate::json::Json;
+
+/// A workflow ready to run: what the manifest module resolves a manifest into.
+#[derive(Debug)]
+pub struct Workflow {
+    /// The workflow's name.
+    pub name: String,
+    /// The steps the flow calls, by index.
+    pub steps: Vec<StepSpec>,
+    /// The entries to run, in order.
+    pub flow: Arc<[Entry]>,
+    /// The run's output; `None` returns every bound name as one object.
+    pub output: Option<Expr>,
+}
+
+/// A step as declared: its name and default policy.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// The step's name (the `[steps.NAME]` key).
+    pub name: String,
+    /// Its policy unless a flow entry overrides parts of it.
+    pub policy: StepPolicy,
+}
+
+/// How a step is called: retries, deadline, compensation, config.
+#[derive(Debug, Clone)]
+pub struct StepPolicy {
+    /// Retries of invoke and of compensate.
+    pub retries: RetryPolicy,
+    /// Deadline of one call (attempt).
+    pub timeout: Option<Duration>,
+    /// False: the step is never compensated.
+    pub compensate: bool,
+    /// Handed to the step in its context.
+    pub config: Json,
+}
+
+impl Default for StepPolicy {
+    fn default() -> StepPolicy {
+        StepPolicy {
+            retries: RetryPolicy::default(),
+            timeout: None,
+            compensate: true,
+            config: Json::null(),
+        }
+    }
+}
+
+/// At most `max + 1` calls, with waits between them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max: u32,
+    /// Wait before the first retry.
+    pub interval: Duration,
+    /// How the wait grows.
+    pub backoff: Backoff,
+    /// Upper bound of the wait.
+    pub max_interval: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max: 0,
+            interval: Duration::ZERO,
+            backoff: Backoff::Fixed,
+            max_interval: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (from 1).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let delay = match self.backoff {
+            Backoff::Fixed => self.interval,
+            Backoff::Exponential => self
+                .interval
+                .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1))),
+        };
+        match self.max_interval {
+            Some(max) => delay.min(max),
+            None => delay,
+        }
+    }
+}
+
+/// How retry waits grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// Always `interval`.
+    Fixed,
+    /// `interval`, then twice that, four times, ...
+    Exponential,
+}
+
+/// One entry of a flow.
+#[derive(Debug)]
+pub enum Entry {
+    /// Call a step.
+    Run(Call),
+    /// Run the branches together; the next entry waits for all of them.
+    Parallel(Arc<[Entry]>),
+    /// Run `then` only if `condition` holds; otherwise bind `binds` to null.
+    When {
+        /// A CEL condition.
+        condition: Expr,
+        /// The entries to run when it holds.
+        then: Arc<[Entry]>,
+        /// Names bound inside `then`, bound to null when it does not run.
+        binds: Vec<String>,
+    },
+    /// Run another workflow's flow as one entry, in a scope of its own with
+    /// its own `input`. Its steps join this run's compensation stack, so they
+    /// are compensated in their place in this workflow's order.
+    Nested {
+        /// The nested workflow's name.
+        name: String,
+        /// Its flow (its calls index this workflow's steps).
+        flow: Arc<[Entry]>,
+        /// Its output expression.
+        output: Option<Expr>,
+        /// Its input; `None` passes this workflow's input.
+        input: Option<Expr>,
+        /// The name its output is bound to.
+        bind: Option<String>,
+    },
+    /// Bind the value of an expression to a name.
+    Transform {
+        /// A CEL expression.
+        expr: Expr,
+        /// The name to bind.
+        bind: String,
+    },
+}
+
+/// A call of a step from the flow.
+#[derive(Debug)]
+pub struct Call {
+    /// Index into [`Workflow::steps`].
+    pub step: usize,
+    /// Unique name of this call in the workflow (the step name, or `as` when a
+    /// step is called more than once): the `step` of the context and the
+    /// idempotency key.
+    pub node: String,
+    /// The step's input; `None` passes the workflow input.
+    pub input: Option<Expr>,
+    /// The name the output is bound to.
+    pub bind: Option<String>,
+    /// The step's policy with this entry's overrides applied.
+    pub policy: StepPolicy,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max: 5,
+            interval: Duration::from_millis(100),
+            backoff: Backoff::Exponential,
+            max_interval: Some(Duration::from_millis(350)),
+        };
+        let waits: Vec<u128> = (1..=4).map(|a| policy.delay_after(a).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 350, 350]);
+    }
+}

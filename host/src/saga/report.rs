@@ -1,0 +1,115 @@
+//! What a run reports: its status, output, error and the trace of every call.
+
+use serde::Serialize;
+
+use super::step::{Action, Event, FailureKind, StepFailure};
+use crate::json::Json;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every entry ran; the output is set.
+    Done,
+    /// A step failed and every compensation succeeded.
+    Reverted,
+    /// A step failed and at least one compensation failed too.
+    Failed,
+}
+
+impl RunStatus {
+    /// The status's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Done => "done",
+            RunStatus::Reverted => "reverted",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One invoke or compensate attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceEntry {
+    /// The step's name.
+    pub step: String,
+    /// The call's unique name, when it differs from the step's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Invoke or compensate.
+    pub action: Action,
+    /// From 1.
+    pub attempt: u32,
+    /// `ok`, `error` or `skipped`.
+    pub outcome: Outcome,
+    /// The invoke's input, or the compensation data received.
+    pub input: Option<Json>,
+    /// The failure, for outcome `error`.
+    pub error: Option<StepFailure>,
+    /// When the attempt started, in ms since the run started.
+    pub started_ms: f64,
+    /// How long it took.
+    pub duration_ms: f64,
+}
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Succeeded.
+    Ok,
+    /// Failed.
+    Error,
+    /// The step returned skip.
+    Skipped,
+}
+
+/// A compensation that still failed after its retries.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompensationFailure {
+    /// The step whose compensation failed.
+    pub step: String,
+    /// Its last error.
+    #[serde(flatten)]
+    pub error: StepFailure,
+}
+
+/// Why a run did not end `done`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunError {
+    /// The step that failed, if a step did.
+    pub step: Option<String>,
+    /// The category.
+    pub kind: FailureKind,
+    /// For people.
+    pub message: String,
+    /// Whether the failure was permanent.
+    pub permanent: bool,
+    /// Every compensation that failed (then the run is `failed`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compensation_failures: Vec<CompensationFailure>,
+}
+
+/// The result of a run, as `host run` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run's id.
+    pub run: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The transaction id.
+    pub transaction_id: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The output, when done.
+    pub output: Option<Json>,
+    /// The error, when not done.
+    pub error: Option<RunError>,
+    /// Every call, in the order they started.
+    pub trace: Vec<TraceEntry>,
+    /// Events emitted by steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+    /// Wall time of the run.
+    pub duration_ms: f64,
+}

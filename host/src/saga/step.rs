@@ -1,0 +1,307 @@
+//! The `Step` trait (what the orchestrator calls) and what crosses it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::json::Json;
+
+/// A step: something that can be invoked and compensated.
+pub trait Step: Send + Sync {
+    /// Does the step's work on `input`.
+    fn invoke<'a>(
+        &'a self,
+        input: &'a Json,
+        call: &'a StepCall,
+    ) -> BoxFuture<'a, Result<Invoked, StepFailure>>;
+
+    /// Undoes it, given the compensation data (or nothing).
+    fn compensate<'a>(
+        &'a self,
+        data: Option<&'a Json>,
+        call: &'a StepCall,
+    ) -> BoxFuture<'a, Result<(), StepFailure>>;
+}
+
+/// The outcome of a successful invoke.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invoked {
+    /// Work done: the output, and compensation data if other than the output.
+    Done {
+        /// Bound to the entry's `as` name.
+        output: Json,
+        /// What compensate receives; `None` means `output`.
+        compensation: Option<Json>,
+    },
+    /// The step chose not to run.
+    Skip,
+}
+
+impl Invoked {
+    /// Done, with the output as compensation data.
+    pub fn done(output: Json) -> Invoked {
+        Invoked::Done {
+            output,
+            compensation: None,
+        }
+    }
+}
+
+/// Invoke or compensate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The step's work.
+    Invoke,
+    /// Its undo.
+    Compensate,
+}
+
+impl Action {
+    /// `invoke` or `compensate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Invoke => "invoke",
+            Action::Compensate => "compensate",
+        }
+    }
+}
+
+/// Everything a step learns about the call besides its input.
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    /// The workflow's name.
+    pub workflow: Arc<str>,
+    /// The run's id.
+    pub run_id: Arc<str>,
+    /// The run's transaction id.
+    pub transaction_id: Arc<str>,
+    /// The step's name as declared.
+    pub step: Arc<str>,
+    /// The call's unique name in the workflow (see [`super::Call::node`]).
+    pub node: Arc<str>,
+    /// Invoke or compensate.
+    pub action: Action,
+    /// From 1.
+    pub attempt: u32,
+    /// Run metadata.
+    pub metadata: Json,
+    /// The step's config.
+    pub config: Json,
+    /// When this attempt must have finished.
+    pub deadline: Option<Instant>,
+    /// Where `events.emit` goes.
+    pub events: Arc<RunEvents>,
+}
+
+impl StepCall {
+    /// `<workflow>:<transaction>:<step>:<invoke|compensate>`, the same for
+    /// every attempt of this call.
+    pub fn idempotency_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.workflow,
+            self.transaction_id,
+            self.node,
+            self.action.as_str()
+        )
+    }
+}
+
+/// An event emitted during a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    /// The event's name.
+    pub name: String,
+    /// Its payload.
+    pub data: Json,
+    /// The call that emitted it, if a step did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// The events of one run, in emission order.
+#[derive(Debug, Default)]
+pub struct RunEvents {
+    events: Mutex<Vec<Event>>,
+}
+
+impl RunEvents {
+    /// Records an event.
+    pub fn emit(&self, event: Event) {
+        self.events.lock().expect("events lock").push(event);
+    }
+
+    /// Every event so far.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.events.lock().expect("events lock").clone()
+    }
+}
+
+/// Why a call failed. The first kinds are the WIT `error-kind`s a step
+/// reports; the rest are failures the host observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// See the WIT `error-kind`.
+    InvalidData,
+    /// See the WIT `error-kind`.
+    InvalidArgument,
+    /// See the WIT `error-kind`.
+    NotFound,
+    /// See the WIT `error-kind`.
+    NotAllowed,
+    /// See the WIT `error-kind`.
+    Unauthorized,
+    /// See the WIT `error-kind`.
+    Forbidden,
+    /// See the WIT `error-kind`.
+    Conflict,
+    /// See the WIT `error-kind`.
+    Duplicate,
+    /// See the WIT `error-kind`.
+    UnexpectedState,
+    /// See the WIT `error-kind`.
+    Database,
+    /// See the WIT `error-kind`.
+    Unknown,
+    /// The call ran past its deadline and was interrupted.
+    Timeout,
+    /// The guest trapped (a panic, `unreachable`, a bad memory access).
+    Trap,
+    /// The guest tried to grow its memory past its limit.
+    OutOfMemory,
+    /// The guest returned something that is not valid JSON.
+    InvalidOutput,
+    /// An expression of the manifest failed on the run's data.
+    Expression,
+    /// The host could not make the call (e.g. instantiation failed).
+    Host,
+}
+
+impl FailureKind {
+    /// The kind's kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::InvalidData => "invalid-data",
+            FailureKind::InvalidArgument => "invalid-argument",
+            FailureKind::NotFound => "not-found",
+            FailureKind::NotAllowed => "not-allowed",
+            FailureKind::Unauthorized => "unauthorized",
+            FailureKind::Forbidden => "forbidden",
+            FailureKind::Conflict => "conflict",
+            FailureKind::Duplicate => "duplicate",
+            FailureKind::UnexpectedState => "unexpected-state",
+            FailureKind::Database => "database",
+            FailureKind::Unknown => "unknown",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Trap => "trap",
+            FailureKind::OutOfMemory => "out-of-memory",
+            FailureKind::InvalidOutput => "invalid-output",
+            FailureKind::Expression => "expression",
+            FailureKind::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed call: what a step reported or what the host observed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepFailure {
+    /// The category.
+    pub kind: FailureKind,
+    /// For people.
+    pub message: String,
+    /// Never retried when true.
+    pub permanent: bool,
+    /// Handed to this step's compensation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compensation_data: Option<Json>,
+}
+
+impl StepFailure {
+    /// A transient failure.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> StepFailure {
+        StepFailure {
+            kind,
+            message: message.into(),
+            permanent: false,
+            compensation_data: None,
+        }
+    }
+
+    /// The same failure, marked permanent.
+    pub fn permanent(mut self) -> StepFailure {
+        self.permanent = true;
+        self
+    }
+}
+
+impl fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+type InvokeFn =
+    dyn Fn(Json, StepCall) -> BoxFuture<'static, Result<Invoked, StepFailure>> + Send + Sync;
+type CompensateFn =
+    dyn Fn(Option<Json>, StepCall) -> BoxFuture<'static, Result<(), StepFailure>> + Send + Sync;
+
+/// A step made of closures: for tests of the orchestrator and for embedding
+/// native steps.
+pub struct FnStep {
+    invoke: Box<InvokeFn>,
+    compensate: Box<CompensateFn>,
+}
+
+impl FnStep {
+    /// A step whose invoke is `f` and whose compensation does nothing.
+    pub fn new<F, Fut>(f: F) -> FnStep
+    where
+        F: Fn(Json, StepCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Invoked, StepFailure>> + Send + 'static,
+    {
+        FnStep {
+            invoke: Box::new(move |input, call| Box::pin(f(input, call))),
+            compensate: Box::new(|_, _| Box::pin(async { Ok(()) })),
+        }
+    }
+
+    /// Sets the compensation.
+    pub fn with_compensate<F, Fut>(mut self, f: F) -> FnStep
+    where
+        F: Fn(Option<Json>, StepCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StepFailure>> + Send + 'static,
+    {
+        self.compensate = Box::new(move |data, call| Box::pin(f(data, call)));
+        self
+    }
+}
+
+impl Step for FnStep {
+    fn invoke<'a>(
+        &'a self,
+        input: &'a Json,
+        call: &'a StepCall,
+    ) -> BoxFuture<'a, Result<Invoked, StepFailure>> {
+        (self.invoke)(input.clone(), call.clone())
+    }
+
+    fn compensate<'a>(
+        &'a self,
+        data: Option<&'a Json>,
+        call: &'a StepCall,
+    ) -> BoxFuture<'a, Result<(), StepFailure>> {
+        (self.compensate)(data.cloned(), call.clone())
+    }
+}

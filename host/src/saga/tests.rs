@@ -1,0 +1,618 @@
+//! The orchestrator's semantics (DESIGN.md 1–6), with closure steps: fast and deterministic.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::expr::Expr;
+use crate::json::Json;
+
+/// Everything the steps of a test did, in order: "invoke a", "compensate b {data}".
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// How a test step behaves.
+#[derive(Clone, Default)]
+struct Behaviour {
+    fail: bool,
+    permanent: bool,
+    fail_times: u32,
+    skip: bool,
+    sleep_ms: u64,
+    compensation: Option<Value>,
+    error_compensation: Option<Value>,
+    compensate_fails: bool,
+    barrier: Option<Arc<tokio::sync::Barrier>>,
+}
+
+struct Flow {
+    steps: Vec<StepSpec>,
+    impls: Vec<Arc<dyn Step>>,
+    log: Log,
+}
+
+impl Flow {
+    fn new() -> Flow {
+        Flow {
+            steps: Vec::new(),
+            impls: Vec::new(),
+            log: Log::default(),
+        }
+    }
+
+    /// Declares step `name`; its output is `{"step": name, "input": input}`.
+    fn step(&mut self, name: &str, behaviour: Behaviour) -> usize {
+        let log = self.log.clone();
+        let comp_log = self.log.clone();
+        let label = name.to_string();
+        let comp_label = name.to_string();
+        let b = behaviour.clone();
+        let step = FnStep::new(move |input: Json, call: StepCall| {
+            let log = log.clone();
+            let label = label.clone();
+            let b = b.clone();
+            async move {
+                log.push(format!("invoke {label} #{}", call.attempt));
+                if let Some(barrier) = &b.barrier {
+                    barrier.wait().await;
+                }
+                if b.sleep_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(b.sleep_ms)).await;
+                }
+                log.push(format!("end {label}"));
+                if b.fail || call.attempt <= b.fail_times {
+                    let mut failure =
+                        StepFailure::new(FailureKind::InvalidData, format!("{label} failed"));
+                    failure.permanent = b.permanent;
+                    failure.compensation_data = b.error_compensation.clone().map(Json::from_value);
+                    return Err(failure);
+                }
+                if b.skip {
+                    return Ok(Invoked::Skip);
+                }
+                let output = Json::from_value(json!({"step": label, "input": input.value()}));
+                Ok(Invoked::Done {
+                    output,
+                    compensation: b.compensation.clone().map(Json::from_value),
+                })
+            }
+        })
+        .with_compensate(move |data: Option<Json>, call: StepCall| {
+            let log = comp_log.clone();
+            let label = comp_label.clone();
+            let fails = behaviour.compensate_fails;
+            async move {
+                let data = data
+                    .map(|d| d.text().to_string())
+                    .unwrap_or_else(|| "-".into());
+                log.push(format!("compensate {label} {data} #{}", call.attempt));
+                if fails {
+                    return Err(StepFailure::new(
+                        FailureKind::Unknown,
+                        format!("undo of {label} failed"),
+                    ));
+                }
+                Ok(())
+            }
+        });
+        self.steps.push(StepSpec {
+            name: name.to_string(),
+            policy: StepPolicy::default(),
+        });
+        self.impls.push(Arc::new(step));
+        self.steps.len() - 1
+    }
+
+    fn saga(&self, flow: Vec<Entry>, output: Option<&str>) -> Saga {
+        let workflow = Workflow {
+            name: "test".into(),
+            steps: self.steps.clone(),
+            flow: flow.into(),
+            output: output.map(|o| Expr::compile(o).unwrap()),
+        };
+        Saga::new(Arc::new(workflow), self.impls.clone())
+    }
+
+    fn run_entry(&self, step: usize, input: Option<&str>, bind: Option<&str>) -> Entry {
+        self.run_with(step, input, bind, self.steps[step].policy.clone())
+    }
+
+    fn run_with(
+        &self,
+        step: usize,
+        input: Option<&str>,
+        bind: Option<&str>,
+        policy: StepPolicy,
+    ) -> Entry {
+        Entry::Run(Call {
+            step,
+            node: self.steps[step].name.clone(),
+            input: input.map(|i| Expr::compile(i).unwrap()),
+            bind: bind.map(str::to_string),
+            policy,
+        })
+    }
+}
+
+async fn run(saga: &Saga, input: Value) -> RunReport {
+    saga.run(RunRequest::new(Json::from_value(input))).await
+}
+
+fn actions(report: &RunReport) -> Vec<String> {
+    report
+        .trace
+        .iter()
+        .map(|t| format!("{} {}", t.action.as_str(), t.step))
+        .collect()
+}
+
+#[tokio::test]
+async fn linear_success_binds_outputs_and_runs_the_output_expression() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let flow = vec![
+        f.run_entry(a, Some("input.x"), Some("ra")),
+        f.run_entry(b, Some("ra.step"), Some("rb")),
+    ];
+    let saga = f.saga(flow, Some("{'a': ra.input, 'b': rb.input}"));
+    let report = run(&saga, json!({"x": 7})).await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert_eq!(
+        report.output.as_ref().unwrap().value(),
+        &json!({"a": 7, "b": "a"})
+    );
+    assert_eq!(actions(&report), ["invoke a", "invoke b"]);
+    assert!(report.error.is_none());
+}
+
+#[tokio::test]
+async fn linear_failure_compensates_in_reverse_including_the_failing_step_without_data() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step(
+        "b",
+        Behaviour {
+            compensation: Some(json!({"undo": "b"})),
+            ..Default::default()
+        },
+    );
+    let c = f.step(
+        "c",
+        Behaviour {
+            fail: true,
+            ..Default::default()
+        },
+    );
+    let d = f.step("d", Behaviour::default());
+    let flow = vec![
+        f.run_entry(a, None, Some("ra")),
+        f.run_entry(b, None, None),
+        f.run_entry(c, None, None),
+        f.run_entry(d, None, None),
+    ];
+    let report = run(&f.saga(flow, None), json!(1)).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(
+        f.log.lines(),
+        [
+            "invoke a #1",
+            "end a",
+            "invoke b #1",
+            "end b",
+            "invoke c #1",
+            "end c",
+            "compensate c - #1",
+            "compensate b {\"undo\":\"b\"} #1",
+            "compensate a {\"input\":1,\"step\":\"a\"} #1",
+        ]
+    );
+    let error = report.error.clone().unwrap();
+    assert_eq!(error.step.as_deref(), Some("c"));
+    assert_eq!(error.kind, FailureKind::InvalidData);
+    assert!(report.output.is_none());
+}
+
+#[tokio::test]
+async fn a_failing_step_with_compensation_data_receives_it() {
+    let mut f = Flow::new();
+    let a = f.step(
+        "a",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            error_compensation: Some(json!(["half"])),
+            ..Default::default()
+        },
+    );
+    let report = run(&f.saga(vec![f.run_entry(a, None, None)], None), json!(null)).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(f.log.lines().last().unwrap(), "compensate a [\"half\"] #1");
+}
+
+#[tokio::test]
+async fn skipped_steps_bind_null_and_are_not_compensated() {
+    let mut f = Flow::new();
+    let a = f.step(
+        "a",
+        Behaviour {
+            skip: true,
+            ..Default::default()
+        },
+    );
+    let b = f.step(
+        "b",
+        Behaviour {
+            fail: true,
+            ..Default::default()
+        },
+    );
+    let flow = vec![
+        f.run_entry(a, None, Some("ra")),
+        f.run_entry(b, Some("ra"), None),
+    ];
+    let report = run(&f.saga(flow, None), json!({})).await;
+    assert_eq!(report.trace[0].outcome, Outcome::Skipped);
+    assert_eq!(report.trace[1].input.as_ref().unwrap().text(), "null");
+    let compensated: Vec<_> = f
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("compensate"))
+        .collect();
+    assert_eq!(compensated, ["compensate b - #1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_siblings_start_together_and_the_next_entry_waits_for_all() {
+    let mut f = Flow::new();
+    // Each sibling waits at a barrier for the other: this only finishes if both run at once.
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let p = f.step(
+        "p",
+        Behaviour {
+            barrier: Some(barrier.clone()),
+            sleep_ms: 30,
+            ..Default::default()
+        },
+    );
+    let q = f.step(
+        "q",
+        Behaviour {
+            barrier: Some(barrier),
+            ..Default::default()
+        },
+    );
+    let after = f.step("after", Behaviour::default());
+    let flow = vec![
+        Entry::Parallel(
+            vec![
+                f.run_entry(p, None, Some("rp")),
+                f.run_entry(q, None, Some("rq")),
+            ]
+            .into(),
+        ),
+        f.run_entry(after, Some("{'p': rp.step, 'q': rq.step}"), Some("ra")),
+    ];
+    let saga = f.saga(flow, Some("ra.input"));
+    let report = tokio::time::timeout(Duration::from_secs(5), run(&saga, json!({})))
+        .await
+        .expect("siblings ran together");
+    assert_eq!(report.status, RunStatus::Done);
+    assert_eq!(
+        report.output.as_ref().unwrap().value(),
+        &json!({"p": "p", "q": "q"})
+    );
+    let lines = f.log.lines();
+    assert_eq!(lines.last().unwrap(), "end after");
+    assert!(
+        lines.iter().position(|l| l == "invoke after #1") > lines.iter().position(|l| l == "end p")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sibling_waits_for_running_siblings_then_all_completed_are_compensated() {
+    let mut f = Flow::new();
+    let first = f.step("first", Behaviour::default());
+    let slow = f.step(
+        "slow",
+        Behaviour {
+            sleep_ms: 100,
+            ..Default::default()
+        },
+    );
+    let bad = f.step(
+        "bad",
+        Behaviour {
+            fail: true,
+            ..Default::default()
+        },
+    );
+    let never = f.step("never", Behaviour::default());
+    let flow = vec![
+        f.run_entry(first, None, None),
+        Entry::Parallel(vec![f.run_entry(slow, None, None), f.run_entry(bad, None, None)].into()),
+        f.run_entry(never, None, None),
+    ];
+    let report = run(&f.saga(flow, None), json!(0)).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    let lines = f.log.lines();
+    let compensations: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("compensate"))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    // `bad` failed first, `slow` completed after it: reverse completion order.
+    assert_eq!(compensations, ["slow", "bad", "first"]);
+    // `slow` finished before any compensation began.
+    let end_slow = lines.iter().position(|l| l == "end slow").unwrap();
+    let first_comp = lines
+        .iter()
+        .position(|l| l.starts_with("compensate"))
+        .unwrap();
+    assert!(end_slow < first_comp);
+    assert!(!lines.iter().any(|l| l.contains("never")));
+}
+
+#[tokio::test]
+async fn when_runs_then_only_if_the_condition_holds_and_binds_null_otherwise() {
+    let mut f = Flow::new();
+    let logo = f.step("logo", Behaviour::default());
+    let flow = vec![Entry::When {
+        condition: Expr::compile("!has(input.logo_url)").unwrap(),
+        then: vec![f.run_entry(logo, Some("input.id"), Some("l"))].into(),
+        binds: vec!["l".into()],
+    }];
+    let saga = f.saga(flow, Some("l == null ? 'kept' : l.input"));
+    let with_logo = run(&saga, json!({"id": 1, "logo_url": "x"})).await;
+    assert_eq!(with_logo.output.unwrap().value(), &json!("kept"));
+    let without = run(&saga, json!({"id": 2})).await;
+    assert_eq!(without.output.unwrap().value(), &json!(2));
+    assert_eq!(f.log.lines(), ["invoke logo #1", "end logo"]);
+}
+
+#[tokio::test]
+async fn transform_binds_a_computed_value() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let flow = vec![
+        Entry::Transform {
+            expr: Expr::compile("{'name': input.name + '!'}").unwrap(),
+            bind: "t".into(),
+        },
+        f.run_entry(a, Some("t"), Some("ra")),
+    ];
+    let report = run(
+        &f.saga(flow, Some("ra.input.name")),
+        json!({"name": "Acme"}),
+    )
+    .await;
+    assert_eq!(report.output.as_ref().unwrap().value(), &json!("Acme!"));
+}
+
+#[tokio::test]
+async fn a_failing_compensation_does_not_stop_the_others_and_the_run_ends_failed() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step(
+        "b",
+        Behaviour {
+            compensate_fails: true,
+            ..Default::default()
+        },
+    );
+    let c = f.step(
+        "c",
+        Behaviour {
+            fail: true,
+            ..Default::default()
+        },
+    );
+    let flow = vec![
+        f.run_entry(a, None, None),
+        f.run_entry(b, None, None),
+        f.run_entry(c, None, None),
+    ];
+    let report = run(&f.saga(flow, None), json!(0)).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = report.error.clone().unwrap();
+    assert_eq!(error.step.as_deref(), Some("c"));
+    assert_eq!(error.compensation_failures.len(), 1);
+    assert_eq!(error.compensation_failures[0].step, "b");
+    assert!(f.log.lines().iter().any(|l| l.starts_with("compensate a")));
+}
+
+#[tokio::test]
+async fn retries_make_at_most_max_plus_one_calls_counting_attempts_from_one() {
+    let mut f = Flow::new();
+    let flaky = f.step(
+        "flaky",
+        Behaviour {
+            fail_times: 2,
+            ..Default::default()
+        },
+    );
+    let policy = StepPolicy {
+        retries: RetryPolicy {
+            max: 2,
+            interval: Duration::from_millis(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let report = run(
+        &f.saga(vec![f.run_with(flaky, None, None, policy.clone())], None),
+        json!(0),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Done);
+    let attempts: Vec<u32> = report.trace.iter().map(|t| t.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+
+    let mut g = Flow::new();
+    let broken = g.step(
+        "broken",
+        Behaviour {
+            fail: true,
+            ..Default::default()
+        },
+    );
+    let report = run(
+        &g.saga(vec![g.run_with(broken, None, None, policy.clone())], None),
+        json!(0),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(
+        report
+            .trace
+            .iter()
+            .filter(|t| t.action == Action::Invoke)
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_never_retried() {
+    let mut f = Flow::new();
+    let broken = f.step(
+        "broken",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let policy = StepPolicy {
+        retries: RetryPolicy {
+            max: 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let report = run(
+        &f.saga(vec![f.run_with(broken, None, None, policy)], None),
+        json!(0),
+    )
+    .await;
+    assert_eq!(
+        report
+            .trace
+            .iter()
+            .filter(|t| t.action == Action::Invoke)
+            .count(),
+        1
+    );
+    assert!(report.error.unwrap().permanent);
+}
+
+#[tokio::test]
+async fn a_step_past_its_timeout_fails_and_is_compensated() {
+    let mut f = Flow::new();
+    let slow = f.step(
+        "slow",
+        Behaviour {
+            sleep_ms: 10_000,
+            ..Default::default()
+        },
+    );
+    let policy = StepPolicy {
+        timeout: Some(Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let report = run(
+        &f.saga(vec![f.run_with(slow, None, None, policy)], None),
+        json!(0),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(report.error.as_ref().unwrap().kind, FailureKind::Timeout);
+    assert_eq!(actions(&report), ["invoke slow", "compensate slow"]);
+}
+
+#[tokio::test]
+async fn compensate_false_steps_are_never_compensated() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step(
+        "b",
+        Behaviour {
+            fail: true,
+            ..Default::default()
+        },
+    );
+    let no_undo = StepPolicy {
+        compensate: false,
+        ..Default::default()
+    };
+    let flow = vec![
+        f.run_with(a, None, None, no_undo),
+        f.run_entry(b, None, None),
+    ];
+    let report = run(&f.saga(flow, None), json!(0)).await;
+    assert_eq!(actions(&report), ["invoke a", "invoke b", "compensate b"]);
+}
+
+#[tokio::test]
+async fn an_expression_failure_fails_the_run_and_compensates() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let flow = vec![
+        f.run_entry(a, None, Some("ra")),
+        f.run_entry(b, Some("ra.missing"), None),
+    ];
+    let report = run(&f.saga(flow, None), json!(0)).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    let error = report.error.clone().unwrap();
+    assert_eq!(error.kind, FailureKind::Expression);
+    assert_eq!(error.step.as_deref(), Some("b"));
+    assert_eq!(actions(&report), ["invoke a", "compensate a"]);
+}
+
+#[tokio::test]
+async fn the_default_output_holds_every_bound_name() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let report = run(
+        &f.saga(vec![f.run_entry(a, Some("input"), Some("ra"))], None),
+        json!(5),
+    )
+    .await;
+    assert_eq!(
+        report.output.as_ref().unwrap().value(),
+        &json!({"ra": {"step": "a", "input": 5}})
+    );
+}
+
+#[tokio::test]
+async fn the_idempotency_key_names_workflow_transaction_step_and_action() {
+    let mut f = Flow::new();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let seen2 = seen.clone();
+    f.steps.push(StepSpec {
+        name: "k".into(),
+        policy: StepPolicy::default(),
+    });
+    f.impls.push(Arc::new(FnStep::new(move |_, call: StepCall| {
+        *seen2.lock().unwrap() = call.idempotency_key();
+        async { Ok(Invoked::done(Json::null())) }
+    })));
+    let saga = f.saga(vec![f.run_entry(0, None, None)], None);
+    let mut request = RunRequest::new(Json::null());
+    request.transaction_id = "tx1".into();
+    saga.run(request).await;
+    assert_eq!(*seen.lock().unwrap(), "test:tx1:k:invoke");
+}

@@ -1,0 +1,85 @@
+//! The wasmtime engine configuration and the epoch ticker that drives deadlines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of deadlines, and how often
+/// a busy guest yields to other tasks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide limits.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The most component instances alive at once (concurrent calls).
+    pub max_instances: u32,
+    /// The largest linear memory any guest may have (per-call limits are lower).
+    pub max_memory_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            max_instances: 1000,
+            max_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The engine: component model, async, pooling allocator, epoch interruption.
+pub fn build(options: &EngineOptions) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = options.max_instances;
+    pool.total_component_instances(instances)
+        // Interpreted-language components hold several core instances,
+        // memories and tables each.
+        .total_core_instances(instances * 4)
+        .total_memories(instances * 2)
+        .total_tables(instances * 2)
+        .total_stacks(instances)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(8)
+        .max_tables_per_component(16)
+        .max_memory_size(options.max_memory_bytes)
+        // Keep freshly used pages of a slot resident and reset them with a
+        // memset instead of returning them to the OS: most steps touch a
+        // few pages, and page faults would dominate a short call.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(1 << 16);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread.
+    pub fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasaga-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

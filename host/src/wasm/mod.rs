@@ -1,0 +1,143 @@
+//! The WASM layer: one wasmtime `Engine` (component model, async, pooling
+//! allocator, epoch interruption), components compiled once and cached on
+//! disk, an `InstancePre` per component, and a fresh sandboxed `Store` per
+//! call with a memory limit and a deadline. WASI gets no preopened
+//! directories, no environment, no network; stdio goes to the log.
+//!
+//! It may not touch the orchestrator's state or the manifest.
+
+mod cache;
+mod engine;
+mod sandbox;
+mod step;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+pub use cache::ComponentCache;
+pub use engine::EngineOptions;
+pub use sandbox::{HostState, Limits};
+pub use step::WasmStep;
+
+use crate::wit::StepPre;
+
+/// A component failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid component, or compiling it failed.
+    #[error("{path} is not a valid WebAssembly component: {message}")]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// The component does not fit the `step` world (wrong exports or imports).
+    #[error(
+        "{path} does not implement the wasaga:step/step world: {message}\n  (build it against wit/step.wit, e.g. with the wasaga-sdk crate)"
+    )]
+    Contract {
+        /// The file.
+        path: PathBuf,
+        /// What did not match.
+        message: String,
+    },
+}
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    path: PathBuf,
+    pre: StepPre<HostState>,
+    /// Whether it came from the on-disk cache instead of being compiled.
+    pub from_cache: bool,
+}
+
+impl LoadedComponent {
+    /// The component's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The engine, the linker with every host import, the compiled-code cache and
+/// the components loaded so far.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: ComponentCache,
+    loaded: Mutex<HashMap<PathBuf, Arc<LoadedComponent>>>,
+    _epoch: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(options: EngineOptions, cache: ComponentCache) -> wasmtime::Result<Arc<Runtime>> {
+        let engine = engine::build(&options)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::wit::Step::add_to_linker::<_, crate::capabilities::Capabilities>(
+            &mut linker,
+            HostState::capabilities,
+        )?;
+        let epoch = engine::EpochTicker::start(engine.clone());
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::default(),
+            _epoch: epoch,
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads the component at `path` (once per runtime): from the on-disk
+    /// cache when it holds this exact file's compiled code, else compiled.
+    pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if let Some(loaded) = self.loaded.lock().expect("loaded lock").get(&key) {
+            return Ok(loaded.clone());
+        }
+        let (component, from_cache) = self.cache.load(&self.engine, path)?;
+        let loaded = Arc::new(self.prepare(path, component, from_cache)?);
+        self.loaded
+            .lock()
+            .expect("loaded lock")
+            .insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn prepare(
+        &self,
+        path: &Path,
+        component: Component,
+        from_cache: bool,
+    ) -> Result<LoadedComponent, LoadError> {
+        let contract = |e: wasmtime::Error| LoadError::Contract {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(contract)?;
+        let pre = StepPre::new(instance_pre).map_err(contract)?;
+        Ok(LoadedComponent {
+            path: path.to_path_buf(),
+            pre,
+            from_cache,
+        })
+    }
+}

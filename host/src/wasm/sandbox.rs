@@ -1,0 +1,113 @@
+//! The per-call sandbox: the store's data (WASI context without ambient
+//! authority, resource table, memory limiter, the call's capabilities).
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capabilities::{CallCapabilities, CapabilityView};
+
+/// How much of a guest's stdout/stderr is kept per call.
+const STDIO_CAPACITY: usize = 64 * 1024;
+
+/// Per-call resource limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most linear memory (all memories together) a call may use.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_bytes: 128 << 20,
+        }
+    }
+}
+
+/// The data of one call's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: MemoryLimiter,
+    call: CallCapabilities,
+    pub(super) stdout: MemoryOutputPipe,
+    pub(super) stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    /// A fresh sandbox for one call.
+    pub fn new(call: CallCapabilities, limits: Limits) -> HostState {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        // No preopened directories, no environment, no arguments, no sockets.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: limits.memory_bytes,
+                exceeded: None,
+            },
+            call,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The view the WIT imports are implemented on.
+    pub fn capabilities(&mut self) -> CapabilityView<'_> {
+        CapabilityView {
+            call: &self.call,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Refuses memory growth past the call's limit and remembers that it did.
+pub(super) struct MemoryLimiter {
+    max_bytes: usize,
+    /// The size the guest asked for when refused.
+    pub(super) exceeded: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = Some(desired);
+            // The guest's memory.grow returns -1; most guests then abort.
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

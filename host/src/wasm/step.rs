@@ -1,0 +1,274 @@
+//! A component as a [`Step`]: each call instantiates it in a fresh sandbox.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::sandbox::{HostState, Limits};
+use super::{LoadedComponent, Runtime};
+use crate::capabilities::{CallCapabilities, Grants, Services, from_wit_kind};
+use crate::json::Json;
+use crate::saga::{FailureKind, Invoked, Step, StepCall, StepFailure};
+use crate::wit::{self, StepResponse};
+
+/// A step implemented by a WebAssembly component.
+pub struct WasmStep {
+    runtime: Arc<Runtime>,
+    component: Arc<LoadedComponent>,
+    services: Services,
+    grants: Arc<Grants>,
+    limits: Limits,
+}
+
+/// The deadline passed while the guest ran.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+impl WasmStep {
+    /// A step that runs `component` with `grants` over `services`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        component: Arc<LoadedComponent>,
+        services: Services,
+        grants: Grants,
+        limits: Limits,
+    ) -> WasmStep {
+        WasmStep {
+            runtime,
+            component,
+            services,
+            grants: Arc::new(grants),
+            limits,
+        }
+    }
+
+    /// A store for one call: limits, deadline, and a yield every epoch tick
+    /// so that a busy guest never holds a runtime thread for long.
+    fn store(&self, call: &StepCall) -> Store<HostState> {
+        let capabilities = CallCapabilities {
+            services: self.services.clone(),
+            grants: self.grants.clone(),
+            node: call.node.clone(),
+            run_id: call.run_id.clone(),
+            events: call.events.clone(),
+        };
+        let mut store = Store::new(
+            self.runtime.engine(),
+            HostState::new(capabilities, self.limits),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        let deadline = call.deadline;
+        store.epoch_deadline_callback(move |_| {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(DeadlineExceeded.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    fn context<'a>(call: &'a StepCall, idempotency_key: &'a str) -> wit::StepContext<'a> {
+        wit::StepContext {
+            workflow: &call.workflow,
+            run_id: &call.run_id,
+            transaction_id: &call.transaction_id,
+            step: &call.node,
+            attempt: call.attempt,
+            idempotency_key,
+            metadata: call.metadata.text(),
+            config: call.config.text(),
+        }
+    }
+
+    async fn invoke_in_sandbox(
+        &self,
+        input: &Json,
+        call: &StepCall,
+    ) -> Result<Invoked, StepFailure> {
+        let mut store = self.store(call);
+        let result = async {
+            let instance = self.component.pre.instantiate_async(&mut store).await?;
+            let key = call.idempotency_key();
+            instance
+                .call_invoke(&mut store, input.text(), Self::context(call, &key))
+                .await
+        }
+        .await;
+        let result = finish(&mut store, call, result)?;
+        match result {
+            Ok(StepResponse::Skip) => Ok(Invoked::Skip),
+            Ok(StepResponse::Done(done)) => {
+                let output = parse_output(done.output, "output")?;
+                let compensation = done
+                    .compensation_data
+                    .map(|c| parse_output(c, "compensation data"))
+                    .transpose()?;
+                Ok(Invoked::Done {
+                    output,
+                    compensation,
+                })
+            }
+            Err(err) => Err(step_failure(err)?),
+        }
+    }
+
+    async fn compensate_in_sandbox(
+        &self,
+        data: Option<&Json>,
+        call: &StepCall,
+    ) -> Result<(), StepFailure> {
+        let mut store = self.store(call);
+        let result = async {
+            let instance = self.component.pre.instantiate_async(&mut store).await?;
+            let key = call.idempotency_key();
+            instance
+                .call_compensate(&mut store, data.map(Json::text), Self::context(call, &key))
+                .await
+        }
+        .await;
+        match finish(&mut store, call, result)? {
+            Ok(()) => Ok(()),
+            Err(err) => Err(step_failure(err)?),
+        }
+    }
+}
+
+impl Step for WasmStep {
+    fn invoke<'a>(
+        &'a self,
+        input: &'a Json,
+        call: &'a StepCall,
+    ) -> BoxFuture<'a, Result<Invoked, StepFailure>> {
+        Box::pin(self.invoke_in_sandbox(input, call))
+    }
+
+    fn compensate<'a>(
+        &'a self,
+        data: Option<&'a Json>,
+        call: &'a StepCall,
+    ) -> BoxFuture<'a, Result<(), StepFailure>> {
+        Box::pin(self.compensate_in_sandbox(data, call))
+    }
+}
+
+/// Forwards the guest's stdio to the log and turns a trap into a failure.
+fn finish<T>(
+    store: &mut Store<HostState>,
+    call: &StepCall,
+    result: wasmtime::Result<T>,
+) -> Result<T, StepFailure> {
+    let state = store.data();
+    let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+    for (stream, text) in [
+        (
+            "stdout",
+            String::from_utf8_lossy(&state.stdout.contents()).into_owned(),
+        ),
+        ("stderr", stderr.clone()),
+    ] {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "step", step = &*call.node, stream, "{line}");
+        }
+    }
+    result.map_err(|err| {
+        let exceeded = store.data().limiter.exceeded;
+        trap_failure(err, exceeded, &stderr, call)
+    })
+}
+
+/// Classifies a trap: deadline, memory limit, or another guest fault.
+fn trap_failure(
+    err: wasmtime::Error,
+    memory_exceeded: Option<usize>,
+    stderr: &str,
+    call: &StepCall,
+) -> StepFailure {
+    if err.downcast_ref::<DeadlineExceeded>().is_some()
+        || matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+    {
+        return StepFailure::new(
+            FailureKind::Timeout,
+            format!("step '{}' was interrupted at its deadline", call.node),
+        );
+    }
+    if let Some(bytes) = memory_exceeded {
+        return StepFailure::new(
+            FailureKind::OutOfMemory,
+            format!(
+                "step '{}' tried to grow its memory to {} MiB, past its limit",
+                call.node,
+                bytes >> 20
+            ),
+        );
+    }
+    // A guest's last words on stderr (a panic message) say more than the trap.
+    let last_words = last_words(stderr);
+    match err.downcast_ref::<Trap>() {
+        Some(trap) => StepFailure::new(
+            FailureKind::Trap,
+            format!("step '{}' trapped: {trap}{last_words}", call.node),
+        ),
+        None => StepFailure::new(
+            FailureKind::Host,
+            format!("step '{}' could not run: {err:#}{last_words}", call.node),
+        ),
+    }
+}
+
+/// The end of a guest's stderr (its panic message, usually), without
+/// Rust's hint about backtraces: at most 3 lines and 500 bytes.
+fn last_words(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut words = lines[lines.len().saturating_sub(3)..].join(" / ");
+    if words.len() > 500 {
+        let cut = (0..=500)
+            .rev()
+            .find(|i| words.is_char_boundary(*i))
+            .unwrap_or(0);
+        words.truncate(cut);
+        words.push('…');
+    }
+    format!(" ({words})")
+}
+
+fn parse_output(text: String, what: &str) -> Result<Json, StepFailure> {
+    Json::parse(text).map_err(|e| {
+        StepFailure::new(
+            FailureKind::InvalidOutput,
+            format!("the step returned {what} that is not JSON: {e}"),
+        )
+        .permanent()
+    })
+}
+
+/// A guest's `step-error` as the orchestrator's failure.
+fn step_failure(err: wit::StepError) -> Result<StepFailure, StepFailure> {
+    let compensation_data = err
+        .compensation_data
+        .map(|c| parse_output(c, "error compensation data"))
+        .transpose()?;
+    Ok(StepFailure {
+        kind: from_wit_kind(err.kind),
+        message: err.message,
+        permanent: err.permanent,
+        compensation_data,
+    })
+}

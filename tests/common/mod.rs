@@ -1,0 +1,193 @@
+//! Helpers of the black-box tests: build the guest components once, run the
+//! real `host` binary, read its JSON report and the SQLite state file.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where cargo puts the guest components.
+pub fn wasm_dir() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    target.join("wasm32-wasip2").join("release")
+}
+
+/// The guest crates the tests run.
+const GUESTS: &[&str] = &[
+    "probe",
+    "payload",
+    "create-brand",
+    "get-brand",
+    "update-brand",
+    "delete-brand",
+    "validate-brand",
+    "assign-default-logo",
+    "create-products",
+    "create-collections",
+];
+
+/// Builds every guest component (once per test process) from source.
+pub fn build_guests() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(repo())
+            .args(["build", "--release", "--target", "wasm32-wasip2"]);
+        for guest in GUESTS {
+            command.args(["-p", guest]);
+        }
+        let status = command.status().expect("run cargo");
+        assert!(status.success(), "building the guest components failed");
+    });
+}
+
+/// A guest component's path.
+pub fn component(name: &str) -> PathBuf {
+    build_guests();
+    wasm_dir().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// A scratch folder: state file, manifests, compiled-component cache.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one `host` invocation did.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The JSON report on stdout.
+    pub fn report(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON report ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The trace as "action step" lines.
+    pub fn calls(&self) -> Vec<String> {
+        self.report()["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {}",
+                    t["action"].as_str().unwrap(),
+                    t["node"].as_str().or(t["step"].as_str()).unwrap()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        build_guests();
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path("state.db")
+    }
+
+    /// Writes a manifest; `{probe}` and `{payload}` stand for those components' paths.
+    pub fn manifest(&self, name: &str, text: &str) -> PathBuf {
+        let text = text
+            .replace("{probe}", &component("probe").display().to_string())
+            .replace("{payload}", &component("payload").display().to_string());
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `host ARGS` with this sandbox's state file and a shared component cache.
+    pub fn host(&self, args: &[&str]) -> Finished {
+        let output: Output = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .env("WASAGA_STATE", self.state())
+            .env("WASAGA_CACHE_DIR", cache_dir())
+            .env_remove("WASAGA_LOG")
+            .output()
+            .expect("run host");
+        Finished {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `host run MANIFEST --input INPUT`.
+    pub fn run(&self, manifest: &Path, input: &str) -> Finished {
+        self.host(&["run", manifest.to_str().unwrap(), "--input", input])
+    }
+
+    /// Rows of a collection in the state file: (id, data, deleted_at).
+    pub fn rows(&self, collection: &str) -> Vec<(String, Value, Option<String>)> {
+        let conn = rusqlite::Connection::open(self.state()).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, data, deleted_at FROM entities WHERE collection = ?1 ORDER BY rowid",
+            )
+            .unwrap();
+        stmt.query_map([collection], |row| {
+            let data: String = row.get(1)?;
+            Ok((
+                row.get(0)?,
+                serde_json::from_str(&data).unwrap(),
+                row.get(2)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+}
+
+/// One component cache for all tests, so each component compiles once.
+pub fn cache_dir() -> PathBuf {
+    let dir = wasm_dir()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("wasaga-test-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The brand example's manifest `name`.
+pub fn brand_manifest(name: &str) -> PathBuf {
+    repo().join("example-plugins").join("brand").join(name)
+}

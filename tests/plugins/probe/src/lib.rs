@@ -1,0 +1,168 @@
+//! `probe`: a test step whose behaviour comes entirely from its `config`, so
+//! scenario manifests can script invokes, failures, retries, timeouts and
+//! compensations without writing a step. See README.md for every option.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use wasaga_sdk::__private::{self as raw, Guest, WitContext, WitError, WitResponse};
+use wasaga_sdk::{ErrorKind, StepContext, StepError, StepResponse, Value};
+
+/// The probe's config (all optional).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+struct Config {
+    output: Option<Value>,
+    compensation: Option<Value>,
+    fail_times: u32,
+    fail_always: bool,
+    permanent: bool,
+    error_kind: Option<String>,
+    error_message: Option<String>,
+    error_compensation: Option<Value>,
+    skip: bool,
+    sleep_ms: u64,
+    sleep_busy: bool,
+    loop_forever: bool,
+    alloc_mb: u64,
+    trap: bool,
+    garbage_output: bool,
+    compensate_fail_times: u32,
+    compensate_fail_always: bool,
+    compensate_sleep_ms: u64,
+    echo_input: bool,
+    emit: Option<String>,
+    log: Option<String>,
+}
+
+fn config(ctx: &StepContext) -> Result<Config, StepError> {
+    if ctx.config.is_null() {
+        Ok(Config::default())
+    } else {
+        ctx.config_as()
+    }
+}
+
+fn error(config: &Config, default_message: String) -> StepError {
+    let kind = config
+        .error_kind
+        .as_deref()
+        .and_then(ErrorKind::from_name)
+        .unwrap_or(ErrorKind::Unknown);
+    let mut err = StepError::new(
+        kind,
+        config.error_message.clone().unwrap_or(default_message),
+    );
+    if config.permanent {
+        err = err.permanent();
+    }
+    if let Some(data) = &config.error_compensation {
+        err = err.with_compensation(data);
+    }
+    err
+}
+
+fn sleep(ms: u64, busy: bool) {
+    if ms == 0 {
+        return;
+    }
+    let until = Instant::now() + Duration::from_millis(ms);
+    if busy {
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+fn invoke(input: Value, ctx: &StepContext) -> Result<StepResponse<Value>, StepError> {
+    let config = config(ctx)?;
+    if let Some(line) = &config.log {
+        wasaga_sdk::log::info(line);
+    }
+    if let Some(name) = &config.emit {
+        ctx.events()?.emit(name, &input)?;
+    }
+    sleep(config.sleep_ms, config.sleep_busy);
+    if config.loop_forever {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+    if config.alloc_mb > 0 {
+        let mut block = vec![0u8; (config.alloc_mb as usize) << 20];
+        for i in (0..block.len()).step_by(4096) {
+            block[i] = 1;
+        }
+        std::hint::black_box(&block);
+    }
+    if config.trap {
+        panic!("probe: trap on purpose");
+    }
+    if config.fail_always || ctx.attempt <= config.fail_times {
+        return Err(error(
+            &config,
+            format!("probe failed on attempt {}", ctx.attempt),
+        ));
+    }
+    if config.skip {
+        return Ok(StepResponse::skip());
+    }
+    let mut output = config.output.clone().unwrap_or(Value::Null);
+    if config.echo_input {
+        output = match (output, input) {
+            (Value::Object(mut out), Value::Object(inp)) => {
+                out.extend(inp);
+                Value::Object(out)
+            }
+            (Value::Null, inp) => inp,
+            (out, _) => out,
+        };
+    }
+    Ok(match config.compensation {
+        Some(data) => StepResponse::with_compensation(output, data),
+        None => StepResponse::new(output),
+    })
+}
+
+fn compensate(_data: Option<Value>, ctx: &StepContext) -> Result<(), StepError> {
+    let config = config(ctx)?;
+    sleep(config.compensate_sleep_ms, config.sleep_busy);
+    if config.compensate_fail_always || ctx.attempt <= config.compensate_fail_times {
+        let mut err = StepError::unknown(format!(
+            "probe compensation failed on attempt {}",
+            ctx.attempt
+        ));
+        if config.permanent {
+            err = err.permanent();
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// The probe implements the export itself (instead of `create_step!`) so that
+/// `garbage-output` can hand the host text that is not JSON.
+struct Probe;
+
+impl Guest for Probe {
+    fn invoke(input: String, ctx: WitContext) -> Result<WitResponse, WitError> {
+        if ctx.config.contains("\"garbage-output\":true") {
+            return Ok(WitResponse::Done(
+                raw::bindings::wasaga::step::types::StepOutput {
+                    output: "{this is not json".to_string(),
+                    compensation_data: None,
+                },
+            ));
+        }
+        raw::invoke(input, ctx, invoke)
+    }
+
+    fn compensate(data: Option<String>, ctx: WitContext) -> Result<(), WitError> {
+        raw::compensate(data, ctx, compensate)
+    }
+}
+
+raw::export_step!(Probe with_types_in wasaga_sdk::__private::bindings);

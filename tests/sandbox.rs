@@ -1,0 +1,190 @@
+//! A misbehaving guest fails its step, never the host: infinite loops, memory
+//! bombs, traps, garbage output, and capabilities it was not granted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+use serde_json::json;
+
+/// A manifest: a `before` probe step that succeeds, then `bad` with `config`.
+fn two_steps(bad_options: &str) -> String {
+    format!(
+        r#"
+[workflow]
+name = "misbehaving"
+
+[steps.before]
+component = "{{probe}}"
+config = {{ output = {{ ok = true }} }}
+
+[steps.bad]
+component = "{{probe}}"
+{bad_options}
+
+[[flow]]
+run = "before"
+as = "b"
+
+[[flow]]
+run = "bad"
+"#
+    )
+}
+
+/// Runs `bad` after `before` and checks the host compensated both and exited normally.
+fn assert_step_failed(sandbox: &Sandbox, options: &str, kind: &str) -> serde_json::Value {
+    let manifest = sandbox.manifest("m.toml", &two_steps(options));
+    let run = sandbox.run(&manifest, "{}");
+    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
+    let report = run.report();
+    assert_eq!(report["status"], "reverted", "{report:#}");
+    assert_eq!(report["error"]["kind"], kind, "{report:#}");
+    assert_eq!(report["error"]["step"], "bad");
+    assert_eq!(
+        run.calls(),
+        [
+            "invoke before",
+            "invoke bad",
+            "compensate bad",
+            "compensate before"
+        ]
+    );
+    report
+}
+
+#[test]
+fn an_infinite_loop_is_interrupted_at_its_deadline() {
+    let sandbox = Sandbox::new();
+    let started = Instant::now();
+    let report = assert_step_failed(
+        &sandbox,
+        "timeout = \"300ms\"\nconfig = { loop-forever = true }",
+        "timeout",
+    );
+    let elapsed = started.elapsed();
+    // Generous bound (a loaded machine): the point is that it ends.
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    let duration = report["trace"][1]["duration_ms"].as_f64().unwrap();
+    assert!(
+        (250.0..5000.0).contains(&duration),
+        "interrupted after {duration} ms"
+    );
+}
+
+#[test]
+fn a_memory_bomb_fails_its_step() {
+    let sandbox = Sandbox::new();
+    let report = assert_step_failed(
+        &sandbox,
+        "memory = \"16MiB\"\nconfig = { alloc-mb = 64 }",
+        "out-of-memory",
+    );
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("past its limit"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn memory_within_the_limit_is_fine() {
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "m.toml",
+        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{probe}\"\nmemory = \"64MiB\"\nconfig = { alloc-mb = 16, output = 1 }\n[[flow]]\nrun = \"a\"\nas = \"a\"\n",
+    );
+    let run = sandbox.run(&manifest, "{}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn a_trap_fails_its_step_with_the_guests_last_words() {
+    let sandbox = Sandbox::new();
+    let report = assert_step_failed(&sandbox, "config = { trap = true }", "trap");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(message.contains("trap on purpose"), "{message}");
+}
+
+#[test]
+fn output_that_is_not_json_fails_its_step() {
+    let sandbox = Sandbox::new();
+    let report = assert_step_failed(
+        &sandbox,
+        "config = { garbage-output = true }",
+        "invalid-output",
+    );
+    assert!(report["error"]["permanent"].as_bool().unwrap());
+}
+
+#[test]
+fn a_capability_that_was_not_granted_is_not_allowed_and_names_the_grant() {
+    let sandbox = Sandbox::new();
+    let report = assert_step_failed(
+        &sandbox,
+        "config = { emit = \"brand.created\" }",
+        "not-allowed",
+    );
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("step 'bad' is not granted emitting events"),
+        "{message}"
+    );
+    assert!(
+        message.contains("m.toml under [steps.bad] (line 9): grants = { events = true }"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_granted_capability_works() {
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "m.toml",
+        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{probe}\"\ngrants = { events = true }\nconfig = { emit = \"brand.created\", echo-input = true }\n[[flow]]\nrun = \"a\"\nas = \"a\"\n",
+    );
+    let run = sandbox.run(&manifest, r#"{"id": "b1"}"#);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.report();
+    assert_eq!(
+        report["events"],
+        json!([{"name": "brand.created", "data": {"id": "b1"}, "step": "a"}])
+    );
+}
+
+#[test]
+fn a_looping_step_does_not_block_its_parallel_sibling() {
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "m.toml",
+        r#"
+[workflow]
+name = "w"
+[steps.spin]
+component = "{probe}"
+timeout = "1s"
+config = { loop-forever = true }
+[steps.quick]
+component = "{probe}"
+config = { output = "quick" }
+[[flow]]
+parallel = [{ run = "spin" }, { run = "quick" }]
+"#,
+    );
+    let run = sandbox.run(&manifest, "{}");
+    let report = run.report();
+    let quick = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["step"] == "quick")
+        .unwrap()
+        .clone();
+    assert_eq!(quick["outcome"], "ok");
+    // The sibling finished long before the looping step's deadline.
+    assert!(quick["duration_ms"].as_f64().unwrap() < 900.0, "{quick}");
+    assert_eq!(report["status"], "reverted");
+}
