@@ -183,7 +183,7 @@ fn a_missing_component_names_the_build_command() {
 #[test]
 fn bad_options_say_what_is_expected() {
     let (lines, rendered) = errors(
-        &"[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"step.wasm\"\ntimeout = \"soon\"\nmemory = \"lots\"\nretries = { max = 1, backoff = \"linear\" }\ngrants = { config = [\"nope\"] }\n[[flow]]\nrun = \"a\"\n",
+        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"step.wasm\"\ntimeout = \"soon\"\nmemory = \"lots\"\nretries = { max = 1, backoff = \"linear\" }\ngrants = { config = [\"nope\"] }\n[[flow]]\nrun = \"a\"\n",
     );
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(rendered.contains("write a duration like"), "{rendered}");
@@ -262,7 +262,7 @@ fn nested_workflows_are_flattened_and_cycles_rejected() {
 #[test]
 fn a_grant_line_is_remembered_for_denials() {
     let m = load_ok(
-        &"[workflow]\nname = \"w\"\n\n[steps.a]\ncomponent = \"step.wasm\"\n\n[steps.b]\ncomponent = \"step.wasm\"\ngrants = { entities = [\"brand\"] }\n[[flow]]\nrun = \"a\"\n[[flow]]\nrun = \"b\"\n",
+        "[workflow]\nname = \"w\"\n\n[steps.a]\ncomponent = \"step.wasm\"\n\n[steps.b]\ncomponent = \"step.wasm\"\ngrants = { entities = [\"brand\"] }\n[[flow]]\nrun = \"a\"\n[[flow]]\nrun = \"b\"\n",
     );
     assert_eq!(m.components[0].grants.place.line, 4);
     assert_eq!(m.components[1].grants.place.line, 9);
