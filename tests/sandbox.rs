@@ -156,6 +156,21 @@ fn a_granted_capability_works() {
 }
 
 #[test]
+fn a_chatty_guest_is_not_failed_by_its_output() {
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "m.toml",
+        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { print-kb = 200, output = 1 }\n[[flow]]\nrun = \"a\"\nas = \"a\"\n",
+    );
+    let run = sandbox.run(&manifest, "{}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("more bytes of output were dropped"),
+        "the cap is reported"
+    );
+}
+
+#[test]
 fn a_looping_step_does_not_block_its_parallel_sibling() {
     let sandbox = Sandbox::new();
     let manifest = sandbox.manifest(

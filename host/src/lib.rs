@@ -20,3 +20,8 @@ pub mod wit;
 pub mod workflow;
 
 pub use json::Json;
+
+/// The allocator of the `host` binary and the benchmarks: short-lived JSON
+/// values and per-call sandboxes allocate a lot, and glibc's malloc was a
+/// third of the time of a call in profiles.
+pub type Allocator = mimalloc::MiMalloc;

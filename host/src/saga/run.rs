@@ -67,6 +67,16 @@ impl Saga {
         &self.workflow
     }
 
+    /// The implementation of step `index`.
+    pub fn step(&self, index: usize) -> Arc<dyn Step> {
+        self.steps[index].clone()
+    }
+
+    /// The workflow, shared (to bind it to other step implementations).
+    pub fn shared_workflow(&self) -> Arc<Workflow> {
+        self.workflow.clone()
+    }
+
     /// Runs the workflow to its end: `done`, or compensated (`reverted` or `failed`).
     pub async fn run(&self, request: RunRequest) -> RunReport {
         let run = Arc::new(Run {

@@ -9,6 +9,7 @@
 mod cache;
 mod engine;
 mod sandbox;
+mod stdio;
 mod step;
 
 use std::collections::HashMap;

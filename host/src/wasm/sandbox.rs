@@ -3,9 +3,9 @@
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::stdio::Captured;
 use crate::capabilities::{CallCapabilities, CapabilityView};
 
 /// How much of a guest's stdout/stderr is kept per call.
@@ -32,15 +32,15 @@ pub struct HostState {
     table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
     call: CallCapabilities,
-    pub(super) stdout: MemoryOutputPipe,
-    pub(super) stderr: MemoryOutputPipe,
+    pub(super) stdout: Captured,
+    pub(super) stderr: Captured,
 }
 
 impl HostState {
     /// A fresh sandbox for one call.
     pub fn new(call: CallCapabilities, limits: Limits) -> HostState {
-        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
-        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stdout = Captured::new(STDIO_CAPACITY);
+        let stderr = Captured::new(STDIO_CAPACITY);
         // No preopened directories, no environment, no arguments, no sockets.
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())

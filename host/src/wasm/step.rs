@@ -169,18 +169,17 @@ fn finish<T>(
     result: wasmtime::Result<T>,
 ) -> Result<T, StepFailure> {
     let state = store.data();
-    let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
-    for (stream, text) in [
-        (
-            "stdout",
-            String::from_utf8_lossy(&state.stdout.contents()).into_owned(),
-        ),
-        ("stderr", stderr.clone()),
-    ] {
+    let stdout = state.stdout.text();
+    let stderr = state.stderr.text();
+    for (stream, (text, dropped)) in [("stdout", &stdout), ("stderr", &stderr)] {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "step", step = &*call.node, stream, "{line}");
         }
+        if *dropped > 0 {
+            tracing::warn!(target: "step", step = &*call.node, stream, "{dropped} more bytes of output were dropped");
+        }
     }
+    let stderr = stderr.0;
     result.map_err(|err| {
         let exceeded = store.data().limiter.exceeded;
         trap_failure(err, exceeded, &stderr, call)

@@ -33,6 +33,7 @@ struct Config {
     echo_input: bool,
     emit: Option<String>,
     log: Option<String>,
+    print_kb: u64,
 }
 
 fn config(ctx: &StepContext) -> Result<Config, StepError> {
@@ -83,6 +84,9 @@ fn invoke(input: Value, ctx: &StepContext) -> Result<StepResponse<Value>, StepEr
     }
     if let Some(name) = &config.emit {
         ctx.events()?.emit(name, &input)?;
+    }
+    for line in 0..config.print_kb * 16 {
+        println!("{line:>6} {}", "-".repeat(56));
     }
     sleep(config.sleep_ms, config.sleep_busy);
     if config.loop_forever {

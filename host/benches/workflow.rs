@@ -1,0 +1,275 @@
+//! Throughput of a 10-step linear workflow passing ~1 KB of JSON between
+//! steps (the shape of the Medusa bench harness): a fresh sandbox per call,
+//! with every step succeeding, and with the 10th failing (9 compensations).
+//!
+//! The baseline, measured in the same run, is the same workflow with native
+//! Rust closures as steps: the ratio is the cost of sandboxing.
+//!
+//!     cargo bench -p wasaga-host --bench workflow
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use wasaga_host::capabilities::EntityStore;
+use wasaga_host::json::Json;
+use wasaga_host::manifest::{self, LoadOptions};
+use wasaga_host::saga::{
+    Action, FailureKind, FnStep, Invoked, RunRequest, RunStatus, Saga, Step, StepCall, StepFailure,
+};
+use wasaga_host::wasm::{ComponentCache, Runtime};
+
+#[global_allocator]
+static ALLOCATOR: wasaga_host::Allocator = mimalloc::MiMalloc;
+
+const STEPS: usize = 10;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds the `payload` guest and returns its path.
+fn payload_component() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "payload",
+        ])
+        .status()
+        .expect("run cargo");
+    assert!(status.success());
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    target.join("wasm32-wasip2/release/payload.wasm")
+}
+
+/// A manifest of 10 payload steps in sequence; the last fails if `fail_last`.
+fn manifest(dir: &Path, component: &Path, fail_last: bool) -> PathBuf {
+    let mut text = String::from("[workflow]\nname = \"bench-linear10\"\n\n");
+    for i in 1..=STEPS {
+        let fail = fail_last && i == STEPS;
+        text += &format!(
+            "[steps.s{i}]\ncomponent = \"{}\"\nconfig = {{ step = {i}, fail = {fail} }}\n\n",
+            component.display()
+        );
+    }
+    for i in 1..=STEPS {
+        let input = if i == 1 {
+            "input".to_string()
+        } else {
+            format!("p{}", i - 1)
+        };
+        text += &format!("[[flow]]\nrun = \"s{i}\"\ninput = \"{input}\"\nas = \"p{i}\"\n\n");
+    }
+    text += &format!("[output]\nvalue = \"p{STEPS}\"\n");
+    let path = dir.join(format!(
+        "linear10-{}.toml",
+        if fail_last { "fail" } else { "ok" }
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The WASM saga of a manifest.
+fn wasm_saga(runtime: &Arc<Runtime>, path: &Path) -> Saga {
+    let manifest = manifest::load(path, &LoadOptions::default()).unwrap();
+    let entities = Arc::new(EntityStore::in_memory().unwrap());
+    wasaga_host::workflow::load(manifest, runtime, entities)
+        .unwrap()
+        .saga
+}
+
+/// The payload step as a native closure (the baseline).
+fn native_payload(step: u64, fail: bool) -> Arc<dyn Step> {
+    Arc::new(FnStep::new(move |input: Json, _| async move {
+        if fail {
+            return Err(StepFailure::new(
+                FailureKind::Unknown,
+                format!("step {step} failed on purpose"),
+            ));
+        }
+        let prev: Value = serde_json::from_str(input.text()).unwrap();
+        let seq = prev["seq"].as_u64().unwrap_or(0) + 1;
+        let base = prev["base"]
+            .as_u64()
+            .or_else(|| prev["id"].as_u64())
+            .unwrap_or(0);
+        let items: Vec<Value> = (0..18u64)
+            .map(|j| json!({"k": format!("s{step}_k{j}"), "v": (seq * 31 + j * 7 + base) % 100_003, "tag": format!("{base}-{step}-{j}-xxxxxxxxxxxx")}))
+            .collect();
+        let id = format!("wf-{base}-step-{step}");
+        let output = json!({"step": step, "seq": seq, "base": base, "id": id, "prevId": prev["id"], "items": items});
+        Ok(Invoked::Done {
+            output: Json::parse(output.to_string()).unwrap(),
+            compensation: Some(Json::from_value(json!({"undo": id}))),
+        })
+    }))
+}
+
+/// The same workflow with native steps, configured as the manifest says.
+fn native_saga(template: &Saga) -> Saga {
+    let workflow = template.shared_workflow();
+    let steps = workflow
+        .steps
+        .iter()
+        .map(|spec| {
+            let config = spec.policy.config.value();
+            native_payload(
+                config["step"].as_u64().unwrap(),
+                config["fail"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    Saga::new(workflow, steps)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let dir = tempfile::tempdir().unwrap();
+    let component = payload_component();
+    let runtime = Runtime::new(Default::default(), ComponentCache::new(None)).unwrap();
+    let ok = wasm_saga(&runtime, &manifest(dir.path(), &component, false));
+    let fail = wasm_saga(&runtime, &manifest(dir.path(), &component, true));
+    let native_ok = native_saga(&ok);
+    let native_fail = native_saga(&fail);
+    let input = || RunRequest::new(Json::from_value(json!({"id": 7, "seq": 0})));
+
+    // Correctness before speed: each saga ends as the case says.
+    for (saga, expected) in [
+        (&ok, RunStatus::Done),
+        (&fail, RunStatus::Reverted),
+        (&native_ok, RunStatus::Done),
+        (&native_fail, RunStatus::Reverted),
+    ] {
+        let report = rt.block_on(saga.run(input()));
+        assert_eq!(report.status, expected, "{:?}", report.error);
+    }
+    let wasm_out = rt.block_on(ok.run(input())).output.unwrap();
+    let native_out = rt.block_on(native_ok.run(input())).output.unwrap();
+    assert_eq!(
+        wasm_out, native_out,
+        "the guest and the baseline compute the same payload"
+    );
+    assert!(
+        wasm_out.text().len() > 900,
+        "~1 KB per step: {}",
+        wasm_out.text().len()
+    );
+
+    let cases = [
+        ("wasm_ok", &ok),
+        ("native_ok", &native_ok),
+        ("wasm_fail_last", &fail),
+        ("native_fail_last", &native_fail),
+    ];
+    let mut group = c.benchmark_group("linear10");
+    group.throughput(Throughput::Elements(1));
+    for (name, saga) in cases {
+        group.bench_function(name, |b| b.to_async(&rt).iter(|| saga.run(input())));
+    }
+    group.finish();
+
+    // The same, timed in CPU time of the whole process (all threads): less
+    // sensitive than wall time to other load on a shared machine.
+    let mut group = c.benchmark_group("linear10_cpu");
+    group.throughput(Throughput::Elements(1));
+    for (name, saga) in cases {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = process_cpu_time();
+                for _ in 0..iters {
+                    rt.block_on(saga.run(input()));
+                }
+                process_cpu_time() - start
+            })
+        });
+    }
+    group.finish();
+
+    // One call of one step, without the orchestrator: the price of a fresh
+    // sandbox (store, instantiation, the guest's work) against a native call.
+    let single = current_thread();
+    let payload_input = Json::from_value(json!({"id": 7, "seq": 0}));
+    let call = step_call(&ok.workflow().steps[0].policy.config);
+    let mut group = c.benchmark_group("call");
+    group.throughput(Throughput::Elements(1));
+    for (name, saga) in [("wasm_invoke", &ok), ("native_invoke", &native_ok)] {
+        let step = saga.step(0);
+        group.bench_function(name, |b| {
+            b.iter(|| single.block_on(step.invoke(&payload_input, &call)).unwrap())
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("concurrent100");
+    group.throughput(Throughput::Elements(100));
+    group.sample_size(20);
+    for (name, saga) in [("wasm_ok", &ok), ("native_ok", &native_ok)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let runs: Vec<_> = (0..100)
+                    .map(|_| {
+                        let saga = saga.clone();
+                        tokio::spawn(async move { saga.run(input()).await })
+                    })
+                    .collect();
+                for run in runs {
+                    run.await.unwrap();
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A call context like the orchestrator makes for the first attempt.
+fn step_call(config: &Json) -> StepCall {
+    StepCall {
+        workflow: "bench".into(),
+        run_id: "run".into(),
+        transaction_id: "tx".into(),
+        step: "s1".into(),
+        node: "s1".into(),
+        action: Action::Invoke,
+        attempt: 1,
+        metadata: Json::from_value(json!({})),
+        config: config.clone(),
+        deadline: None,
+        events: Default::default(),
+    }
+}
+
+/// CPU time used by this process so far (user + system, all threads).
+fn process_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
