@@ -15,6 +15,8 @@ pub mod expr;
 pub mod json;
 pub mod manifest;
 pub mod saga;
+pub mod schema;
+pub mod subscribers;
 pub mod wasm;
 pub mod wit;
 pub mod workflow;

@@ -18,3 +18,16 @@ wasmtime::component::bindgen!({
         "wasaga:step/config.settings": crate::capabilities::config::SettingsHandle,
     },
 });
+
+/// The host side of the `subscriber` world.
+pub mod subscriber {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "subscriber",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasaga:step/log": crate::wit::wasaga::step::log,
+        },
+    });
+}

@@ -27,6 +27,7 @@ pub fn wasm_dir() -> PathBuf {
 const GUESTS: &[&str] = &[
     "probe",
     "payload",
+    "audit-subscriber",
     "create-brand",
     "get-brand",
     "update-brand",

@@ -31,6 +31,7 @@ impl HostEmitter for CapabilityView<'_> {
             name,
             data,
             step: Some(self.call.node.to_string()),
+            lifecycle: false,
         });
         Ok(())
     }

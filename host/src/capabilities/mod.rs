@@ -11,6 +11,7 @@ pub mod entities;
 pub mod events;
 pub mod grants;
 pub mod log;
+pub mod query;
 
 use std::sync::Arc;
 

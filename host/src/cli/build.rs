@@ -7,50 +7,85 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::{UsageError, manifest_errors};
-use crate::manifest::{self, BuildSpec, LoadOptions, Manifest};
+use crate::manifest::{self, BuildSpec, LoadOptions, Manifest, SubscriberKind};
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// The manifest whose components to build.
     #[arg(value_name = "MANIFEST")]
     manifest: PathBuf,
+    /// More folders with extension manifests.
+    #[arg(long, value_name = "DIR")]
+    extensions: Vec<PathBuf>,
 }
 
 pub async fn build_command(args: BuildArgs) -> Result<ExitCode, UsageError> {
-    let manifest = manifest::load(
-        &args.manifest,
-        &LoadOptions {
-            require_components: false,
-        },
-    )
-    .map_err(|e| manifest_errors(&e))?;
+    let options = LoadOptions {
+        require_components: false,
+        extension_dirs: args.extensions.clone(),
+        ..LoadOptions::default()
+    };
+    let manifest = manifest::load(&args.manifest, &options).map_err(|e| manifest_errors(&e))?;
     build_components(&manifest).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One component a manifest needs: who needs it, where declared, the file, its build.
+struct Needed<'a> {
+    who: &'a str,
+    declared_at: &'a str,
+    path: &'a Path,
+    build: Option<&'a BuildSpec>,
+}
+
+/// Every component of the manifest: its steps' and its subscribers'.
+fn needed(manifest: &Manifest) -> Vec<Needed<'_>> {
+    let steps = manifest.components.iter().filter_map(|spec| {
+        spec.component().map(|(path, build)| Needed {
+            who: &spec.step,
+            declared_at: &spec.declared_at,
+            path,
+            build,
+        })
+    });
+    let subscribers = manifest
+        .subscribers
+        .iter()
+        .filter_map(|spec| match &spec.kind {
+            SubscriberKind::Component { path, build, .. } => Some(Needed {
+                who: &spec.name,
+                declared_at: &spec.declared_at,
+                path,
+                build: build.as_ref(),
+            }),
+            SubscriberKind::Command { .. } => None,
+        });
+    steps.chain(subscribers).collect()
 }
 
 /// Runs the build command of every component that is missing or stale, each
 /// distinct command once. Build output goes to stderr.
 pub async fn build_components(manifest: &Manifest) -> Result<(), UsageError> {
     let mut done: HashSet<(String, PathBuf)> = HashSet::new();
-    for spec in &manifest.components {
-        let Some(build) = &spec.build else {
-            if !spec.path.is_file() {
+    let needed = needed(manifest);
+    for need in &needed {
+        let Some(build) = need.build else {
+            if !need.path.is_file() {
                 return Err(UsageError(format!(
-                    "error: step '{}' ({}) has no component at {} and no `build` command to make it",
-                    spec.step,
-                    spec.declared_at,
-                    spec.path.display()
+                    "error: '{}' ({}) has no component at {} and no `build` command to make it",
+                    need.who,
+                    need.declared_at,
+                    need.path.display()
                 )));
             }
             continue;
         };
-        if !is_stale(&spec.path, build) {
+        if !is_stale(need.path, build)
+            || !done.insert((build.command.clone(), build.workdir.clone()))
+        {
             continue;
         }
-        if !done.insert((build.command.clone(), build.workdir.clone())) {
-            continue;
-        }
-        tracing::info!(step = %spec.step, command = %build.command, "building");
+        tracing::info!(step = %need.who, command = %build.command, "building");
         let status = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&build.command)
@@ -61,27 +96,27 @@ pub async fn build_components(manifest: &Manifest) -> Result<(), UsageError> {
             .await
             .map_err(|e| {
                 UsageError(format!(
-                    "error: cannot start the build of step '{}': {e}",
-                    spec.step
+                    "error: cannot start the build of '{}': {e}",
+                    need.who
                 ))
             })?;
         if !status.success() {
             return Err(UsageError(format!(
-                "error: building step '{}' ({}) failed: `{}` exited with {status} in {}",
-                spec.step,
-                spec.declared_at,
+                "error: building '{}' ({}) failed: `{}` exited with {status} in {}",
+                need.who,
+                need.declared_at,
                 build.command,
                 build.workdir.display()
             )));
         }
     }
-    for spec in &manifest.components {
-        if !spec.path.is_file() {
+    for need in &needed {
+        if !need.path.is_file() {
             return Err(UsageError(format!(
-                "error: after building, step '{}' ({}) still has no component at {}\n  the build command must produce that file",
-                spec.step,
-                spec.declared_at,
-                spec.path.display()
+                "error: after building, '{}' ({}) still has no component at {}\n  the build command must produce that file",
+                need.who,
+                need.declared_at,
+                need.path.display()
             )));
         }
     }

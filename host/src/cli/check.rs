@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::{RuntimeArgs, UsageError, manifest_errors};
+use crate::capabilities::EntityStore;
 use crate::manifest::{self, LoadOptions};
 
 #[derive(Debug, clap::Args)]
@@ -14,6 +16,9 @@ pub struct CheckArgs {
     /// Check only the manifests, not that their components load.
     #[arg(long)]
     manifest_only: bool,
+    /// More folders with extension manifests.
+    #[arg(long, value_name = "DIR")]
+    extensions: Vec<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -24,9 +29,13 @@ pub async fn check(args: CheckArgs) -> Result<ExitCode, UsageError> {
     } else {
         Some(args.runtime.runtime()?)
     };
+    let options = LoadOptions {
+        extension_dirs: args.extensions.clone(),
+        ..LoadOptions::default()
+    };
     let mut failed = false;
     for path in &args.manifests {
-        let loaded = match manifest::load(path, &LoadOptions::default()) {
+        let loaded = match manifest::load(path, &options) {
             Ok(m) => m,
             Err(errors) => {
                 eprint!("{}", manifest_errors(&errors).0);
@@ -34,30 +43,17 @@ pub async fn check(args: CheckArgs) -> Result<ExitCode, UsageError> {
                 continue;
             }
         };
+        let (name, steps) = (loaded.workflow.name.clone(), loaded.workflow.steps.len());
         if let Some(runtime) = &runtime {
-            let mut broken = false;
-            for spec in &loaded.components {
-                if let Err(e) = runtime.load(&spec.path) {
-                    eprintln!(
-                        "{}: step '{}' ({}): {e}",
-                        path.display(),
-                        spec.step,
-                        spec.declared_at
-                    );
-                    broken = true;
-                }
-            }
-            if broken {
+            // Loading binds every component to the contract, as a run would.
+            let entities = Arc::new(EntityStore::in_memory()?);
+            if let Err(e) = crate::workflow::load(loaded, runtime, entities) {
+                eprintln!("{}: {e}", path.display());
                 failed = true;
                 continue;
             }
         }
-        println!(
-            "{}: ok (workflow '{}', {} steps)",
-            path.display(),
-            loaded.workflow.name,
-            loaded.workflow.steps.len()
-        );
+        println!("{}: ok (workflow '{name}', {steps} steps)", path.display());
     }
     Ok(if failed {
         ExitCode::from(2)

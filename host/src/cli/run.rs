@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// Print the report on one line even on a terminal.
     #[arg(long)]
     compact: bool,
+    /// More folders with extension manifests (hook handlers, subscribers).
+    #[arg(long, value_name = "DIR")]
+    extensions: Vec<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -43,8 +46,20 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     let input = read_input(&args)?;
     let options = LoadOptions {
         require_components: !args.build,
+        extension_dirs: args.extensions.clone(),
+        ..LoadOptions::default()
     };
     let manifest = manifest::load(&args.manifest, &options).map_err(|e| manifest_errors(&e))?;
+    if let Some(schema) = &manifest.input_schema {
+        let violations = schema.violations(input.value());
+        if !violations.is_empty() {
+            return Err(UsageError(format!(
+                "error: the input does not match the workflow's input-schema ({}):\n  {}",
+                schema.path().display(),
+                violations.join("\n  ")
+            )));
+        }
+    }
     if args.build {
         build_components(&manifest).await?;
     }
@@ -63,6 +78,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     tracing::info!(workflow = %workflow.manifest.workflow.name, run = %request.run_id, "run started");
     let report = workflow.saga.run(request).await;
     tracing::info!(run = %report.run, status = report.status.as_str(), ms = report.duration_ms, "run finished");
+    if !workflow.subscribers.is_empty() {
+        let delivered = workflow
+            .subscribers
+            .deliver(&report.workflow, &report.run, &report.all_events)
+            .await;
+        tracing::info!(
+            ok = delivered.ok,
+            failed = delivered.failed,
+            "events delivered to subscribers"
+        );
+    }
     let text = if std::io::stdout().is_terminal() && !args.compact {
         serde_json::to_string_pretty(&report)
     } else {

@@ -18,6 +18,68 @@ pub struct Manifest {
     #[serde(default)]
     pub flow: Vec<Spanned<Entry>>,
     pub output: Option<Spanned<OutputSection>>,
+    /// Hook handlers declared with the workflow: `[[hooks.NAME]]`.
+    #[serde(default)]
+    pub hooks: IndexMap<Spanned<String>, Vec<Spanned<Handler>>>,
+    #[serde(default)]
+    pub subscribers: Vec<Spanned<Subscriber>>,
+}
+
+/// An extension manifest: hook handlers (and their config) for a workflow it
+/// names, without editing that workflow's manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Extension {
+    pub extension: Spanned<ExtensionSection>,
+    #[serde(default)]
+    pub config: IndexMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub hooks: IndexMap<Spanned<String>, Vec<Spanned<Handler>>>,
+    #[serde(default)]
+    pub subscribers: Vec<Spanned<Subscriber>>,
+}
+
+/// `[extension]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExtensionSection {
+    /// The name of the workflow it extends.
+    pub workflow: Spanned<String>,
+    pub description: Option<String>,
+}
+
+/// A hook handler: a step (component, grants, options) with an optional name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Handler {
+    pub name: Option<Spanned<String>>,
+    pub component: Spanned<String>,
+    pub build: Option<Spanned<Build>>,
+    pub grants: Option<Spanned<Grants>>,
+    pub retries: Option<Spanned<Retries>>,
+    pub timeout: Option<Spanned<String>>,
+    pub compensate: Option<bool>,
+    pub config: Option<Spanned<toml::Value>>,
+    pub on_permanent_failure: Option<Spanned<String>>,
+    pub memory: Option<Spanned<String>>,
+    pub input_schema: Option<Spanned<String>>,
+    pub output_schema: Option<Spanned<String>>,
+}
+
+/// `[[subscribers]]`: a component (world `subscriber`) or a command that
+/// receives the run's events after the run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Subscriber {
+    pub name: Option<Spanned<String>>,
+    pub component: Option<Spanned<String>>,
+    pub build: Option<Spanned<Build>>,
+    pub command: Option<Spanned<String>>,
+    /// Event name patterns (`*` matches any run of characters); default all.
+    #[serde(default)]
+    pub events: Vec<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub memory: Option<Spanned<String>>,
 }
 
 /// `[workflow]`.
@@ -26,6 +88,11 @@ pub struct Manifest {
 pub struct WorkflowSection {
     pub name: Spanned<String>,
     pub description: Option<String>,
+    pub input_schema: Option<Spanned<String>>,
+    pub output_schema: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub idempotent: Option<bool>,
+    pub retention: Option<Spanned<String>>,
 }
 
 /// `[steps.NAME]`.
@@ -41,6 +108,11 @@ pub struct StepSection {
     pub config: Option<Spanned<toml::Value>>,
     pub memory: Option<Spanned<String>>,
     pub description: Option<String>,
+    pub on_permanent_failure: Option<Spanned<String>>,
+    pub input_schema: Option<Spanned<String>>,
+    pub output_schema: Option<Spanned<String>>,
+    #[serde(rename = "async")]
+    pub is_async: Option<bool>,
 }
 
 /// `build = "command"` or `build = { command, workdir, watch }`.
@@ -94,6 +166,10 @@ pub struct Entry {
     pub then: Option<Spanned<Vec<Spanned<Entry>>>>,
     pub transform: Option<Spanned<String>>,
     pub workflow: Option<Spanned<String>>,
+    pub hook: Option<Spanned<String>>,
+    pub query: Option<Spanned<Query>>,
+    pub for_each: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<u32>>,
     pub input: Option<Spanned<String>>,
     #[serde(rename = "as")]
     pub bind: Option<Spanned<String>>,
@@ -101,6 +177,20 @@ pub struct Entry {
     pub timeout: Option<Spanned<String>>,
     pub compensate: Option<bool>,
     pub config: Option<Spanned<toml::Value>>,
+    pub on_permanent_failure: Option<Spanned<String>>,
+}
+
+/// `query = { entity, filters, fields, limit, with-deleted }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Query {
+    pub entity: Spanned<String>,
+    pub filters: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fields: Vec<String>,
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub with_deleted: bool,
 }
 
 /// `[output]`.

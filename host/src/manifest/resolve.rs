@@ -1,10 +1,12 @@
 //! Turns authored manifests into the plan: checks names, expressions, scopes,
-//! options and files; flattens nested workflows; collects every problem.
+//! options and files; flattens nested workflows and hook handlers; collects
+//! every problem.
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use toml::Spanned;
@@ -12,21 +14,40 @@ use toml::Spanned;
 use super::authored;
 use super::error::{ManifestError, ManifestErrors, Source, did_you_mean};
 use super::units::{parse_duration, parse_size};
-use super::{BuildSpec, ComponentSpec, LoadOptions, Manifest};
+use super::{
+    BuildSpec, ComponentSpec, LoadOptions, Manifest, QuerySpec, StepKind, SubscriberKind,
+    SubscriberSpec,
+};
 use crate::capabilities::grants::GrantPlace;
 use crate::capabilities::{ConfigValues, Grants};
 use crate::expr::Expr;
 use crate::json::Json;
-use crate::saga::{Backoff, Call, Entry, RetryPolicy, StepPolicy, StepSpec, Workflow};
+use crate::saga::{
+    Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
+};
+use crate::schema::Schema;
 use crate::wasm::Limits;
 
 /// The most retries a manifest may ask for.
 const MAX_RETRIES: u32 = 100;
 /// The largest memory limit a step may ask for.
 const MAX_MEMORY: usize = 1 << 30;
+/// The most items a `for-each` may run at once.
+const MAX_CONCURRENCY: u32 = 256;
+/// How long a subscriber delivery may take by default.
+const SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The kinds a flow entry can be: exactly one per entry.
-const ENTRY_KINDS: [&str; 5] = ["run", "parallel", "when", "transform", "workflow"];
+/// The kinds a flow entry can be: exactly one per entry (`for-each` goes with `run`).
+const ENTRY_KINDS: [&str; 8] = [
+    "run",
+    "parallel",
+    "when",
+    "transform",
+    "workflow",
+    "hook",
+    "query",
+    "for-each",
+];
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Manifest, ManifestErrors> {
     let mut resolver = Resolver {
@@ -35,23 +56,30 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Manifest, ManifestErro
         steps: Vec::new(),
         components: Vec::new(),
         stack: Vec::new(),
-        files: Vec::new(),
+        sources: Vec::new(),
+        subscribers: Vec::new(),
     };
     let resolved = resolver.file(path, "", None);
     if !resolver.errors.is_empty() {
         return Err(resolver.errors);
     }
-    let (source, name, flow, output) = resolved.expect("a file without errors resolves");
+    let top = resolved.expect("a file without errors resolves");
     Ok(Manifest {
-        source,
+        source: top.source,
         workflow: Arc::new(Workflow {
-            name,
+            name: top.name,
             steps: resolver.steps,
-            flow,
-            output,
+            flow: top.flow,
+            output: top.output,
+            timeout: top.options.timeout,
+            output_check: top.options.output_schema.map(|s| s as Arc<dyn JsonCheck>),
         }),
         components: resolver.components,
-        files: resolver.files,
+        subscribers: resolver.subscribers,
+        input_schema: top.options.input_schema,
+        idempotent: top.options.idempotent,
+        retention: top.options.retention,
+        sources: resolver.sources,
     })
 }
 
@@ -63,7 +91,8 @@ struct Resolver<'a> {
     components: Vec<ComponentSpec>,
     /// The nesting chain, to reject cycles.
     stack: Vec<PathBuf>,
-    files: Vec<PathBuf>,
+    sources: Vec<(PathBuf, String)>,
+    subscribers: Vec<SubscriberSpec>,
 }
 
 /// One manifest file being resolved.
@@ -72,13 +101,28 @@ struct File {
     dir: PathBuf,
     /// Prefix of call names (`child/` inside a nested workflow).
     prefix: String,
-    /// Step name → global index and its declared policy.
+    /// Step name → global index.
     steps: IndexMap<String, usize>,
     /// Steps already called once in this file.
     called: HashSet<String>,
     /// Call names used in this file.
     nodes: HashSet<String>,
+    /// Hook name → its handlers (global step indices).
+    hooks: IndexMap<String, Vec<usize>>,
+    /// Hooks the flow uses.
+    used_hooks: HashSet<String>,
+    /// Every name bound, with the offset of its entry.
+    bound_at: Vec<(String, usize)>,
+    /// `skip-to` targets to check once the flow is known: (target, span).
+    skip_targets: Vec<(String, Range<usize>)>,
+    /// Hooks that extension manifests target, with where they say so.
+    extension_hooks: Vec<(Source, Vec<Named>)>,
+    /// The workflow's name.
+    workflow: String,
 }
+
+/// A name and where it is written.
+type Named = (String, Range<usize>);
 
 /// The names visible at a point of the flow, with the line that bound them.
 #[derive(Clone, Default)]
@@ -86,7 +130,75 @@ struct Names {
     bound: IndexMap<String, usize>,
 }
 
-type Resolved = (Source, String, Arc<[Entry]>, Option<Expr>);
+/// What `[workflow]` says besides the name.
+#[derive(Default)]
+struct WorkflowOptions {
+    input_schema: Option<Arc<Schema>>,
+    output_schema: Option<Arc<Schema>>,
+    timeout: Option<Duration>,
+    idempotent: bool,
+    retention: Option<Duration>,
+}
+
+struct Resolved {
+    source: Source,
+    name: String,
+    flow: Arc<[Entry]>,
+    output: Option<Expr>,
+    options: WorkflowOptions,
+}
+
+/// The fields a step declaration and a hook handler share.
+struct StepFields<'a> {
+    component: &'a Spanned<String>,
+    build: Option<&'a Spanned<authored::Build>>,
+    grants: Option<&'a Spanned<authored::Grants>>,
+    retries: Option<&'a Spanned<authored::Retries>>,
+    timeout: Option<&'a Spanned<String>>,
+    compensate: Option<bool>,
+    config: Option<&'a Spanned<toml::Value>>,
+    on_permanent_failure: Option<&'a Spanned<String>>,
+    memory: Option<&'a Spanned<String>>,
+    input_schema: Option<&'a Spanned<String>>,
+    output_schema: Option<&'a Spanned<String>>,
+    is_async: bool,
+}
+
+impl<'a> StepFields<'a> {
+    fn of_step(s: &'a authored::StepSection) -> StepFields<'a> {
+        StepFields {
+            component: &s.component,
+            build: s.build.as_ref(),
+            grants: s.grants.as_ref(),
+            retries: s.retries.as_ref(),
+            timeout: s.timeout.as_ref(),
+            compensate: s.compensate,
+            config: s.config.as_ref(),
+            on_permanent_failure: s.on_permanent_failure.as_ref(),
+            memory: s.memory.as_ref(),
+            input_schema: s.input_schema.as_ref(),
+            output_schema: s.output_schema.as_ref(),
+            is_async: s.is_async.unwrap_or(false),
+        }
+    }
+
+    fn of_handler(h: &'a authored::Handler) -> StepFields<'a> {
+        StepFields {
+            component: &h.component,
+            build: h.build.as_ref(),
+            grants: h.grants.as_ref(),
+            retries: h.retries.as_ref(),
+            timeout: h.timeout.as_ref(),
+            compensate: h.compensate,
+            config: h.config.as_ref(),
+            on_permanent_failure: h.on_permanent_failure.as_ref(),
+            memory: h.memory.as_ref(),
+            input_schema: h.input_schema.as_ref(),
+            output_schema: h.output_schema.as_ref(),
+            is_async: false,
+        }
+    }
+}
 
 impl Resolver<'_> {
     fn error(
@@ -106,15 +218,23 @@ impl Resolver<'_> {
         }
     }
 
-    /// Resolves one manifest file (the top one, or a nested one at `from`).
+    fn read(&mut self, path: &Path) -> std::io::Result<String> {
+        let text = self.options.files.read(path)?;
+        if !self.sources.iter().any(|(p, _)| p == path) {
+            self.sources.push((path.to_path_buf(), text.clone()));
+        }
+        Ok(text)
+    }
+
+    /// Resolves one workflow manifest (the top one, or a nested one at `from`).
     fn file(
         &mut self,
         path: &Path,
         prefix: &str,
         from: Option<(&File, Range<usize>)>,
     ) -> Option<Resolved> {
-        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let text = match std::fs::read_to_string(&path) {
+        let path = absolute(path);
+        let text = match self.read(&path) {
             Ok(text) => text,
             Err(e) => {
                 let message = format!("cannot read the manifest {}: {e}", path.display());
@@ -130,7 +250,6 @@ impl Resolver<'_> {
                 return None;
             }
         };
-        self.files.push(path.clone());
         let source = Source {
             path: path.clone(),
             text: text.into(),
@@ -150,13 +269,36 @@ impl Resolver<'_> {
             steps: IndexMap::new(),
             called: HashSet::new(),
             nodes: HashSet::new(),
+            hooks: IndexMap::new(),
+            used_hooks: HashSet::new(),
+            bound_at: Vec::new(),
+            skip_targets: Vec::new(),
+            extension_hooks: Vec::new(),
+            workflow: authored.workflow.get_ref().name.get_ref().clone(),
         };
-        let name = authored.workflow.get_ref().name.clone();
+        let section = authored.workflow.get_ref();
+        let name = section.name.clone();
         self.check_name(&file, &name, "a workflow name");
+        let options = self.workflow_options(&file, section);
         let config = Arc::new(self.config_table(&file, &authored.config));
         for (step_name, step) in &authored.steps {
-            self.step(&mut file, step_name, step, &config, &authored.config);
+            self.check_name(&file, step_name, "a step");
+            let index = self.declare_step(
+                &mut file,
+                step_name.get_ref(),
+                step.span(),
+                StepFields::of_step(step.get_ref()),
+                &config,
+                &authored.config,
+            );
+            file.steps.insert(step_name.get_ref().clone(), index);
         }
+        self.hook_handlers(&mut file, &authored.hooks, &config, &authored.config);
+        let top = from.is_none();
+        if top {
+            self.subscribers_of(&file, &authored.subscribers);
+        }
+        self.extensions(&mut file, name.get_ref(), top);
         if authored.flow.is_empty() {
             let span = authored.workflow.span();
             self.error(&file, span, "the workflow has no [[flow]] entries");
@@ -167,12 +309,70 @@ impl Resolver<'_> {
         let mut names = Names::default();
         names.bound.insert("input".into(), 0);
         let flow = self.entries(&mut file, &authored.flow, &mut names);
+        self.check_skip_targets(&file);
+        self.check_unused_hooks(&file, &authored.hooks);
         let output = authored.output.as_ref().and_then(|o| {
             let value = &o.get_ref().value;
             self.expression(&file, value, &names)
         });
         self.stack.pop();
-        Some((file.source, name.into_inner(), flow.into(), output))
+        Some(Resolved {
+            source: file.source,
+            name: name.into_inner(),
+            flow: flow.into(),
+            output,
+            options,
+        })
+    }
+
+    fn workflow_options(
+        &mut self,
+        file: &File,
+        section: &authored::WorkflowSection,
+    ) -> WorkflowOptions {
+        let mut options = WorkflowOptions {
+            idempotent: section.idempotent.unwrap_or(false),
+            ..WorkflowOptions::default()
+        };
+        options.input_schema = section
+            .input_schema
+            .as_ref()
+            .and_then(|p| self.schema(file, p));
+        options.output_schema = section
+            .output_schema
+            .as_ref()
+            .and_then(|p| self.schema(file, p));
+        if let Some(timeout) = &section.timeout {
+            options.timeout = self.positive_duration(file, timeout);
+        }
+        if let Some(retention) = &section.retention {
+            options.retention = self.positive_duration(file, retention);
+        }
+        options
+    }
+
+    /// Loads and compiles a JSON Schema file named relative to the manifest.
+    fn schema(&mut self, file: &File, path: &Spanned<String>) -> Option<Arc<Schema>> {
+        let full = normalize(&file.dir.join(path.get_ref()));
+        let text = match self.read(&full) {
+            Ok(text) => text,
+            Err(e) => {
+                self.error(
+                    file,
+                    path.span(),
+                    format!("cannot read the schema {}: {e}", full.display()),
+                );
+                self.add_help("the path is relative to the manifest's folder");
+                return None;
+            }
+        };
+        match Schema::compile(&full, &text) {
+            Ok(schema) => Some(Arc::new(schema)),
+            Err(e) => {
+                self.error(file, path.span(), e);
+                None
+            }
+        }
     }
 
     fn check_name(&mut self, file: &File, name: &Spanned<String>, what: &str) -> bool {
@@ -216,19 +416,12 @@ impl Resolver<'_> {
         ConfigValues::new(values)
     }
 
-    fn step(
-        &mut self,
-        file: &mut File,
-        name: &Spanned<String>,
-        section: &Spanned<authored::StepSection>,
-        config: &Arc<ConfigValues>,
-        config_table: &IndexMap<String, Spanned<toml::Value>>,
-    ) {
-        self.check_name(file, name, "a step");
-        let step = section.get_ref();
-        let component = step.component.get_ref();
-        let path = normalize(&file.dir.join(component));
-        let build = step.build.as_ref().map(|b| match b.get_ref() {
+    fn build_spec(
+        &self,
+        file: &File,
+        build: Option<&Spanned<authored::Build>>,
+    ) -> Option<BuildSpec> {
+        build.map(|b| match b.get_ref() {
             authored::Build::Command(command) => BuildSpec {
                 command: command.clone(),
                 workdir: file.dir.clone(),
@@ -239,18 +432,28 @@ impl Resolver<'_> {
                 workdir: table
                     .workdir
                     .as_ref()
-                    .map_or_else(|| file.dir.clone(), |w| file.dir.join(w)),
+                    .map_or_else(|| file.dir.clone(), |w| normalize(&file.dir.join(w))),
                 watch: table.watch.clone(),
             },
-        });
+        })
+    }
+
+    /// A component file named relative to the manifest, checked to exist.
+    fn component_path(
+        &mut self,
+        file: &File,
+        component: &Spanned<String>,
+        build: Option<&BuildSpec>,
+    ) -> PathBuf {
+        let path = normalize(&file.dir.join(component.get_ref()));
         if self.options.require_components && !path.is_file() {
             self.error(
                 file,
-                step.component.span(),
+                component.span(),
                 format!("component file not found: {}", path.display()),
             )
             .label("no such file");
-            match &build {
+            match build {
                 Some(b) => self.add_help(format!(
                     "build it with `host run --build` (it runs `{}`), or fix the path: it is relative to the manifest's folder",
                     b.command
@@ -258,43 +461,60 @@ impl Resolver<'_> {
                 None => self.add_help("build the component, or fix the path: it is relative to the manifest's folder"),
             }
         }
-        let grants = self.grants(file, name.get_ref(), section, config_table);
-        let memory = match &step.memory {
-            None => Limits::default().memory_bytes,
-            Some(text) => match parse_size(text.get_ref()) {
-                Ok(bytes) if bytes <= MAX_MEMORY => bytes,
-                Ok(_) => {
-                    self.error(
-                        file,
-                        text.span(),
-                        "a step's memory limit can be at most 1GiB",
-                    );
-                    MAX_MEMORY
-                }
-                Err(e) => {
-                    self.error(file, text.span(), e);
-                    self.add_help("write a size like \"64MiB\" or \"512KiB\"");
-                    Limits::default().memory_bytes
-                }
-            },
+        path
+    }
+
+    fn memory(&mut self, file: &File, memory: Option<&Spanned<String>>) -> usize {
+        let Some(text) = memory else {
+            return Limits::default().memory_bytes;
         };
+        match parse_size(text.get_ref()) {
+            Ok(bytes) if bytes <= MAX_MEMORY => bytes,
+            Ok(_) => {
+                self.error(file, text.span(), "a memory limit can be at most 1GiB");
+                MAX_MEMORY
+            }
+            Err(e) => {
+                self.error(file, text.span(), e);
+                self.add_help("write a size like \"64MiB\" or \"512KiB\"");
+                Limits::default().memory_bytes
+            }
+        }
+    }
+
+    /// Declares a step (a `[steps.NAME]` table or a hook handler); returns its index.
+    fn declare_step(
+        &mut self,
+        file: &mut File,
+        name: &str,
+        span: Range<usize>,
+        fields: StepFields<'_>,
+        config: &Arc<ConfigValues>,
+        config_table: &IndexMap<String, Spanned<toml::Value>>,
+    ) -> usize {
+        let build = self.build_spec(file, fields.build);
+        let path = self.component_path(file, fields.component, build.as_ref());
+        let grants = self.grants(file, name, span.clone(), fields.grants, config_table);
+        let memory = self.memory(file, fields.memory);
         let policy = self.policy(
             file,
             StepPolicy::default(),
-            step.retries.as_ref(),
-            step.timeout.as_ref(),
-            step.compensate,
-            step.config.as_ref(),
+            fields.retries,
+            fields.timeout,
+            fields.compensate,
+            fields.config,
+            fields.on_permanent_failure,
         );
+        let input_schema = fields.input_schema.and_then(|p| self.schema(file, p));
+        let output_schema = fields.output_schema.and_then(|p| self.schema(file, p));
         let index = self.steps.len();
         self.steps.push(StepSpec {
-            name: name.get_ref().clone(),
+            name: name.to_string(),
             policy,
         });
         self.components.push(ComponentSpec {
-            step: format!("{}{}", file.prefix, name.get_ref()),
-            path,
-            build,
+            step: format!("{}{name}", file.prefix),
+            kind: StepKind::Component { path, build },
             grants,
             limits: Limits {
                 memory_bytes: memory,
@@ -303,23 +523,208 @@ impl Resolver<'_> {
             declared_at: format!(
                 "{}:{}",
                 file.source.display_name(),
-                file.source.line_of(section.span().start)
+                file.source.line_of(span.start)
             ),
+            input_schema,
+            output_schema,
+            is_async: fields.is_async,
         });
-        file.steps.insert(name.get_ref().clone(), index);
+        index
+    }
+
+    /// `[[hooks.NAME]]` handlers of `file` (or of an extension read for it).
+    fn hook_handlers(
+        &mut self,
+        file: &mut File,
+        hooks: &IndexMap<Spanned<String>, Vec<Spanned<authored::Handler>>>,
+        config: &Arc<ConfigValues>,
+        config_table: &IndexMap<String, Spanned<toml::Value>>,
+    ) {
+        for (hook, handlers) in hooks {
+            self.check_name(file, hook, "a hook");
+            for handler in handlers {
+                let h = handler.get_ref();
+                let label = match &h.name {
+                    Some(name) => {
+                        self.check_name(file, name, "a hook handler");
+                        name.get_ref().clone()
+                    }
+                    None => {
+                        let known = file.hooks.get(hook.get_ref()).map_or(0, Vec::len);
+                        format!("{}", known + 1)
+                    }
+                };
+                let name = format!("{}.{label}", hook.get_ref());
+                if file.nodes.contains(&format!("{}{name}", file.prefix)) {
+                    self.error(
+                        file,
+                        handler.span(),
+                        format!(
+                            "two handlers of hook '{}' are named '{label}'",
+                            hook.get_ref()
+                        ),
+                    );
+                    self.add_help("give each handler its own `name`");
+                    continue;
+                }
+                file.nodes.insert(format!("{}{name}", file.prefix));
+                let index = self.declare_step(
+                    file,
+                    &name,
+                    handler.span(),
+                    StepFields::of_handler(h),
+                    config,
+                    config_table,
+                );
+                file.hooks
+                    .entry(hook.get_ref().clone())
+                    .or_default()
+                    .push(index);
+            }
+        }
+    }
+
+    /// Finds extension manifests for workflow `name` and adds their handlers
+    /// (and, for the top workflow, their subscribers).
+    fn extensions(&mut self, file: &mut File, name: &str, top: bool) {
+        let mut dirs = vec![file.dir.clone()];
+        dirs.extend(self.options.extension_dirs.iter().map(|d| absolute(d)));
+        let mut seen = HashSet::new();
+        for dir in dirs {
+            for path in self.options.files.tomls(&dir) {
+                if path == file.source.path || !seen.insert(path.clone()) {
+                    continue;
+                }
+                let Ok(text) = self.options.files.read(&path) else {
+                    continue;
+                };
+                let targets_us = toml::from_str::<toml::Table>(&text)
+                    .ok()
+                    .is_some_and(|table| {
+                        table
+                            .get("extension")
+                            .and_then(|e| e.get("workflow"))
+                            .and_then(|w| w.as_str())
+                            == Some(name)
+                    });
+                if targets_us {
+                    self.extension(file, &path, top);
+                }
+            }
+        }
+    }
+
+    fn extension(&mut self, file: &mut File, path: &Path, top: bool) {
+        let Ok(text) = self.read(path) else { return };
+        let source = Source {
+            path: path.to_path_buf(),
+            text: text.into(),
+        };
+        let authored: authored::Extension = match toml::from_str(&source.text) {
+            Ok(e) => e,
+            Err(e) => {
+                self.errors.push(toml_error(&source, &e));
+                return;
+            }
+        };
+        // Its handlers are declared in its own file (for messages and paths).
+        let mut ext = File {
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            source,
+            prefix: file.prefix.clone(),
+            steps: IndexMap::new(),
+            called: HashSet::new(),
+            nodes: std::mem::take(&mut file.nodes),
+            hooks: std::mem::take(&mut file.hooks),
+            used_hooks: HashSet::new(),
+            bound_at: Vec::new(),
+            skip_targets: Vec::new(),
+            extension_hooks: Vec::new(),
+            workflow: file.workflow.clone(),
+        };
+        let config = Arc::new(self.config_table(&ext, &authored.config));
+        self.hook_handlers(&mut ext, &authored.hooks, &config, &authored.config);
+        if top {
+            self.subscribers_of(&ext, &authored.subscribers);
+        }
+        // A hook the workflow does not have is a mistake in the extension,
+        // reported there once the workflow's flow is known.
+        let targeted: Vec<Named> = authored
+            .hooks
+            .keys()
+            .map(|h| (h.get_ref().clone(), h.span()))
+            .collect();
+        file.nodes = std::mem::take(&mut ext.nodes);
+        file.hooks = std::mem::take(&mut ext.hooks);
+        if !targeted.is_empty() {
+            file.extension_hooks.push((ext.source, targeted));
+        }
+    }
+
+    fn subscribers_of(&mut self, file: &File, subscribers: &[Spanned<authored::Subscriber>]) {
+        for (position, spanned) in subscribers.iter().enumerate() {
+            let s = spanned.get_ref();
+            let name = s.name.as_ref().map_or_else(
+                || format!("subscriber-{}", position + 1),
+                |n| n.get_ref().clone(),
+            );
+            let kind = match (&s.component, &s.command) {
+                (Some(component), None) => {
+                    let build = self.build_spec(file, s.build.as_ref());
+                    let path = self.component_path(file, component, build.as_ref());
+                    let memory = self.memory(file, s.memory.as_ref());
+                    SubscriberKind::Component {
+                        path,
+                        build,
+                        limits: Limits {
+                            memory_bytes: memory,
+                        },
+                    }
+                }
+                (None, Some(command)) => SubscriberKind::Command {
+                    command: command.get_ref().clone(),
+                    workdir: file.dir.clone(),
+                },
+                _ => {
+                    self.error(
+                        file,
+                        spanned.span(),
+                        "a subscriber needs exactly one of `component` or `command`",
+                    );
+                    self.add_help("component = \"audit.wasm\" (world `subscriber`), or command = \"jq -c . >> events.log\" (the event on stdin)");
+                    continue;
+                }
+            };
+            let timeout = s
+                .timeout
+                .as_ref()
+                .and_then(|t| self.positive_duration(file, t))
+                .unwrap_or(SUBSCRIBER_TIMEOUT);
+            self.subscribers.push(SubscriberSpec {
+                name,
+                kind,
+                events: s.events.iter().map(|e| e.get_ref().clone()).collect(),
+                timeout,
+                declared_at: format!(
+                    "{}:{}",
+                    file.source.display_name(),
+                    file.source.line_of(spanned.span().start)
+                ),
+            });
+        }
     }
 
     fn grants(
         &mut self,
         file: &File,
         step: &str,
-        section: &Spanned<authored::StepSection>,
+        section: Range<usize>,
+        declared: Option<&Spanned<authored::Grants>>,
         config_table: &IndexMap<String, Spanned<toml::Value>>,
     ) -> Grants {
-        let declared = section.get_ref().grants.as_ref();
         let line = file
             .source
-            .line_of(declared.map_or(section.span().start, |g| g.span().start));
+            .line_of(declared.map_or(section.start, |g| g.span().start));
         let mut grants = Grants {
             place: GrantPlace {
                 file: file.source.display_name(),
@@ -368,14 +773,16 @@ impl Resolver<'_> {
         grants
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn policy(
         &mut self,
-        file: &File,
+        file: &mut File,
         mut policy: StepPolicy,
         retries: Option<&Spanned<authored::Retries>>,
         timeout: Option<&Spanned<String>>,
         compensate: Option<bool>,
         config: Option<&Spanned<toml::Value>>,
+        on_failure: Option<&Spanned<String>>,
     ) -> StepPolicy {
         if let Some(retries) = retries {
             let r = retries.get_ref();
@@ -409,14 +816,10 @@ impl Resolver<'_> {
             }
             policy.retries = policy_retries;
         }
-        if let Some(timeout) = timeout {
-            match self.duration(file, timeout) {
-                Some(d) if d.is_zero() => {
-                    self.error(file, timeout.span(), "a timeout must be longer than zero");
-                }
-                Some(d) => policy.timeout = Some(d),
-                None => {}
-            }
+        if let Some(timeout) = timeout
+            && let Some(d) = self.positive_duration(file, timeout)
+        {
+            policy.timeout = Some(d);
         }
         if let Some(compensate) = compensate {
             policy.compensate = compensate;
@@ -433,16 +836,116 @@ impl Resolver<'_> {
                 }
             }
         }
+        if let Some(text) = on_failure {
+            policy.on_permanent_failure = match text.get_ref().as_str() {
+                "fail" => OnFailure::Fail,
+                "continue" => OnFailure::Continue,
+                "skip" => OnFailure::Skip,
+                other => match other.strip_prefix("skip-to:") {
+                    Some(target) if !target.trim().is_empty() => {
+                        file.skip_targets
+                            .push((target.trim().to_string(), text.span()));
+                        OnFailure::SkipTo(target.trim().to_string())
+                    }
+                    _ => {
+                        self.error(
+                            file,
+                            text.span(),
+                            format!("'{other}' is not a failure policy"),
+                        );
+                        self.add_help("use \"fail\" (the default), \"continue\", \"skip\" or \"skip-to:NAME\" (the `as` of a later entry)");
+                        OnFailure::Fail
+                    }
+                },
+            };
+        }
         policy
     }
 
-    fn duration(&mut self, file: &File, text: &Spanned<String>) -> Option<std::time::Duration> {
+    fn duration(&mut self, file: &File, text: &Spanned<String>) -> Option<Duration> {
         match parse_duration(text.get_ref()) {
             Ok(d) => Some(d),
             Err(e) => {
                 self.error(file, text.span(), e);
                 self.add_help("write a duration like \"100ms\", \"2s\" or \"1m\"");
                 None
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, file: &File, text: &Spanned<String>) -> Option<Duration> {
+        match self.duration(file, text) {
+            Some(d) if d.is_zero() => {
+                self.error(file, text.span(), "this must be longer than zero");
+                None
+            }
+            other => other,
+        }
+    }
+
+    fn check_skip_targets(&mut self, file: &File) {
+        for (target, span) in &file.skip_targets {
+            let later = file
+                .bound_at
+                .iter()
+                .any(|(name, at)| name == target && *at > span.start);
+            if !later {
+                self.error(
+                    file,
+                    span.clone(),
+                    format!("`skip-to:{target}` names no later entry of this workflow"),
+                );
+                let names: Vec<&str> = file
+                    .bound_at
+                    .iter()
+                    .filter(|(_, at)| *at > span.start)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                self.add_help(if names.is_empty() {
+                    "no entry after this one has an `as` name".to_string()
+                } else {
+                    format!("the `as` names of later entries: {}", names.join(", "))
+                });
+            }
+        }
+    }
+
+    fn check_unused_hooks(
+        &mut self,
+        file: &File,
+        hooks: &IndexMap<Spanned<String>, Vec<Spanned<authored::Handler>>>,
+    ) {
+        for hook in hooks.keys() {
+            if !file.used_hooks.contains(hook.get_ref()) {
+                self.error(
+                    file,
+                    hook.span(),
+                    format!(
+                        "handlers are declared for hook '{}', but the flow has no such hook",
+                        hook.get_ref()
+                    ),
+                );
+                self.add_help(format!(
+                    "add an entry `hook = \"{}\"` to the flow, or fix the name",
+                    hook.get_ref()
+                ));
+            }
+        }
+        for (source, hooks) in &file.extension_hooks {
+            for (hook, span) in hooks {
+                if !file.used_hooks.contains(hook) {
+                    self.errors.push(ManifestError::at(
+                        source,
+                        span.clone(),
+                        format!("the workflow '{}' has no hook '{hook}'", file.workflow),
+                    ));
+                    let available: Vec<&str> = file.used_hooks.iter().map(String::as_str).collect();
+                    self.add_help(if available.is_empty() {
+                        "that workflow's flow has no `hook` entries".to_string()
+                    } else {
+                        format!("its hooks: {}", available.join(", "))
+                    });
+                }
             }
         }
     }
@@ -465,23 +968,27 @@ impl Resolver<'_> {
         names: &mut Names,
     ) -> Option<Entry> {
         let entry = spanned.get_ref();
-        let kinds: Vec<&str> = [
-            entry.run.is_some(),
+        let set = [
+            entry.run.is_some() && entry.for_each.is_none(),
             entry.parallel.is_some(),
             entry.when.is_some(),
             entry.transform.is_some(),
             entry.workflow.is_some(),
-        ]
-        .iter()
-        .zip(ENTRY_KINDS)
-        .filter(|(set, _)| **set)
-        .map(|(_, kind)| kind)
-        .collect();
+            entry.hook.is_some(),
+            entry.query.is_some(),
+            entry.for_each.is_some(),
+        ];
+        let kinds: Vec<&str> = set
+            .iter()
+            .zip(ENTRY_KINDS)
+            .filter(|(on, _)| **on)
+            .map(|(_, kind)| kind)
+            .collect();
         let span = spanned.span();
         match kinds.as_slice() {
             [] => {
                 self.error(file, span, "this flow entry does not say what to do");
-                self.add_help("give it one of `run = \"step\"`, `parallel = [...]`, `when = \"...\"` with `then`, `transform = \"...\"` with `as`, or `workflow = \"file.toml\"`");
+                self.add_help("give it one of `run = \"step\"`, `parallel = [...]`, `when = \"...\"` with `then`, `transform = \"...\"` with `as`, `workflow = \"file.toml\"`, `hook = \"name\"`, `query = {...}` or `for-each = \"...\"` with `run`");
                 return None;
             }
             [_] => {}
@@ -506,93 +1013,113 @@ impl Resolver<'_> {
         if entry.then.is_some() && entry.when.is_none() {
             self.error(file, span.clone(), "`then` belongs to a `when` entry");
         }
-        let is_call = entry.run.is_some() || entry.workflow.is_some();
-        if !is_call {
-            self.reject_call_options(file, entry, span.clone());
+        if entry.concurrency.is_some() && entry.for_each.is_none() {
+            self.error(
+                file,
+                span.clone(),
+                "`concurrency` belongs to a `for-each` entry",
+            );
         }
-        if let Some(step) = &entry.run {
-            return self.run_entry(file, entry, step, names);
+        self.reject_misplaced(file, entry, kinds[0], span.clone());
+        if let Some(bind) = &entry.bind {
+            file.bound_at.push((bind.get_ref().clone(), span.start));
         }
-        if let Some(branches) = &entry.parallel {
-            return self.parallel(file, entry, branches, names);
+        match kinds[0] {
+            "run" => self.run_entry(file, entry, entry.run.as_ref()?, names),
+            "parallel" => self.parallel(file, entry.parallel.as_ref()?, names),
+            "when" => self.when(file, entry, entry.when.as_ref()?, span, names),
+            "transform" => {
+                let expr = entry.transform.as_ref()?;
+                let Some(bind) = &entry.bind else {
+                    self.error(
+                        file,
+                        expr.span(),
+                        "a `transform` needs `as`, the name to bind its value to",
+                    );
+                    return None;
+                };
+                let expr = self.expression(file, expr, names);
+                let bind = self.bind(file, bind, names)?;
+                Some(Entry::Transform { expr: expr?, bind })
+            }
+            "workflow" => self.nested(file, entry, entry.workflow.as_ref()?, names),
+            "hook" => self.hook(file, entry, entry.hook.as_ref()?, names),
+            "query" => self.query(file, entry, entry.query.as_ref()?, names),
+            "for-each" => self.for_each(file, entry, entry.for_each.as_ref()?, names),
+            _ => None,
         }
-        if let Some(condition) = &entry.when {
-            return self.when(file, entry, condition, span, names);
-        }
-        if let Some(expr) = &entry.transform {
-            let Some(bind) = &entry.bind else {
-                self.error(
-                    file,
-                    expr.span(),
-                    "a `transform` needs `as`, the name to bind its value to",
-                );
-                return None;
-            };
-            let expr = self.expression(file, expr, names);
-            let bind = self.bind(file, bind, names)?;
-            return Some(Entry::Transform { expr: expr?, bind });
-        }
-        if let Some(path) = &entry.workflow {
-            return self.nested(file, entry, path, names);
-        }
-        None
     }
 
-    /// `input`, `as` and step options only make sense on `run` and `workflow`.
-    fn reject_call_options(&mut self, file: &File, entry: &authored::Entry, span: Range<usize>) {
-        let transform = entry.transform.is_some();
+    /// Keys that do not apply to an entry of this kind.
+    fn reject_misplaced(
+        &mut self,
+        file: &File,
+        entry: &authored::Entry,
+        kind: &str,
+        span: Range<usize>,
+    ) {
+        let calls_a_step = matches!(kind, "run" | "for-each");
+        let takes_input = calls_a_step || matches!(kind, "workflow" | "hook");
+        let takes_as = takes_input || matches!(kind, "transform" | "query");
         let misplaced = [
-            ("input", entry.input.is_some()),
-            ("as", entry.bind.is_some() && !transform),
-            ("retries", entry.retries.is_some()),
-            ("timeout", entry.timeout.is_some()),
-            ("compensate", entry.compensate.is_some()),
-            ("config", entry.config.is_some()),
+            ("input", entry.input.is_some() && !takes_input),
+            ("as", entry.bind.is_some() && !takes_as),
+            ("retries", entry.retries.is_some() && !calls_a_step),
+            ("timeout", entry.timeout.is_some() && !calls_a_step),
+            ("compensate", entry.compensate.is_some() && !calls_a_step),
+            ("config", entry.config.is_some() && !calls_a_step),
+            (
+                "on-permanent-failure",
+                entry.on_permanent_failure.is_some() && !calls_a_step,
+            ),
         ];
-        for (key, set) in misplaced {
-            if set {
+        for (key, wrong) in misplaced {
+            if wrong {
                 self.error(
                     file,
                     span.clone(),
-                    format!("`{key}` only applies to `run` and `workflow` entries"),
+                    format!("`{key}` does not apply to a `{kind}` entry"),
                 );
-                self.add_help("move it onto the entries inside, or remove it");
+                self.add_help("move it onto the entry or step it belongs to, or remove it");
             }
         }
     }
 
-    fn run_entry(
+    /// The step a `run` names, or an error with suggestions.
+    fn step_index(&mut self, file: &File, step: &Spanned<String>) -> Option<usize> {
+        let step_name = step.get_ref();
+        if let Some(&index) = file.steps.get(step_name) {
+            return Some(index);
+        }
+        self.error(file, step.span(), format!("unknown step '{step_name}'"))
+            .label("not declared");
+        let declared: Vec<&str> = file.steps.keys().map(String::as_str).collect();
+        let help = match did_you_mean(step_name, declared.iter().copied()) {
+            Some(near) => format!("did you mean '{near}'? Steps are declared as [steps.NAME]"),
+            None if declared.is_empty() => format!(
+                "declare it:\n[steps.{step_name}]\ncomponent = \"path/to/{step_name}.wasm\""
+            ),
+            None => format!(
+                "declared steps: {}; or declare it as [steps.{step_name}]",
+                declared.join(", ")
+            ),
+        };
+        self.add_help(help);
+        None
+    }
+
+    /// The call name of a `run` of `step`: the step name the first time, the
+    /// entry's `as` afterwards.
+    fn node_name(
         &mut self,
         file: &mut File,
-        entry: &authored::Entry,
         step: &Spanned<String>,
-        names: &mut Names,
-    ) -> Option<Entry> {
+        bind: Option<&Spanned<String>>,
+    ) -> Option<String> {
         let step_name = step.get_ref();
-        let Some(&index) = file.steps.get(step_name) else {
-            self.error(file, step.span(), format!("unknown step '{step_name}'"))
-                .label("not declared");
-            let declared: Vec<&str> = file.steps.keys().map(String::as_str).collect();
-            let help = match did_you_mean(step_name, declared.iter().copied()) {
-                Some(near) => format!("did you mean '{near}'? Steps are declared as [steps.NAME]"),
-                None if declared.is_empty() => format!(
-                    "declare it:\n[steps.{step_name}]\ncomponent = \"path/to/{step_name}.wasm\""
-                ),
-                None => format!(
-                    "declared steps: {}; or declare it as [steps.{step_name}]",
-                    declared.join(", ")
-                ),
-            };
-            self.add_help(help);
-            return None;
-        };
-        let input = match &entry.input {
-            Some(expr) => Some(self.expression(file, expr, names)?),
-            None => None,
-        };
         let node = if file.called.insert(step_name.clone()) {
             format!("{}{step_name}", file.prefix)
-        } else if let Some(bind) = &entry.bind {
+        } else if let Some(bind) = bind {
             format!("{}{}", file.prefix, bind.get_ref())
         } else {
             self.error(file, step.span(), format!("step '{step_name}' runs more than once; give this entry an `as` name to tell the calls apart"));
@@ -602,14 +1129,41 @@ impl Resolver<'_> {
             self.error(file, step.span(), format!("two calls are named '{node}'"));
             self.add_help("give one of them a different `as` name");
         }
-        let policy = self.policy(
+        Some(node)
+    }
+
+    fn entry_policy(
+        &mut self,
+        file: &mut File,
+        index: usize,
+        entry: &authored::Entry,
+    ) -> StepPolicy {
+        let base = self.steps[index].policy.clone();
+        self.policy(
             file,
-            self.steps[index].policy.clone(),
+            base,
             entry.retries.as_ref(),
             entry.timeout.as_ref(),
             entry.compensate,
             entry.config.as_ref(),
-        );
+            entry.on_permanent_failure.as_ref(),
+        )
+    }
+
+    fn run_entry(
+        &mut self,
+        file: &mut File,
+        entry: &authored::Entry,
+        step: &Spanned<String>,
+        names: &mut Names,
+    ) -> Option<Entry> {
+        let index = self.step_index(file, step)?;
+        let input = match &entry.input {
+            Some(expr) => Some(self.expression(file, expr, names)?),
+            None => None,
+        };
+        let node = self.node_name(file, step, entry.bind.as_ref())?;
+        let policy = self.entry_policy(file, index, entry);
         let bind = match &entry.bind {
             Some(bind) => Some(self.bind(file, bind, names)?),
             None => None,
@@ -623,14 +1177,179 @@ impl Resolver<'_> {
         }))
     }
 
-    fn parallel(
+    fn for_each(
         &mut self,
         file: &mut File,
         entry: &authored::Entry,
+        items: &Spanned<String>,
+        names: &mut Names,
+    ) -> Option<Entry> {
+        let Some(step) = &entry.run else {
+            self.error(
+                file,
+                items.span(),
+                "a `for-each` needs `run`, the step to call for each item",
+            );
+            self.add_help("e.g. for-each = \"input.products\"\nrun = \"create-product\"\ninput = \"{'brand_id': brand.id, 'product': item}\"");
+            return None;
+        };
+        let items = self.expression(file, items, names);
+        let index = self.step_index(file, step)?;
+        // The input sees the item and its position.
+        let mut item_names = names.clone();
+        item_names.bound.insert("item".into(), 0);
+        item_names.bound.insert("index".into(), 0);
+        let input = match &entry.input {
+            Some(expr) => Some(self.expression(file, expr, &item_names)?),
+            None => Some(Expr::compile("item").expect("a name compiles")),
+        };
+        let concurrency = match &entry.concurrency {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > MAX_CONCURRENCY => {
+                self.error(
+                    file,
+                    n.span(),
+                    format!("`concurrency` must be between 1 and {MAX_CONCURRENCY}"),
+                );
+                1
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => 1,
+        };
+        let node = self.node_name(file, step, entry.bind.as_ref())?;
+        let policy = self.entry_policy(file, index, entry);
+        let bind = match &entry.bind {
+            Some(bind) => Some(self.bind(file, bind, names)?),
+            None => None,
+        };
+        Some(Entry::ForEach {
+            items: items?,
+            call: Arc::new(Call {
+                step: index,
+                node,
+                input,
+                bind,
+                policy,
+            }),
+            concurrency,
+        })
+    }
+
+    fn hook(
+        &mut self,
+        file: &mut File,
+        entry: &authored::Entry,
+        hook: &Spanned<String>,
+        names: &mut Names,
+    ) -> Option<Entry> {
+        let name = hook.get_ref().clone();
+        self.check_name(file, hook, "a hook");
+        if !file.used_hooks.insert(name.clone()) {
+            self.error(
+                file,
+                hook.span(),
+                format!("the hook '{name}' appears twice in the flow"),
+            );
+            self.add_help("a hook is one extension point; give the second one another name");
+        }
+        let input = match &entry.input {
+            Some(expr) => Some(self.expression(file, expr, names)?),
+            None => None,
+        };
+        let handlers = file
+            .hooks
+            .get(&name)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|index| Call {
+                step: index,
+                node: format!("{}{}", file.prefix, self.steps[index].name),
+                input: None,
+                bind: None,
+                policy: self.steps[index].policy.clone(),
+            })
+            .collect();
+        let bind = match &entry.bind {
+            Some(bind) => Some(self.bind(file, bind, names)?),
+            None => None,
+        };
+        Some(Entry::Hook {
+            name,
+            input,
+            handlers,
+            bind,
+        })
+    }
+
+    fn query(
+        &mut self,
+        file: &mut File,
+        entry: &authored::Entry,
+        query: &Spanned<authored::Query>,
+        names: &mut Names,
+    ) -> Option<Entry> {
+        let q = query.get_ref();
+        let Some(bind) = &entry.bind else {
+            self.error(
+                file,
+                query.span(),
+                "a `query` needs `as`, the name to bind the entities to",
+            );
+            return None;
+        };
+        self.check_name(file, &q.entity, "an entities collection");
+        let input = match &q.filters {
+            Some(filters) => Some(self.expression(file, filters, names)?),
+            None => None,
+        };
+        let node = format!("{}{}", file.prefix, bind.get_ref());
+        if !file.nodes.insert(node.clone()) {
+            self.error(file, bind.span(), format!("two calls are named '{node}'"));
+        }
+        let index = self.steps.len();
+        self.steps.push(StepSpec {
+            name: bind.get_ref().clone(),
+            policy: StepPolicy {
+                compensate: false,
+                ..StepPolicy::default()
+            },
+        });
+        self.components.push(ComponentSpec {
+            step: node.clone(),
+            kind: StepKind::Query(QuerySpec {
+                entity: q.entity.get_ref().clone(),
+                fields: q.fields.clone(),
+                limit: q.limit,
+                with_deleted: q.with_deleted,
+            }),
+            grants: Grants::default(),
+            limits: Limits::default(),
+            config: Arc::new(ConfigValues::default()),
+            declared_at: format!(
+                "{}:{}",
+                file.source.display_name(),
+                file.source.line_of(query.span().start)
+            ),
+            input_schema: None,
+            output_schema: None,
+            is_async: false,
+        });
+        let bind = self.bind(file, bind, names)?;
+        Some(Entry::Run(Call {
+            step: index,
+            node,
+            input: input.or_else(|| Some(Expr::compile("null").expect("null compiles"))),
+            bind: Some(bind),
+            policy: self.steps[index].policy.clone(),
+        }))
+    }
+
+    fn parallel(
+        &mut self,
+        file: &mut File,
         branches: &Spanned<Vec<Spanned<authored::Entry>>>,
         names: &mut Names,
     ) -> Option<Entry> {
-        let _ = entry;
         if branches.get_ref().is_empty() {
             self.error(file, branches.span(), "`parallel` needs at least one entry");
             return None;
@@ -701,14 +1420,11 @@ impl Resolver<'_> {
         path: &Spanned<String>,
         names: &mut Names,
     ) -> Option<Entry> {
-        let child_path = file.dir.join(path.get_ref());
-        let canonical = child_path
-            .canonicalize()
-            .unwrap_or_else(|_| child_path.clone());
-        if let Some(position) = self.stack.iter().position(|p| *p == canonical) {
+        let child_path = absolute(&file.dir.join(path.get_ref()));
+        if let Some(position) = self.stack.iter().position(|p| *p == child_path) {
             let chain: Vec<String> = self.stack[position..]
                 .iter()
-                .chain(std::iter::once(&canonical))
+                .chain(std::iter::once(&child_path))
                 .map(|p| {
                     p.file_name().map_or_else(
                         || p.display().to_string(),
@@ -731,34 +1447,22 @@ impl Resolver<'_> {
         };
         let label = entry.bind.as_ref().map_or_else(
             || {
-                canonical
+                child_path
                     .file_stem()
                     .map_or_else(|| "workflow".into(), |s| s.to_string_lossy().into_owned())
             },
             |b| b.get_ref().clone(),
         );
         let prefix = format!("{}{label}/", file.prefix);
-        if entry.retries.is_some()
-            || entry.timeout.is_some()
-            || entry.compensate.is_some()
-            || entry.config.is_some()
-        {
-            self.error(
-                file,
-                path.span(),
-                "step options do not apply to a nested workflow",
-            );
-            self.add_help("set them on the steps of the nested workflow");
-        }
-        let (_, name, flow, output) = self.file(&child_path, &prefix, Some((file, path.span())))?;
+        let child = self.file(&child_path, &prefix, Some((file, path.span())))?;
         let bind = match &entry.bind {
             Some(bind) => Some(self.bind(file, bind, names)?),
             None => None,
         };
         Some(Entry::Nested {
-            name,
-            flow,
-            output,
+            name: child.name,
+            flow: child.flow,
+            output: child.output,
             input,
             bind,
         })
@@ -800,8 +1504,14 @@ impl Resolver<'_> {
 
     /// Compiles an expression and checks that it only reads names bound before it.
     fn expression(&mut self, file: &File, text: &Spanned<String>, names: &Names) -> Option<Expr> {
-        // The span includes the TOML quotes; a CEL offset counts from after them.
-        let inner_start = text.span().start + 1;
+        // The span includes the TOML quotes; a CEL offset counts from after them
+        // (three of them for a multi-line string).
+        let quote = if file.source.text[text.span()].starts_with("\"\"\"") {
+            3
+        } else {
+            1
+        };
+        let inner_start = text.span().start + quote;
         let expr = match Expr::compile(text.get_ref()) {
             Ok(expr) => expr,
             Err(e) => {
@@ -861,6 +1571,18 @@ fn toml_error(source: &Source, error: &toml::de::Error) -> ManifestError {
         located.help("add the missing key to this table");
     }
     located
+}
+
+/// An absolute, normalized path (the file need not exist).
+fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    normalize(&joined)
 }
 
 /// `a/b/../c` as `a/c`, without touching the file system (the file may not exist yet).

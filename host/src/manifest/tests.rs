@@ -242,7 +242,7 @@ fn nested_workflows_are_flattened_and_cycles_rejected() {
     let m = load(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}", e.render(false)));
     assert_eq!(m.workflow.steps.len(), 2);
     assert_eq!(m.components[1].step, "c/a");
-    assert_eq!(m.files.len(), 2);
+    assert_eq!(m.files().count(), 2);
 
     let loop_a = "[workflow]\nname = \"a\"\n[[flow]]\nworkflow = \"b.toml\"\n";
     let loop_b = "[workflow]\nname = \"b\"\n[[flow]]\nworkflow = \"a.toml\"\n";
@@ -266,4 +266,89 @@ fn a_grant_line_is_remembered_for_denials() {
     );
     assert_eq!(m.components[0].grants.place.line, 4);
     assert_eq!(m.components[1].grants.place.line, 9);
+}
+
+#[test]
+fn failure_policies_and_their_targets_are_checked() {
+    let (lines, rendered) = errors(&format!(
+        "[workflow]\nname = \"w\"\n{STEP}[[flow]]\nrun = \"a\"\non-permanent-failure = \"skip-to:later\"\n[[flow]]\ntransform = \"1\"\nas = \"before\"\n[steps.b]\ncomponent = \"step.wasm\"\non-permanent-failure = \"explode\"\n"
+    ));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        rendered.contains("`skip-to:later` names no later entry"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("the `as` names of later entries: before"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("'explode' is not a failure policy"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn for_each_query_hooks_and_subscribers_are_checked() {
+    let (lines, rendered) = errors(&format!(
+        "[workflow]\nname = \"w\"\n{STEP}[[flow]]\nfor-each = \"input.items\"\n[[flow]]\nquery = {{ entity = \"brand\" }}\n[[flow]]\nrun = \"a\"\nconcurrency = 2\n[[hooks.unused]]\ncomponent = \"step.wasm\"\n[[subscribers]]\ncommand = \"true\"\ncomponent = \"step.wasm\"\n"
+    ));
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(rendered.contains("a `for-each` needs `run`"), "{rendered}");
+    assert!(rendered.contains("a `query` needs `as`"), "{rendered}");
+    assert!(
+        rendered.contains("`concurrency` belongs to a `for-each` entry"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("handlers are declared for hook 'unused', but the flow has no such hook"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("a subscriber needs exactly one of `component` or `command`"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn for_each_inputs_see_item_and_index_and_hooks_get_their_handlers() {
+    let m = load_ok(&format!(
+        "[workflow]\nname = \"w\"\n{STEP}[[hooks.created]]\nname = \"notify\"\ncomponent = \"step.wasm\"\n[[hooks.created]]\ncomponent = \"step.wasm\"\n[[flow]]\nfor-each = \"input.items\"\nrun = \"a\"\ninput = \"{{'n': item, 'i': index}}\"\nas = \"out\"\nconcurrency = 4\n[[flow]]\nhook = \"created\"\ninput = \"out\"\n"
+    ));
+    let Entry::ForEach {
+        concurrency, call, ..
+    } = &m.workflow.flow[0]
+    else {
+        panic!("for-each")
+    };
+    assert_eq!(*concurrency, 4);
+    assert_eq!(call.node, "a");
+    let Entry::Hook { handlers, .. } = &m.workflow.flow[1] else {
+        panic!("hook")
+    };
+    let names: Vec<&str> = handlers.iter().map(|h| h.node.as_str()).collect();
+    assert_eq!(names, ["created.notify", "created.2"]);
+}
+
+#[test]
+fn schemas_are_loaded_relative_to_the_manifest_and_must_be_valid() {
+    let (_dir, path) = write(
+        &format!(
+            "[workflow]\nname = \"w\"\ninput-schema = \"in.json\"\noutput-schema = \"missing.json\"\n{STEP}[[flow]]\nrun = \"a\"\n"
+        ),
+        &[("in.json", r#"{"type": "object"}"#)],
+    );
+    let errors = load(&path, &LoadOptions::default()).unwrap_err();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    assert!(
+        errors.to_string().contains("cannot read the schema"),
+        "{errors}"
+    );
+    let (lines, _) = errors_with(
+        &format!(
+            "[workflow]\nname = \"w\"\ninput-schema = \"bad.json\"\n{STEP}[[flow]]\nrun = \"a\"\n"
+        ),
+        &[("bad.json", r#"{"type": 7}"#)],
+    );
+    assert!(lines[0].contains("is not a valid JSON Schema"), "{lines:?}");
 }

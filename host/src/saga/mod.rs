@@ -7,6 +7,7 @@
 //! components. It may not touch manifests, WASM or storage.
 
 mod plan;
+mod record;
 mod report;
 mod run;
 mod step;
@@ -14,9 +15,12 @@ mod step;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{Backoff, Call, Entry, RetryPolicy, StepPolicy, StepSpec, Workflow};
+pub use plan::{
+    Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
+};
+pub use record::{CallRecord, History, NoRecorder, RecordError, RecordedCall, Recorder};
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
-pub use run::{RunRequest, Saga};
+pub use run::{Durability, RunRequest, Saga};
 pub use step::{
     Action, Event, FailureKind, FnStep, Invoked, RunEvents, Step, StepCall, StepFailure,
 };

@@ -17,6 +17,16 @@ pub struct Workflow {
     pub flow: Arc<[Entry]>,
     /// The run's output; `None` returns every bound name as one object.
     pub output: Option<Expr>,
+    /// No step starts later than this after the run started.
+    pub timeout: Option<Duration>,
+    /// Checks the output (the workflow's `output-schema`).
+    pub output_check: Option<Arc<dyn JsonCheck>>,
+}
+
+/// A check of a JSON value (a compiled JSON Schema, say): every violation.
+pub trait JsonCheck: Send + Sync + std::fmt::Debug {
+    /// `Err` lists every violation, for people.
+    fn check(&self, value: &Json) -> Result<(), Vec<String>>;
 }
 
 /// A step as declared: its name and default policy.
@@ -39,6 +49,22 @@ pub struct StepPolicy {
     pub compensate: bool,
     /// Handed to the step in its context.
     pub config: Json,
+    /// What a final failure of the step does to the run.
+    pub on_permanent_failure: OnFailure,
+}
+
+/// What a step's final failure (permanent, or retries exhausted) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The run fails and compensates (the default).
+    Fail,
+    /// The error is recorded, the step's name is bound to null, the run goes
+    /// on and ends `done` with `partial`.
+    Continue,
+    /// Everything after the step is skipped; the run ends `done` with `partial`.
+    Skip,
+    /// The flow resumes at the entry bound to this name.
+    SkipTo(String),
 }
 
 impl Default for StepPolicy {
@@ -48,6 +74,7 @@ impl Default for StepPolicy {
             timeout: None,
             compensate: true,
             config: Json::null(),
+            on_permanent_failure: OnFailure::Fail,
         }
     }
 }
@@ -132,6 +159,28 @@ pub enum Entry {
         /// The name its output is bound to.
         bind: Option<String>,
     },
+    /// Call a step once per item of a list, at most `concurrency` at once;
+    /// the outputs are bound, in item order, as a list.
+    ForEach {
+        /// A CEL expression giving the list.
+        items: Expr,
+        /// The call; its `input` sees `item` and `index`, its node gets `[i]`.
+        call: Arc<Call>,
+        /// The most items in flight.
+        concurrency: usize,
+    },
+    /// An extension point: its handlers (steps declared for the hook) run in
+    /// order with the hook's input; without handlers it does nothing.
+    Hook {
+        /// The hook's name.
+        name: String,
+        /// The input handed to every handler.
+        input: Option<Expr>,
+        /// The handlers, in declaration order.
+        handlers: Vec<Call>,
+        /// The name the handlers' outputs (a list) are bound to.
+        bind: Option<String>,
+    },
     /// Bind the value of an expression to a name.
     Transform {
         /// A CEL expression.
@@ -139,6 +188,20 @@ pub enum Entry {
         /// The name to bind.
         bind: String,
     },
+}
+
+impl Entry {
+    /// The names this entry binds (those of nested entries included).
+    pub fn binds(&self) -> Vec<String> {
+        match self {
+            Entry::Run(call) => call.bind.iter().cloned().collect(),
+            Entry::ForEach { call, .. } => call.bind.iter().cloned().collect(),
+            Entry::Parallel(entries) => entries.iter().flat_map(Entry::binds).collect(),
+            Entry::When { binds, .. } => binds.clone(),
+            Entry::Nested { bind, .. } | Entry::Hook { bind, .. } => bind.iter().cloned().collect(),
+            Entry::Transform { bind, .. } => vec![bind.clone()],
+        }
+    }
 }
 
 /// A call of a step from the flow.

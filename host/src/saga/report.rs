@@ -6,7 +6,7 @@ use super::step::{Action, Event, FailureKind, StepFailure};
 use crate::json::Json;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Every entry ran; the output is set.
@@ -29,7 +29,7 @@ impl RunStatus {
 }
 
 /// One invoke or compensate attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TraceEntry {
     /// The step's name.
     pub step: String,
@@ -53,7 +53,7 @@ pub struct TraceEntry {
 }
 
 /// The outcome of one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Succeeded.
@@ -65,7 +65,7 @@ pub enum Outcome {
 }
 
 /// A compensation that still failed after its retries.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct CompensationFailure {
     /// The step whose compensation failed.
     pub step: String,
@@ -75,7 +75,7 @@ pub struct CompensationFailure {
 }
 
 /// Why a run did not end `done`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RunError {
     /// The step that failed, if a step did.
     pub step: Option<String>,
@@ -86,7 +86,7 @@ pub struct RunError {
     /// Whether the failure was permanent.
     pub permanent: bool,
     /// Every compensation that failed (then the run is `failed`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub compensation_failures: Vec<CompensationFailure>,
 }
 
@@ -101,15 +101,24 @@ pub struct RunReport {
     pub transaction_id: String,
     /// How it ended.
     pub status: RunStatus,
+    /// Done, but some step failed with `on-permanent-failure` other than
+    /// `fail` (its error is in `errors`).
+    pub partial: bool,
     /// The output, when done.
     pub output: Option<Json>,
     /// The error, when not done.
     pub error: Option<RunError>,
+    /// Step failures that did not stop the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RunError>,
     /// Every call, in the order they started.
     pub trace: Vec<TraceEntry>,
-    /// Events emitted by steps.
+    /// Events emitted by steps and hooks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// Every event of the run, lifecycle events included (what subscribers get).
+    #[serde(skip)]
+    pub all_events: Vec<Event>,
     /// Wall time of the run.
     pub duration_ms: f64,
 }

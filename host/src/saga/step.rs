@@ -52,7 +52,7 @@ impl Invoked {
 }
 
 /// Invoke or compensate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// The step's work.
@@ -62,6 +62,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action named `invoke` or `compensate`.
+    pub fn from_name(name: &str) -> Option<Action> {
+        match name {
+            "invoke" => Some(Action::Invoke),
+            "compensate" => Some(Action::Compensate),
+            _ => None,
+        }
+    }
+
     /// `invoke` or `compensate`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,7 +122,7 @@ impl StepCall {
 }
 
 /// An event emitted during a run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Event {
     /// The event's name.
     pub name: String,
@@ -122,6 +131,10 @@ pub struct Event {
     /// The call that emitted it, if a step did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// A run lifecycle event (`run.started`, `step.completed`, ...), which
+    /// subscribers receive but the run's report does not list.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub lifecycle: bool,
 }
 
 /// The events of one run, in emission order.
@@ -136,15 +149,21 @@ impl RunEvents {
         self.events.lock().expect("events lock").push(event);
     }
 
-    /// Every event so far.
-    pub fn snapshot(&self) -> Vec<Event> {
+    /// Every event so far, lifecycle events included.
+    pub fn all(&self) -> Vec<Event> {
         self.events.lock().expect("events lock").clone()
+    }
+
+    /// The events steps and hooks emitted, in order.
+    pub fn snapshot(&self) -> Vec<Event> {
+        let events = self.events.lock().expect("events lock");
+        events.iter().filter(|e| !e.lifecycle).cloned().collect()
     }
 }
 
 /// Why a call failed. The first kinds are the WIT `error-kind`s a step
 /// reports; the rest are failures the host observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// See the WIT `error-kind`.
@@ -215,7 +234,7 @@ impl fmt::Display for FailureKind {
 }
 
 /// A failed call: what a step reported or what the host observed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepFailure {
     /// The category.
     pub kind: FailureKind,

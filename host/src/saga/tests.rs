@@ -120,6 +120,8 @@ impl Flow {
             steps: self.steps.clone(),
             flow: flow.into(),
             output: output.map(|o| Expr::compile(o).unwrap()),
+            timeout: None,
+            output_check: None,
         };
         Saga::new(Arc::new(workflow), self.impls.clone())
     }
@@ -615,4 +617,491 @@ async fn the_idempotency_key_names_workflow_transaction_step_and_action() {
     request.transaction_id = "tx1".into();
     saga.run(request).await;
     assert_eq!(*seen.lock().unwrap(), "test:tx1:k:invoke");
+}
+
+fn with_policy(on_permanent_failure: OnFailure) -> StepPolicy {
+    StepPolicy {
+        on_permanent_failure,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn continue_records_the_error_binds_null_and_ends_done_partial() {
+    let mut f = Flow::new();
+    let a = f.step(
+        "a",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let b = f.step("b", Behaviour::default());
+    let flow = vec![
+        f.run_with(a, None, Some("ra"), with_policy(OnFailure::Continue)),
+        f.run_entry(b, Some("ra"), Some("rb")),
+    ];
+    let report = run(&f.saga(flow, Some("rb.input")), json!(1)).await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert!(report.partial);
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].step.as_deref(), Some("a"));
+    assert_eq!(report.output.unwrap().value(), &json!(null));
+}
+
+#[tokio::test]
+async fn skip_skips_everything_after_the_step() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let bad = f.step(
+        "bad",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let c = f.step("c", Behaviour::default());
+    let flow = vec![
+        f.run_entry(a, None, Some("ra")),
+        f.run_with(bad, None, Some("rbad"), with_policy(OnFailure::Skip)),
+        f.run_entry(c, None, Some("rc")),
+    ];
+    let report = run(&f.saga(flow, Some("{'a': ra.step, 'c': rc}")), json!(1)).await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert!(report.partial);
+    assert_eq!(
+        report.output.as_ref().unwrap().value(),
+        &json!({"a": "a", "c": null})
+    );
+    assert_eq!(actions(&report), ["invoke a", "invoke bad"]);
+}
+
+#[tokio::test]
+async fn skip_to_resumes_at_the_named_entry() {
+    let mut f = Flow::new();
+    let bad = f.step(
+        "bad",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let skipped = f.step("skipped", Behaviour::default());
+    let target = f.step("target", Behaviour::default());
+    let after = f.step("after", Behaviour::default());
+    let flow = vec![
+        f.run_with(bad, None, None, with_policy(OnFailure::SkipTo("t".into()))),
+        f.run_entry(skipped, None, Some("s")),
+        f.run_entry(target, None, Some("t")),
+        f.run_entry(after, Some("{'s': s, 't': t.step}"), Some("x")),
+    ];
+    let report = run(&f.saga(flow, Some("x.input")), json!(1)).await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert_eq!(
+        actions(&report),
+        ["invoke bad", "invoke target", "invoke after"]
+    );
+    assert_eq!(
+        report.output.unwrap().value(),
+        &json!({"s": null, "t": "target"})
+    );
+}
+
+#[tokio::test]
+async fn a_continued_failure_is_compensated_if_the_run_later_fails() {
+    let mut f = Flow::new();
+    let a = f.step(
+        "a",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            error_compensation: Some(json!("half")),
+            ..Default::default()
+        },
+    );
+    let b = f.step(
+        "b",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let flow = vec![
+        f.run_with(a, None, None, with_policy(OnFailure::Continue)),
+        f.run_entry(b, None, None),
+    ];
+    let report = run(&f.saga(flow, None), json!(1)).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(
+        actions(&report),
+        ["invoke a", "invoke b", "compensate b", "compensate a"]
+    );
+    assert_eq!(f.log.lines().last().unwrap(), "compensate a \"half\" #1");
+}
+
+fn for_each(
+    f: &Flow,
+    step: usize,
+    items: &str,
+    input: &str,
+    bind: &str,
+    concurrency: usize,
+) -> Entry {
+    Entry::ForEach {
+        items: Expr::compile(items).unwrap(),
+        call: Arc::new(Call {
+            step,
+            node: f.steps[step].name.clone(),
+            input: Some(Expr::compile(input).unwrap()),
+            bind: Some(bind.into()),
+            policy: f.steps[step].policy.clone(),
+        }),
+        concurrency,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_each_calls_once_per_item_and_collects_in_order() {
+    let mut f = Flow::new();
+    let each = f.step(
+        "each",
+        Behaviour {
+            sleep_ms: 5,
+            ..Default::default()
+        },
+    );
+    let flow = vec![for_each(
+        &f,
+        each,
+        "input.items",
+        "{'item': item, 'index': index}",
+        "out",
+        3,
+    )];
+    let report = run(
+        &f.saga(flow, Some("out.map(o, o.input.item)")),
+        json!({"items": ["a", "b", "c", "d"]}),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert_eq!(report.output.unwrap().value(), &json!(["a", "b", "c", "d"]));
+    let mut nodes: Vec<String> = report
+        .trace
+        .iter()
+        .map(|t| t.node.clone().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["each[0]", "each[1]", "each[2]", "each[3]"]);
+}
+
+#[tokio::test]
+async fn for_each_with_a_failing_item_compensates_every_completed_item() {
+    let mut f = Flow::new();
+    let log = f.log.clone();
+    f.steps.push(StepSpec {
+        name: "each".into(),
+        policy: StepPolicy::default(),
+    });
+    let invoke_log = log.clone();
+    f.impls.push(Arc::new(
+        FnStep::new(move |input: Json, call: StepCall| {
+            let log = invoke_log.clone();
+            async move {
+                log.push(format!("invoke {}", call.node));
+                if input.value() == &json!(3) {
+                    return Err(
+                        StepFailure::new(FailureKind::Conflict, "item 3 is taken").permanent()
+                    );
+                }
+                Ok(Invoked::done(input))
+            }
+        })
+        .with_compensate(move |data: Option<Json>, call: StepCall| {
+            let log = log.clone();
+            async move {
+                log.push(format!(
+                    "compensate {} {}",
+                    call.node,
+                    data.map(|d| d.text().to_string()).unwrap_or("-".into())
+                ));
+                Ok(())
+            }
+        }),
+    ));
+    let flow = vec![for_each(&f, 0, "input", "item", "out", 1)];
+    let report = run(&f.saga(flow, None), json!([1, 2, 3, 4])).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(
+        f.log.lines(),
+        [
+            "invoke each[0]",
+            "invoke each[1]",
+            "invoke each[2]",
+            "compensate each[2] -",
+            "compensate each[1] 2",
+            "compensate each[0] 1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hook_handlers_run_in_order_and_are_compensated_as_steps() {
+    let mut f = Flow::new();
+    let first = f.step("created.first", Behaviour::default());
+    let second = f.step("created.second", Behaviour::default());
+    let bad = f.step(
+        "bad",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let handler = |f: &Flow, step: usize| Call {
+        step,
+        node: f.steps[step].name.clone(),
+        input: None,
+        bind: None,
+        policy: StepPolicy::default(),
+    };
+    let flow = vec![
+        Entry::Hook {
+            name: "created".into(),
+            input: Some(Expr::compile("{'id': 1}").unwrap()),
+            handlers: vec![handler(&f, first), handler(&f, second)],
+            bind: Some("h".into()),
+        },
+        f.run_entry(bad, None, None),
+    ];
+    let report = run(&f.saga(flow, None), json!(0)).await;
+    assert_eq!(
+        actions(&report),
+        [
+            "invoke created.first",
+            "invoke created.second",
+            "invoke bad",
+            "compensate bad",
+            "compensate created.second",
+            "compensate created.first"
+        ]
+    );
+    assert_eq!(report.events[0].name, "hook.created");
+    assert_eq!(
+        report.trace[0].input.as_ref().unwrap().value(),
+        &json!({"id": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_hook_without_handlers_does_nothing() {
+    let f = Flow::new();
+    let flow = vec![Entry::Hook {
+        name: "nobody".into(),
+        input: None,
+        handlers: vec![],
+        bind: Some("h".into()),
+    }];
+    let report = run(&f.saga(flow, Some("h")), json!(0)).await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert_eq!(report.output.unwrap().value(), &json!([]));
+}
+
+#[tokio::test]
+async fn no_step_starts_after_the_workflow_timeout() {
+    let mut f = Flow::new();
+    let slow = f.step(
+        "slow",
+        Behaviour {
+            sleep_ms: 60,
+            ..Default::default()
+        },
+    );
+    let next = f.step("next", Behaviour::default());
+    let workflow = Workflow {
+        name: "t".into(),
+        steps: f.steps.clone(),
+        flow: vec![f.run_entry(slow, None, None), f.run_entry(next, None, None)].into(),
+        output: None,
+        timeout: Some(Duration::from_millis(30)),
+        output_check: None,
+    };
+    let saga = Saga::new(Arc::new(workflow), f.impls.clone());
+    let report = run(&saga, json!(0)).await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(report.error.as_ref().unwrap().kind, FailureKind::Timeout);
+    assert_eq!(actions(&report), ["invoke slow", "compensate slow"]);
+}
+
+#[tokio::test]
+async fn lifecycle_events_are_emitted_in_order() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step(
+        "b",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let report = run(
+        &f.saga(
+            vec![f.run_entry(a, None, None), f.run_entry(b, None, None)],
+            None,
+        ),
+        json!(0),
+    )
+    .await;
+    let names: Vec<&str> = report.all_events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "run.started",
+            "step.completed",
+            "step.failed",
+            "run.compensating",
+            "run.reverted"
+        ]
+    );
+    assert!(
+        report.events.is_empty(),
+        "lifecycle events are not in the report"
+    );
+}
+
+/// A recorder that keeps everything in memory, like the journal would.
+#[derive(Default)]
+struct MemoryRecorder {
+    history: Mutex<History>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl Recorder for MemoryRecorder {
+    fn call_started(&self, node: &str, action: Action, attempt: u32) -> Result<(), RecordError> {
+        self.history.lock().unwrap().started(node, action, attempt);
+        Ok(())
+    }
+    fn call_finished(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        record: &CallRecord,
+    ) -> Result<u64, RecordError> {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.history
+            .lock()
+            .unwrap()
+            .finished(seq, node, action, attempt, record.clone());
+        Ok(seq)
+    }
+    fn event(&self, _: &Event) -> Result<(), RecordError> {
+        Ok(())
+    }
+    fn compensating(&self, _: &RunError) -> Result<(), RecordError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_run_does_not_call_settled_steps_again() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let flow = vec![
+        f.run_entry(a, None, Some("ra")),
+        f.run_entry(b, Some("ra.step"), Some("rb")),
+    ];
+    let saga = f.saga(flow, Some("rb.input"));
+    // The first life: `a` finished, `b` started (attempt 1) and the host died.
+    let recorder = Arc::new(MemoryRecorder::default());
+    recorder.call_started("a", Action::Invoke, 1).unwrap();
+    let done = CallRecord::Done {
+        output: Json::from_value(json!({"step": "a", "input": 1})),
+        compensation: None,
+    };
+    recorder
+        .call_finished("a", Action::Invoke, 1, &done)
+        .unwrap();
+    recorder.call_started("b", Action::Invoke, 1).unwrap();
+    let history = recorder.history.lock().unwrap().clone();
+    let request = RunRequest::new(Json::from_value(json!(1)));
+    let report = saga
+        .run_durably(
+            request,
+            Durability {
+                recorder: recorder.clone(),
+                history,
+                elapsed: Duration::ZERO,
+            },
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Done);
+    assert_eq!(report.output.unwrap().value(), &json!("a"));
+    // Only `b` ran, as its second attempt.
+    assert_eq!(f.log.lines(), ["invoke b #2", "end b"]);
+}
+
+#[tokio::test]
+async fn a_resumed_compensation_skips_what_was_compensated_and_keeps_the_order() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let c = f.step(
+        "c",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let flow = vec![
+        f.run_entry(a, None, None),
+        f.run_entry(b, None, None),
+        f.run_entry(c, None, None),
+    ];
+    let saga = f.saga(flow, None);
+    let recorder = Arc::new(MemoryRecorder::default());
+    let out = |s: &str| CallRecord::Done {
+        output: Json::from_value(json!(s)),
+        compensation: None,
+    };
+    recorder
+        .call_finished("a", Action::Invoke, 1, &out("a"))
+        .unwrap();
+    recorder
+        .call_finished("b", Action::Invoke, 1, &out("b"))
+        .unwrap();
+    let failed = CallRecord::Failed {
+        error: StepFailure::new(FailureKind::Unknown, "boom").permanent(),
+        last: true,
+    };
+    recorder
+        .call_finished("c", Action::Invoke, 1, &failed)
+        .unwrap();
+    recorder
+        .call_finished("c", Action::Compensate, 1, &CallRecord::Compensated)
+        .unwrap();
+    // The host died while compensating `b`.
+    recorder.call_started("b", Action::Compensate, 1).unwrap();
+    let history = recorder.history.lock().unwrap().clone();
+    let report = saga
+        .run_durably(
+            RunRequest::new(Json::null()),
+            Durability {
+                recorder: recorder.clone(),
+                history,
+                elapsed: Duration::ZERO,
+            },
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Reverted);
+    assert_eq!(
+        f.log.lines(),
+        ["compensate b \"b\" #2", "compensate a \"a\" #1"]
+    );
 }

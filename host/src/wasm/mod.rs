@@ -11,6 +11,7 @@ mod engine;
 mod sandbox;
 mod stdio;
 mod step;
+mod subscriber;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use cache::ComponentCache;
 pub use engine::EngineOptions;
 pub use sandbox::{HostState, Limits};
 pub use step::WasmStep;
+pub use subscriber::SubscriberComponent;
 
 use crate::wit::StepPre;
 
@@ -107,8 +109,20 @@ impl Runtime {
         &self.engine
     }
 
-    /// Loads the component at `path` (once per runtime): from the on-disk
-    /// cache when it holds this exact file's compiled code, else compiled.
+    /// The linker with every host import.
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// The compiled component at `path`: from the on-disk cache when it
+    /// holds this exact file's compiled code, else compiled (and cached).
+    pub fn compile(&self, path: &Path) -> Result<Component, LoadError> {
+        self.cache
+            .load(&self.engine, path)
+            .map(|(component, _)| component)
+    }
+
+    /// Loads the step component at `path` (once per runtime).
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if let Some(loaded) = self.loaded.lock().expect("loaded lock").get(&key) {

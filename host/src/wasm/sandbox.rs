@@ -1,8 +1,10 @@
 //! The per-call sandbox: the store's data (WASI context without ambient
 //! authority, resource table, memory limiter, the call's capabilities).
 
-use wasmtime::ResourceLimiter;
+use std::time::Instant;
+
 use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::stdio::Captured;
@@ -110,4 +112,36 @@ impl ResourceLimiter for MemoryLimiter {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
+}
+
+/// The deadline passed while the guest ran.
+#[derive(Debug)]
+pub struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// A store for one call: memory limit, deadline, and a yield every epoch
+/// tick so that a busy guest never holds a runtime thread for long.
+pub fn new_store(
+    engine: &Engine,
+    call: CallCapabilities,
+    limits: Limits,
+    deadline: Option<Instant>,
+) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(call, limits));
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(DeadlineExceeded.into());
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
 }

@@ -1,12 +1,11 @@
 //! A component as a [`Step`]: each call instantiates it in a fresh sandbox.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::future::BoxFuture;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 
-use super::sandbox::{HostState, Limits};
+use super::sandbox::{DeadlineExceeded, HostState, Limits, new_store};
 use super::{LoadedComponent, Runtime};
 use crate::capabilities::{CallCapabilities, Grants, Services, from_wit_kind};
 use crate::json::Json;
@@ -21,18 +20,6 @@ pub struct WasmStep {
     grants: Arc<Grants>,
     limits: Limits,
 }
-
-/// The deadline passed while the guest ran.
-#[derive(Debug)]
-struct DeadlineExceeded;
-
-impl std::fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("deadline exceeded")
-    }
-}
-
-impl std::error::Error for DeadlineExceeded {}
 
 impl WasmStep {
     /// A step that runs `component` with `grants` over `services`.
@@ -52,8 +39,6 @@ impl WasmStep {
         }
     }
 
-    /// A store for one call: limits, deadline, and a yield every epoch tick
-    /// so that a busy guest never holds a runtime thread for long.
     fn store(&self, call: &StepCall) -> Store<HostState> {
         let capabilities = CallCapabilities {
             services: self.services.clone(),
@@ -62,20 +47,12 @@ impl WasmStep {
             run_id: call.run_id.clone(),
             events: call.events.clone(),
         };
-        let mut store = Store::new(
+        new_store(
             self.runtime.engine(),
-            HostState::new(capabilities, self.limits),
-        );
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(1);
-        let deadline = call.deadline;
-        store.epoch_deadline_callback(move |_| {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(DeadlineExceeded.into());
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store
+            capabilities,
+            self.limits,
+            call.deadline,
+        )
     }
 
     fn context<'a>(call: &'a StepCall, idempotency_key: &'a str) -> wit::StepContext<'a> {

@@ -1,0 +1,151 @@
+//! What the orchestrator writes down as a run progresses (before each next
+//! action), and what it reads back to resume a run without calling a settled
+//! step again. Storage is someone else's business: a [`Recorder`] implements
+//! it (the journal module), or [`NoRecorder`] keeps nothing.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::report::RunError;
+use super::step::{Action, Event, StepFailure};
+use crate::json::Json;
+
+/// The outcome of one call attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum CallRecord {
+    /// An invoke succeeded.
+    Done {
+        /// Its output.
+        output: Json,
+        /// Its compensation data, if other than the output.
+        compensation: Option<Json>,
+    },
+    /// An invoke returned skip.
+    Skipped,
+    /// An attempt failed; `last` when no retry follows.
+    Failed {
+        /// The failure.
+        error: StepFailure,
+        /// Whether this settled the call.
+        last: bool,
+    },
+    /// A compensation succeeded.
+    Compensated,
+}
+
+impl CallRecord {
+    /// Whether the call is settled (nothing more will be attempted).
+    pub fn settles(&self) -> bool {
+        !matches!(self, CallRecord::Failed { last: false, .. })
+    }
+}
+
+/// A recording failed: the run cannot promise durability, so it stops.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the journal could not record the run: {0}")]
+pub struct RecordError(pub String);
+
+/// Receives every transition of a run, in order, before the next action.
+pub trait Recorder: Send + Sync {
+    /// A call attempt is about to start.
+    fn call_started(&self, node: &str, action: Action, attempt: u32) -> Result<(), RecordError>;
+    /// A call attempt finished; returns the record's sequence number (its
+    /// place in the run's history, which orders compensations).
+    fn call_finished(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        record: &CallRecord,
+    ) -> Result<u64, RecordError>;
+    /// An event was emitted.
+    fn event(&self, event: &Event) -> Result<(), RecordError>;
+    /// The forward pass failed; compensation starts.
+    fn compensating(&self, error: &RunError) -> Result<(), RecordError>;
+}
+
+/// Records nothing (a run in memory only); numbers records in order.
+#[derive(Debug, Default)]
+pub struct NoRecorder {
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl Recorder for NoRecorder {
+    fn call_started(&self, _: &str, _: Action, _: u32) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    fn call_finished(
+        &self,
+        _: &str,
+        _: Action,
+        _: u32,
+        _: &CallRecord,
+    ) -> Result<u64, RecordError> {
+        Ok(self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+
+    fn event(&self, _: &Event) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    fn compensating(&self, _: &RunError) -> Result<(), RecordError> {
+        Ok(())
+    }
+}
+
+/// What happened to one call (a node's invoke, or its compensation) so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordedCall {
+    /// The highest attempt started.
+    pub attempts: u32,
+    /// The settling record and its sequence number, if the call is settled.
+    pub settled: Option<(u64, CallRecord)>,
+}
+
+/// A run's recorded past: replaying the flow over it skips every settled call.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    calls: HashMap<(String, Action), RecordedCall>,
+    /// The events emitted so far, in order.
+    pub events: Vec<Event>,
+    /// The highest sequence number seen.
+    pub last_seq: u64,
+}
+
+impl History {
+    /// Adds a call's start.
+    pub fn started(&mut self, node: &str, action: Action, attempt: u32) {
+        let call = self.calls.entry((node.to_string(), action)).or_default();
+        call.attempts = call.attempts.max(attempt);
+    }
+
+    /// Adds a call's outcome.
+    pub fn finished(
+        &mut self,
+        seq: u64,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        record: CallRecord,
+    ) {
+        self.last_seq = self.last_seq.max(seq);
+        let call = self.calls.entry((node.to_string(), action)).or_default();
+        call.attempts = call.attempts.max(attempt);
+        if record.settles() {
+            call.settled = Some((seq, record));
+        }
+    }
+
+    /// What happened to a call.
+    pub fn call(&self, node: &str, action: Action) -> Option<&RecordedCall> {
+        self.calls.get(&(node.to_string(), action))
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+}

@@ -1,0 +1,108 @@
+//! A subscriber component (world `subscriber`): one fresh sandbox per event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::sandbox::{Limits, new_store};
+use super::{LoadError, Runtime};
+use crate::capabilities::{CallCapabilities, ConfigValues, EntityStore, Grants, Services};
+use crate::saga::{Event, RunEvents};
+use crate::wit::subscriber::wasaga::step::subscription::RunEvent;
+use crate::wit::subscriber::{Subscriber, SubscriberPre};
+
+/// A loaded subscriber component.
+pub struct SubscriberComponent {
+    runtime: Arc<Runtime>,
+    pre: SubscriberPre<super::HostState>,
+    limits: Limits,
+    services: Services,
+}
+
+impl SubscriberComponent {
+    /// Loads the component at `path` against the `subscriber` world.
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        path: &std::path::Path,
+        limits: Limits,
+    ) -> Result<SubscriberComponent, LoadError> {
+        let component = runtime.compile(path)?;
+        let pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .and_then(SubscriberPre::new)
+            .map_err(|e| LoadError::Contract {
+                path: path.to_path_buf(),
+                message: format!("{e:#} (a subscriber implements the world `subscriber`)"),
+            })?;
+        Ok(SubscriberComponent {
+            runtime: runtime.clone(),
+            pre,
+            limits,
+            // A subscriber reaches no capability but `log`.
+            services: Services {
+                entities: Arc::new(EntityStore::in_memory().expect("an in-memory store opens")),
+                config: Arc::new(ConfigValues::default()),
+            },
+        })
+    }
+
+    /// Delivers one event; `Err` says why the subscriber failed.
+    pub async fn deliver(
+        &self,
+        name: &str,
+        event: &Event,
+        workflow: &str,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let call = CallCapabilities {
+            services: self.services.clone(),
+            grants: Arc::new(Grants::default()),
+            node: name.into(),
+            run_id: run_id.into(),
+            events: Arc::new(RunEvents::default()),
+        };
+        let mut store = new_store(
+            self.runtime.engine(),
+            call,
+            self.limits,
+            Some(Instant::now() + timeout),
+        );
+        let instance: Subscriber = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let wit_event = RunEvent {
+            name: event.name.clone(),
+            data: event.data.text().to_string(),
+            workflow: workflow.to_string(),
+            run_id: run_id.to_string(),
+            step: event.step.clone(),
+        };
+        let result = instance.call_on_event(&mut store, &wit_event).await;
+        let (stderr, _) = store.data().stderr.text();
+        for line in stderr
+            .lines()
+            .chain(store.data().stdout.text().0.lines())
+            .filter(|l| !l.trim().is_empty())
+        {
+            tracing::info!(target: "step", subscriber = name, "{line}");
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(message),
+            Err(trap)
+                if trap
+                    .downcast_ref::<super::sandbox::DeadlineExceeded>()
+                    .is_some() =>
+            {
+                Err(format!(
+                    "interrupted after its timeout of {}",
+                    humantime::format_duration(timeout)
+                ))
+            }
+            Err(trap) => Err(format!("trapped: {trap}")),
+        }
+    }
+}
