@@ -97,8 +97,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     .map_err(|e| UsageError(format!("error: cannot print the report: {e}")))?;
     println!("{text}");
     Ok(match report.status {
-        RunStatus::Done => ExitCode::SUCCESS,
-        RunStatus::Reverted | RunStatus::Failed => ExitCode::from(1),
+        RunStatus::Done | RunStatus::Running | RunStatus::Waiting => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     })
 }
 

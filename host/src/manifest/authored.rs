@@ -113,6 +113,7 @@ pub struct StepSection {
     pub output_schema: Option<Spanned<String>>,
     #[serde(rename = "async")]
     pub is_async: Option<bool>,
+    pub background: Option<bool>,
 }
 
 /// `build = "command"` or `build = { command, workdir, watch }`.

@@ -102,8 +102,6 @@ pub struct ComponentSpec {
     pub input_schema: Option<Arc<Schema>>,
     /// Checked after each successful invoke.
     pub output_schema: Option<Arc<Schema>>,
-    /// `async = true`: after invoke, the step waits for an outside answer.
-    pub is_async: bool,
 }
 
 /// What implements a step.

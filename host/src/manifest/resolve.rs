@@ -162,6 +162,7 @@ struct StepFields<'a> {
     input_schema: Option<&'a Spanned<String>>,
     output_schema: Option<&'a Spanned<String>>,
     is_async: bool,
+    background: bool,
 }
 
 impl<'a> StepFields<'a> {
@@ -179,6 +180,7 @@ impl<'a> StepFields<'a> {
             input_schema: s.input_schema.as_ref(),
             output_schema: s.output_schema.as_ref(),
             is_async: s.is_async.unwrap_or(false),
+            background: s.background.unwrap_or(false),
         }
     }
 
@@ -196,6 +198,7 @@ impl<'a> StepFields<'a> {
             input_schema: h.input_schema.as_ref(),
             output_schema: h.output_schema.as_ref(),
             is_async: false,
+            background: false,
         }
     }
 }
@@ -496,9 +499,14 @@ impl Resolver<'_> {
         let path = self.component_path(file, fields.component, build.as_ref());
         let grants = self.grants(file, name, span.clone(), fields.grants, config_table);
         let memory = self.memory(file, fields.memory);
+        let base = StepPolicy {
+            asynchronous: fields.is_async,
+            background: fields.background,
+            ..StepPolicy::default()
+        };
         let policy = self.policy(
             file,
-            StepPolicy::default(),
+            base,
             fields.retries,
             fields.timeout,
             fields.compensate,
@@ -527,7 +535,6 @@ impl Resolver<'_> {
             ),
             input_schema,
             output_schema,
-            is_async: fields.is_async,
         });
         index
     }
@@ -1332,7 +1339,6 @@ impl Resolver<'_> {
             ),
             input_schema: None,
             output_schema: None,
-            is_async: false,
         });
         let bind = self.bind(file, bind, names)?;
         Some(Entry::Run(Call {

@@ -51,6 +51,10 @@ pub struct StepPolicy {
     pub config: Json,
     /// What a final failure of the step does to the run.
     pub on_permanent_failure: OnFailure,
+    /// After invoke, the step waits for an outside answer (`async = true`).
+    pub asynchronous: bool,
+    /// `host run` leaves the run at this step for a later resume (`background = true`).
+    pub background: bool,
 }
 
 /// What a step's final failure (permanent, or retries exhausted) does.
@@ -75,6 +79,8 @@ impl Default for StepPolicy {
             compensate: true,
             config: Json::null(),
             on_permanent_failure: OnFailure::Fail,
+            asynchronous: false,
+            background: false,
         }
     }
 }

@@ -33,24 +33,59 @@ pub enum CallRecord {
     },
     /// A compensation succeeded.
     Compensated,
+    /// An async step's invoke returned: the step waits for an outside answer.
+    Waiting {
+        /// What the invoke returned.
+        output: Json,
+    },
 }
 
 impl CallRecord {
     /// Whether the call is settled (nothing more will be attempted).
     pub fn settles(&self) -> bool {
-        !matches!(self, CallRecord::Failed { last: false, .. })
+        !matches!(
+            self,
+            CallRecord::Failed { last: false, .. } | CallRecord::Waiting { .. }
+        )
+    }
+
+    /// What compensating this call would receive.
+    pub fn compensation_data(&self) -> Option<Json> {
+        match self {
+            CallRecord::Done {
+                output,
+                compensation,
+            } => Some(compensation.clone().unwrap_or_else(|| output.clone())),
+            CallRecord::Waiting { output } => Some(output.clone()),
+            CallRecord::Failed { error, .. } => error.compensation_data.clone(),
+            _ => None,
+        }
     }
 }
 
-/// A recording failed: the run cannot promise durability, so it stops.
+/// A recording failed: the run cannot promise durability, so it stops; or
+/// the run was cancelled from outside.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the journal could not record the run: {0}")]
-pub struct RecordError(pub String);
+pub enum RecordError {
+    /// The journal could not write.
+    #[error("the journal could not record the run: {0}")]
+    Failed(String),
+    /// Someone cancelled the run.
+    #[error("the run was cancelled")]
+    Cancelled,
+}
 
 /// Receives every transition of a run, in order, before the next action.
 pub trait Recorder: Send + Sync {
-    /// A call attempt is about to start.
-    fn call_started(&self, node: &str, action: Action, attempt: u32) -> Result<(), RecordError>;
+    /// A call attempt is about to start, with its input (the compensation
+    /// data for a compensation).
+    fn call_started(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        input: Option<&Json>,
+    ) -> Result<(), RecordError>;
     /// A call attempt finished; returns the record's sequence number (its
     /// place in the run's history, which orders compensations).
     fn call_finished(
@@ -73,7 +108,13 @@ pub struct NoRecorder {
 }
 
 impl Recorder for NoRecorder {
-    fn call_started(&self, _: &str, _: Action, _: u32) -> Result<(), RecordError> {
+    fn call_started(
+        &self,
+        _: &str,
+        _: Action,
+        _: u32,
+        _: Option<&Json>,
+    ) -> Result<(), RecordError> {
         Ok(())
     }
 
@@ -103,6 +144,8 @@ pub struct RecordedCall {
     pub attempts: u32,
     /// The settling record and its sequence number, if the call is settled.
     pub settled: Option<(u64, CallRecord)>,
+    /// An async step's invoke output and its sequence number, while it waits.
+    pub waiting: Option<(u64, Json)>,
 }
 
 /// A run's recorded past: replaying the flow over it skips every settled call.
@@ -134,8 +177,13 @@ impl History {
         self.last_seq = self.last_seq.max(seq);
         let call = self.calls.entry((node.to_string(), action)).or_default();
         call.attempts = call.attempts.max(attempt);
-        if record.settles() {
-            call.settled = Some((seq, record));
+        match record {
+            CallRecord::Waiting { output } => call.waiting = Some((seq, output)),
+            record if record.settles() => {
+                call.waiting = None;
+                call.settled = Some((seq, record));
+            }
+            _ => {}
         }
     }
 

@@ -9,22 +9,57 @@ use crate::json::Json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
+    /// In progress (or left for a later resume, e.g. at a background step).
+    Running,
+    /// An async step waits for an outside answer.
+    Waiting,
+    /// Compensating after a failure.
+    Compensating,
     /// Every entry ran; the output is set.
     Done,
     /// A step failed and every compensation succeeded.
     Reverted,
     /// A step failed and at least one compensation failed too.
     Failed,
+    /// Cancelled from outside, and compensated.
+    Cancelled,
 }
 
 impl RunStatus {
     /// The status's name.
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Compensating => "compensating",
             RunStatus::Done => "done",
             RunStatus::Reverted => "reverted",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// The status named `name`.
+    pub fn from_name(name: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Waiting,
+            RunStatus::Compensating,
+            RunStatus::Done,
+            RunStatus::Reverted,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
+    /// Whether the run has ended (nothing will resume it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Done | RunStatus::Reverted | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 

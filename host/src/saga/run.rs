@@ -58,6 +58,11 @@ pub struct Durability {
     pub history: History,
     /// Time the run has already spent before this process (for the workflow timeout).
     pub elapsed: Duration,
+    /// Stop at the first `background` step that has not started, leaving the
+    /// run to a later `resume` (what `host run` does).
+    pub detach_background: bool,
+    /// Cancel the run: no new call starts, and what ran is compensated.
+    pub cancel: bool,
 }
 
 impl Default for Durability {
@@ -66,6 +71,8 @@ impl Default for Durability {
             recorder: Arc::new(NoRecorder::default()),
             history: History::default(),
             elapsed: Duration::ZERO,
+            detach_background: false,
+            cancel: false,
         }
     }
 }
@@ -135,6 +142,8 @@ impl Saga {
             seq: AtomicU64::new(durability.history.last_seq),
             recorder: durability.recorder,
             history: durability.history,
+            detach_background: durability.detach_background,
+            cancel: durability.cancel,
         });
         if fresh {
             run.lifecycle("run.started", request.input.clone(), None);
@@ -145,35 +154,41 @@ impl Saga {
             .exec(self.workflow.flow.clone(), &mut scope)
             .await
         {
-            Ok(()) | Err(Stop::Skip) | Err(Stop::SkipTo(_)) => run.output(&scope),
-            Err(Stop::Fail(failure)) => Err(failure),
+            Ok(()) | Err(Stop::Skip) | Err(Stop::SkipTo(_)) if run.cancel => {
+                Err(Failure::cancelled())
+            }
+            Ok(()) | Err(Stop::Skip) | Err(Stop::SkipTo(_)) => {
+                run.output(&scope).map_err(Paused::Not)
+            }
+            Err(Stop::Fail(failure)) => Err(Paused::Not(failure)),
+            Err(Stop::Pause(pause)) => Err(Paused::Yes(pause)),
         };
         let (status, output, error) = match forward {
+            Err(Paused::Yes(pause)) => {
+                let status = match pause {
+                    Pause::Waiting => RunStatus::Waiting,
+                    Pause::Detached => RunStatus::Running,
+                };
+                (status, None, None)
+            }
             Ok(output) => {
                 run.lifecycle("run.done", output.clone(), None);
                 (RunStatus::Done, Some(output), None)
             }
-            Err(failure) => {
+            Err(Paused::Not(failure)) => {
+                let cancelled = failure.error.kind == FailureKind::Cancelled;
                 let mut error = failure.into_run_error();
                 run.lifecycle("run.compensating", to_json(&error), None);
                 if let Err(e) = run.recorder.compensating(&error) {
                     tracing::error!("{e}");
                 }
                 error.compensation_failures = run.compensate_all().await;
-                let status = if error.compensation_failures.is_empty() {
-                    RunStatus::Reverted
-                } else {
-                    RunStatus::Failed
+                let status = match (cancelled, error.compensation_failures.is_empty()) {
+                    (_, false) => RunStatus::Failed,
+                    (true, true) => RunStatus::Cancelled,
+                    (false, true) => RunStatus::Reverted,
                 };
-                run.lifecycle(
-                    if status == RunStatus::Reverted {
-                        "run.reverted"
-                    } else {
-                        "run.failed"
-                    },
-                    to_json(&error),
-                    None,
-                );
+                run.lifecycle(&format!("run.{}", status.as_str()), to_json(&error), None);
                 (status, None, Some(error))
             }
         };
@@ -199,8 +214,31 @@ fn to_json<T: serde::Serialize>(value: &T) -> Json {
     Json::from_value(serde_json::to_value(value).unwrap_or_default())
 }
 
+/// Why a run paused (it is not finished: a later resume continues it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// An async step waits for an outside answer.
+    Waiting,
+    /// A background step was left for a later resume.
+    Detached,
+}
+
+/// The end of the forward pass when it did not produce an output.
+enum Paused {
+    Yes(Pause),
+    Not(Failure),
+}
+
+impl From<Failure> for Paused {
+    fn from(failure: Failure) -> Paused {
+        Paused::Not(failure)
+    }
+}
+
 /// Why the forward pass stopped.
 enum Stop {
+    /// The run pauses (no compensation).
+    Pause(Pause),
     /// A failure: the run compensates.
     Fail(Failure),
     /// A step failed with `on-permanent-failure = "skip"`.
@@ -228,6 +266,13 @@ struct Failure {
 }
 
 impl Failure {
+    fn cancelled() -> Paused {
+        Paused::Not(Failure {
+            step: None,
+            error: StepFailure::new(FailureKind::Cancelled, "the run was cancelled").permanent(),
+        })
+    }
+
     fn into_run_error(self) -> RunError {
         RunError {
             step: self.step,
@@ -250,10 +295,20 @@ impl From<EvalError> for Failure {
 
 impl From<RecordError> for Failure {
     fn from(err: RecordError) -> Failure {
+        let kind = match err {
+            RecordError::Cancelled => FailureKind::Cancelled,
+            RecordError::Failed(_) => FailureKind::Host,
+        };
         Failure {
             step: None,
-            error: StepFailure::new(FailureKind::Host, err.to_string()).permanent(),
+            error: StepFailure::new(kind, err.to_string()).permanent(),
         }
+    }
+}
+
+impl From<RecordError> for Stop {
+    fn from(err: RecordError) -> Stop {
+        Stop::Fail(err.into())
     }
 }
 
@@ -286,6 +341,8 @@ struct Run {
     seq: AtomicU64,
     recorder: Arc<dyn Recorder>,
     history: History,
+    detach_background: bool,
+    cancel: bool,
 }
 
 impl Run {
@@ -458,10 +515,15 @@ impl Run {
         match self.invoke(call, node, input).await {
             Ok(Invoked::Done { output, .. }) => Ok(output),
             Ok(Invoked::Skip) => Ok(Json::null()),
-            Err(failure) if failure.error.kind == FailureKind::Host || failure.step.is_none() => {
+            Err(Stop::Fail(failure))
+                if matches!(
+                    failure.error.kind,
+                    FailureKind::Host | FailureKind::Cancelled
+                ) || failure.step.is_none() =>
+            {
                 Err(Stop::Fail(failure))
             }
-            Err(failure) => match &call.policy.on_permanent_failure {
+            Err(Stop::Fail(failure)) => match &call.policy.on_permanent_failure {
                 OnFailure::Fail => Err(Stop::Fail(failure)),
                 policy => {
                     tracing::warn!(step = %node, "step failed; the run goes on ({policy:?}): {}", failure.error);
@@ -476,6 +538,7 @@ impl Run {
                     }
                 }
             },
+            Err(other) => Err(other),
         }
     }
 
@@ -504,14 +567,8 @@ impl Run {
                 Err(join_error) => (Err(crashed(join_error)), Scope::default()),
             };
             merge(scope, &branch_scope);
-            match (result, &stop) {
-                (Ok(()), _) => {}
-                // A failure outranks a skip.
-                (Err(fail @ Stop::Fail(_)), None | Some(Stop::Skip | Stop::SkipTo(_))) => {
-                    stop = Some(fail)
-                }
-                (Err(other), None) => stop = Some(other),
-                (Err(_), Some(_)) => {}
+            if let Err(err) = result {
+                stop = worse(stop, err);
             }
         }
         stop.map_or(Ok(()), Err)
@@ -579,13 +636,7 @@ impl Run {
                 Ok(output) => outputs.push(output.value().clone()),
                 Err(err) => {
                     outputs.push(serde_json::Value::Null);
-                    match (&stop, err) {
-                        (None | Some(Stop::Skip | Stop::SkipTo(_)), fail @ Stop::Fail(_)) => {
-                            stop = Some(fail)
-                        }
-                        (None, other) => stop = Some(other),
-                        _ => {}
-                    }
+                    stop = worse(stop, err);
                 }
             }
         }
@@ -598,19 +649,42 @@ impl Run {
     /// Invokes a step with its retry policy; pushes it on the compensation
     /// stack when it completes or finally fails. A call the history settled
     /// is not called again.
-    async fn invoke(&self, call: &Call, node: &Arc<str>, input: Json) -> Result<Invoked, Failure> {
+    async fn invoke(&self, call: &Call, node: &Arc<str>, input: Json) -> Result<Invoked, Stop> {
         let policy = &call.policy;
         let mut attempt = 1;
-        if let Some(recorded) = self.history.call(node, Action::Invoke) {
-            if let Some((seq, record)) = &recorded.settled {
-                return self.replay(call, node, *seq, record.clone());
+        let recorded = self.history.call(node, Action::Invoke);
+        if let Some((seq, record)) = recorded.and_then(|r| r.settled.as_ref()) {
+            return self
+                .settle(call, node, *seq, record.clone(), false)
+                .map_err(Stop::Fail);
+        }
+        let waiting = recorded.and_then(|r| r.waiting.as_ref());
+        if self.cancel {
+            // An async step that already did its work is undone with the rest.
+            if let Some((seq, output)) = waiting {
+                self.push_completed(call.step, node, policy, Some(output.clone()), *seq);
             }
-            attempt = recorded.attempts + 1;
+            return Err(Stop::Fail(Failure {
+                step: Some(node.to_string()),
+                error: StepFailure::new(FailureKind::Cancelled, "the run was cancelled")
+                    .permanent(),
+            }));
+        }
+        if waiting.is_some() {
+            return Err(Stop::Pause(Pause::Waiting));
+        }
+        match recorded {
+            Some(recorded) => attempt = recorded.attempts + 1,
+            None if policy.background && self.detach_background => {
+                return Err(Stop::Pause(Pause::Detached));
+            }
+            None => {}
         }
         let step = &self.saga.steps[call.step];
         loop {
             self.check_deadline(node)?;
-            self.recorder.call_started(node, Action::Invoke, attempt)?;
+            self.recorder
+                .call_started(node, Action::Invoke, attempt, Some(&input))?;
             let context = self.call_context(call.step, node, Action::Invoke, attempt, policy);
             let started = Instant::now();
             let result = with_timeout(policy, step.invoke(&input, &context)).await;
@@ -619,6 +693,10 @@ impl Run {
                 Ok(_) => true,
             };
             let record = match &result {
+                // An async step's invoke starts the work; the answer comes later.
+                Ok(Invoked::Done { output, .. }) if policy.asynchronous => CallRecord::Waiting {
+                    output: output.clone(),
+                },
                 Ok(Invoked::Done {
                     output,
                     compensation,
@@ -654,33 +732,34 @@ impl Run {
                 Ok(seq) => seq,
                 Err(e) => {
                     // The call may have done its work: compensate it with the rest.
-                    if let CallRecord::Done {
-                        output,
-                        compensation,
-                    } = &record
-                    {
-                        let data = compensation.clone().unwrap_or_else(|| output.clone());
+                    if let Some(data) = record.compensation_data() {
                         self.push_completed(call.step, node, policy, Some(data), self.next_seq());
                     }
                     return Err(e.into());
                 }
             };
+            if let CallRecord::Waiting { .. } = record {
+                return Err(Stop::Pause(Pause::Waiting));
+            }
             if last {
-                return self.settle(call, node, seq, record);
+                return self
+                    .settle(call, node, seq, record, true)
+                    .map_err(Stop::Fail);
             }
             tokio::time::sleep(policy.retries.delay_after(attempt)).await;
             attempt += 1;
         }
     }
 
-    /// A call's settled outcome (live or replayed): pushes the compensation
-    /// stack and emits the step's lifecycle event when live.
+    /// A call's settled outcome, live or replayed from the history: pushes
+    /// the compensation stack, and emits the step's lifecycle event when live.
     fn settle(
         &self,
         call: &Call,
         node: &Arc<str>,
         seq: u64,
         record: CallRecord,
+        live: bool,
     ) -> Result<Invoked, Failure> {
         self.seq.fetch_max(seq, Ordering::SeqCst);
         match record {
@@ -690,11 +769,10 @@ impl Run {
             } => {
                 let data = compensation.unwrap_or_else(|| output.clone());
                 self.push_completed(call.step, node, &call.policy, Some(data), seq);
-                self.lifecycle(
-                    "step.completed",
-                    Json::from_value(json!({"step": &**node, "output": output.value()})),
-                    Some(node),
-                );
+                if live {
+                    let data = json!({"step": &**node, "output": output.value()});
+                    self.lifecycle("step.completed", Json::from_value(data), Some(node));
+                }
                 Ok(Invoked::Done {
                     output,
                     compensation: None,
@@ -709,63 +787,23 @@ impl Run {
                     error.compensation_data.clone(),
                     seq,
                 );
-                self.lifecycle(
-                    "step.failed",
-                    Json::from_value(json!({"step": &**node, "error": error})),
-                    Some(node),
-                );
+                if live {
+                    let data = json!({"step": &**node, "error": error});
+                    self.lifecycle("step.failed", Json::from_value(data), Some(node));
+                }
                 Err(Failure {
                     step: Some(node.to_string()),
                     error,
                 })
             }
-            CallRecord::Compensated => Err(Failure {
+            CallRecord::Compensated | CallRecord::Waiting { .. } => Err(Failure {
                 step: Some(node.to_string()),
                 error: StepFailure::new(
                     FailureKind::Host,
-                    "the journal holds a compensation as an invoke",
+                    "the journal holds an unexpected record for this invoke",
                 )
                 .permanent(),
             }),
-        }
-    }
-
-    /// A settled call from the history: the same outcome, without calling.
-    fn replay(
-        &self,
-        call: &Call,
-        node: &Arc<str>,
-        seq: u64,
-        record: CallRecord,
-    ) -> Result<Invoked, Failure> {
-        self.seq.fetch_max(seq, Ordering::SeqCst);
-        match record {
-            CallRecord::Done {
-                output,
-                compensation,
-            } => {
-                let data = compensation.unwrap_or_else(|| output.clone());
-                self.push_completed(call.step, node, &call.policy, Some(data), seq);
-                Ok(Invoked::Done {
-                    output,
-                    compensation: None,
-                })
-            }
-            CallRecord::Skipped => Ok(Invoked::Skip),
-            CallRecord::Failed { error, .. } => {
-                self.push_completed(
-                    call.step,
-                    node,
-                    &call.policy,
-                    error.compensation_data.clone(),
-                    seq,
-                );
-                Err(Failure {
-                    step: Some(node.to_string()),
-                    error,
-                })
-            }
-            CallRecord::Compensated => self.settle(call, node, seq, record),
         }
     }
 
@@ -840,10 +878,12 @@ impl Run {
         }
         let step = &self.saga.steps[entry.step];
         loop {
-            if let Err(e) = self
-                .recorder
-                .call_started(&entry.node, Action::Compensate, attempt)
-            {
+            if let Err(e) = self.recorder.call_started(
+                &entry.node,
+                Action::Compensate,
+                attempt,
+                entry.data.as_ref(),
+            ) {
                 tracing::error!("{e}");
             }
             let context = self.call_context(
@@ -986,6 +1026,20 @@ impl Run {
             })?;
         }
         Ok(output)
+    }
+}
+
+/// The stop that wins when several branches stop: a failure, then a pause,
+/// then a skip.
+fn worse(current: Option<Stop>, new: Stop) -> Option<Stop> {
+    let rank = |stop: &Stop| match stop {
+        Stop::Fail(_) => 3,
+        Stop::Pause(_) => 2,
+        Stop::Skip | Stop::SkipTo(_) => 1,
+    };
+    match current {
+        Some(current) if rank(&current) >= rank(&new) => Some(current),
+        _ => Some(new),
     }
 }
 

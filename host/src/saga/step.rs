@@ -198,6 +198,8 @@ pub enum FailureKind {
     InvalidOutput,
     /// An expression of the manifest failed on the run's data.
     Expression,
+    /// The run was cancelled.
+    Cancelled,
     /// The host could not make the call (e.g. instantiation failed).
     Host,
 }
@@ -222,6 +224,7 @@ impl FailureKind {
             FailureKind::OutOfMemory => "out-of-memory",
             FailureKind::InvalidOutput => "invalid-output",
             FailureKind::Expression => "expression",
+            FailureKind::Cancelled => "cancelled",
             FailureKind::Host => "host",
         }
     }

@@ -981,7 +981,13 @@ struct MemoryRecorder {
 }
 
 impl Recorder for MemoryRecorder {
-    fn call_started(&self, node: &str, action: Action, attempt: u32) -> Result<(), RecordError> {
+    fn call_started(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        _: Option<&Json>,
+    ) -> Result<(), RecordError> {
         self.history.lock().unwrap().started(node, action, attempt);
         Ok(())
     }
@@ -1019,7 +1025,7 @@ async fn a_resumed_run_does_not_call_settled_steps_again() {
     let saga = f.saga(flow, Some("rb.input"));
     // The first life: `a` finished, `b` started (attempt 1) and the host died.
     let recorder = Arc::new(MemoryRecorder::default());
-    recorder.call_started("a", Action::Invoke, 1).unwrap();
+    recorder.call_started("a", Action::Invoke, 1, None).unwrap();
     let done = CallRecord::Done {
         output: Json::from_value(json!({"step": "a", "input": 1})),
         compensation: None,
@@ -1027,7 +1033,7 @@ async fn a_resumed_run_does_not_call_settled_steps_again() {
     recorder
         .call_finished("a", Action::Invoke, 1, &done)
         .unwrap();
-    recorder.call_started("b", Action::Invoke, 1).unwrap();
+    recorder.call_started("b", Action::Invoke, 1, None).unwrap();
     let history = recorder.history.lock().unwrap().clone();
     let request = RunRequest::new(Json::from_value(json!(1)));
     let report = saga
@@ -1036,7 +1042,7 @@ async fn a_resumed_run_does_not_call_settled_steps_again() {
             Durability {
                 recorder: recorder.clone(),
                 history,
-                elapsed: Duration::ZERO,
+                ..Default::default()
             },
         )
         .await;
@@ -1087,7 +1093,9 @@ async fn a_resumed_compensation_skips_what_was_compensated_and_keeps_the_order()
         .call_finished("c", Action::Compensate, 1, &CallRecord::Compensated)
         .unwrap();
     // The host died while compensating `b`.
-    recorder.call_started("b", Action::Compensate, 1).unwrap();
+    recorder
+        .call_started("b", Action::Compensate, 1, None)
+        .unwrap();
     let history = recorder.history.lock().unwrap().clone();
     let report = saga
         .run_durably(
@@ -1095,7 +1103,7 @@ async fn a_resumed_compensation_skips_what_was_compensated_and_keeps_the_order()
             Durability {
                 recorder: recorder.clone(),
                 history,
-                elapsed: Duration::ZERO,
+                ..Default::default()
             },
         )
         .await;
@@ -1103,5 +1111,118 @@ async fn a_resumed_compensation_skips_what_was_compensated_and_keeps_the_order()
     assert_eq!(
         f.log.lines(),
         ["compensate b \"b\" #2", "compensate a \"a\" #1"]
+    );
+}
+
+fn resume(recorder: &Arc<MemoryRecorder>, cancel: bool) -> Durability {
+    Durability {
+        recorder: recorder.clone(),
+        history: recorder.history.lock().unwrap().clone(),
+        cancel,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_async_step_waits_for_an_outside_answer_and_the_run_goes_on_with_it() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let waits = StepPolicy {
+        asynchronous: true,
+        ..Default::default()
+    };
+    let flow = vec![
+        f.run_with(a, None, Some("ra"), waits),
+        f.run_entry(b, Some("ra"), Some("rb")),
+    ];
+    let saga = f.saga(flow, Some("rb.input"));
+    let recorder = Arc::new(MemoryRecorder::default());
+    let request = RunRequest::new(Json::from_value(json!(1)));
+    let first = saga
+        .run_durably(request.clone(), resume(&recorder, false))
+        .await;
+    assert_eq!(first.status, RunStatus::Waiting);
+    assert_eq!(f.log.lines(), ["invoke a #1", "end a"]);
+    // Resuming before the answer keeps waiting, without calling `a` again.
+    let again = saga
+        .run_durably(request.clone(), resume(&recorder, false))
+        .await;
+    assert_eq!(again.status, RunStatus::Waiting);
+    // The answer arrives (`host step succeed`).
+    let answer = CallRecord::Done {
+        output: Json::from_value(json!({"approved": true})),
+        compensation: None,
+    };
+    recorder
+        .call_finished("a", Action::Invoke, 1, &answer)
+        .unwrap();
+    let done = saga.run_durably(request, resume(&recorder, false)).await;
+    assert_eq!(done.status, RunStatus::Done);
+    assert_eq!(done.output.unwrap().value(), &json!({"approved": true}));
+    assert_eq!(
+        f.log.lines(),
+        ["invoke a #1", "end a", "invoke b #1", "end b"]
+    );
+}
+
+#[tokio::test]
+async fn a_background_step_is_left_for_a_later_resume() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let later = f.step("later", Behaviour::default());
+    let background = StepPolicy {
+        background: true,
+        ..Default::default()
+    };
+    let flow = vec![
+        f.run_entry(a, None, None),
+        f.run_with(later, None, None, background),
+    ];
+    let saga = f.saga(flow, None);
+    let recorder = Arc::new(MemoryRecorder::default());
+    let request = RunRequest::new(Json::null());
+    let detached = Durability {
+        detach_background: true,
+        ..resume(&recorder, false)
+    };
+    let first = saga.run_durably(request.clone(), detached).await;
+    assert_eq!(first.status, RunStatus::Running);
+    assert_eq!(f.log.lines(), ["invoke a #1", "end a"]);
+    let done = saga.run_durably(request, resume(&recorder, false)).await;
+    assert_eq!(done.status, RunStatus::Done);
+    assert_eq!(
+        f.log.lines(),
+        ["invoke a #1", "end a", "invoke later #1", "end later"]
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_finished_run_compensates_everything_it_did() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let saga = f.saga(
+        vec![f.run_entry(a, None, None), f.run_entry(b, None, None)],
+        None,
+    );
+    let recorder = Arc::new(MemoryRecorder::default());
+    let request = RunRequest::new(Json::null());
+    assert_eq!(
+        saga.run_durably(request.clone(), resume(&recorder, false))
+            .await
+            .status,
+        RunStatus::Done
+    );
+    let cancelled = saga.run_durably(request, resume(&recorder, true)).await;
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.error.unwrap().kind, FailureKind::Cancelled);
+    let lines = f.log.lines();
+    assert_eq!(
+        &lines[4..],
+        [
+            "compensate b {\"input\":null,\"step\":\"b\"} #1",
+            "compensate a {\"input\":null,\"step\":\"a\"} #1"
+        ]
     );
 }
