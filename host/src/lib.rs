@@ -11,7 +11,9 @@
 
 pub mod capabilities;
 pub mod cli;
+pub mod durable;
 pub mod expr;
+pub mod journal;
 pub mod json;
 pub mod manifest;
 pub mod saga;

@@ -5,6 +5,8 @@
 mod build;
 mod check;
 mod run;
+mod runs;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,16 @@ enum Command {
     Check(check::CheckArgs),
     /// Build the components of a manifest with their declared build commands.
     Build(build::BuildArgs),
+    /// Continue unfinished runs from the journal.
+    Resume(runs::ResumeArgs),
+    /// Compensate a running, waiting or finished run.
+    Cancel(runs::CancelArgs),
+    /// Answer an async step that waits.
+    #[command(subcommand)]
+    Step(runs::StepCommand),
+    /// The runs of a state file.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
 }
 
 /// Options shared by commands that load components.
@@ -72,6 +84,10 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Check(args) => check::check(args).await,
             Command::Build(args) => build::build_command(args).await,
+            Command::Resume(args) => runs::resume(args).await,
+            Command::Cancel(args) => runs::cancel(args).await,
+            Command::Step(command) => runs::step(command).await,
+            Command::Runs(command) => runs::runs(command).await,
         }
     });
     match result {

@@ -1,16 +1,16 @@
-//! `host run MANIFEST`: runs a workflow once and prints its report as JSON.
+//! `host run MANIFEST`: runs a workflow durably and prints its report as JSON.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::build::build_components;
+use super::state::{StateArgs, exit_code, print_report};
 use super::{RuntimeArgs, UsageError, manifest_errors};
-use crate::capabilities::EntityStore;
 use crate::json::Json;
 use crate::manifest::{self, LoadOptions};
-use crate::saga::{RunRequest, RunStatus};
+use crate::saga::RunRequest;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -23,15 +23,19 @@ pub struct RunArgs {
     /// Read the input JSON from a file (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     input_file: Option<PathBuf>,
-    /// The state file (SQLite) [default: .wasaga/state.db beside the manifest].
-    #[arg(long, value_name = "PATH", env = "WASAGA_STATE")]
-    state: Option<PathBuf>,
     /// Build missing or stale components with their manifest `build` commands first.
     #[arg(long)]
     build: bool,
-    /// The run's transaction id [default: the run id].
+    /// The run's transaction id [default: the run id, a new UUIDv7]. A
+    /// transaction that already ran returns its recorded result.
     #[arg(long, value_name = "ID")]
     transaction_id: Option<String>,
+    /// Run metadata handed to every step (a JSON object).
+    #[arg(long, value_name = "JSON")]
+    metadata: Option<String>,
+    /// Do not resume the state file's unfinished runs first.
+    #[arg(long)]
+    no_resume: bool,
     /// Print the report on one line even on a terminal.
     #[arg(long)]
     compact: bool,
@@ -39,11 +43,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     extensions: Vec<PathBuf>,
     #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
     runtime: RuntimeArgs,
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     let input = read_input(&args)?;
+    let metadata = match &args.metadata {
+        Some(text) => Json::parse(text.trim())
+            .ok()
+            .filter(|m| m.value().is_object())
+            .ok_or_else(|| UsageError("error: --metadata must be a JSON object".into()))?,
+        None => Json::from_value(serde_json::json!({})),
+    };
     let options = LoadOptions {
         require_components: !args.build,
         extension_dirs: args.extensions.clone(),
@@ -65,41 +78,40 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     }
     let state = args
         .state
-        .clone()
-        .unwrap_or_else(|| default_state(&manifest.source.path));
-    let entities = Arc::new(open_state(&state)?);
-    let runtime = args.runtime.runtime()?;
-    let workflow = crate::workflow::load(manifest, &runtime, entities)
-        .map_err(|e| UsageError(format!("error: {e}")))?;
+        .path(manifest.source.path.parent().unwrap_or(Path::new(".")));
+    let host = args.state.host(&state, &args.runtime)?;
+    if !args.no_resume {
+        for (run, result) in host
+            .resume_all()
+            .await
+            .map_err(|e| UsageError(format!("error: {e}")))?
+        {
+            match result {
+                Ok(report) => {
+                    tracing::info!(run = %run, status = report.status.as_str(), "resumed run finished")
+                }
+                Err(e) => tracing::warn!(run = %run, "could not resume: {e}"),
+            }
+        }
+    }
+    let workflow = Arc::new(
+        crate::workflow::load(manifest, host.runtime(), host.entities().clone())
+            .map_err(|e| UsageError(format!("error: {e}")))?,
+    );
     let mut request = RunRequest::new(input);
+    request.metadata = metadata;
     if let Some(id) = args.transaction_id {
         request.transaction_id = id;
     }
     tracing::info!(workflow = %workflow.manifest.workflow.name, run = %request.run_id, "run started");
-    let report = workflow.saga.run(request).await;
+    let started = host
+        .start(&workflow, &args.extensions, request, true)
+        .await
+        .map_err(|e| UsageError(format!("error: {e}")))?;
+    let report = started.report();
     tracing::info!(run = %report.run, status = report.status.as_str(), ms = report.duration_ms, "run finished");
-    if !workflow.subscribers.is_empty() {
-        let delivered = workflow
-            .subscribers
-            .deliver(&report.workflow, &report.run, &report.all_events)
-            .await;
-        tracing::info!(
-            ok = delivered.ok,
-            failed = delivered.failed,
-            "events delivered to subscribers"
-        );
-    }
-    let text = if std::io::stdout().is_terminal() && !args.compact {
-        serde_json::to_string_pretty(&report)
-    } else {
-        serde_json::to_string(&report)
-    }
-    .map_err(|e| UsageError(format!("error: cannot print the report: {e}")))?;
-    println!("{text}");
-    Ok(match report.status {
-        RunStatus::Done | RunStatus::Running | RunStatus::Waiting => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
-    })
+    print_report(&report, args.compact)?;
+    Ok(exit_code(&report))
 }
 
 fn read_input(args: &RunArgs) -> Result<Json, UsageError> {
@@ -126,32 +138,6 @@ fn read_input(args: &RunArgs) -> Result<Json, UsageError> {
     Json::parse(text.trim()).map_err(|e| {
         UsageError(format!(
             "error: the input in {origin} is not valid JSON: {e}\n  example: --input '{{\"name\": \"Acme\"}}'"
-        ))
-    })
-}
-
-/// `.wasaga/state.db` in the manifest's folder.
-fn default_state(manifest: &Path) -> PathBuf {
-    manifest
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(".wasaga")
-        .join("state.db")
-}
-
-fn open_state(path: &Path) -> Result<EntityStore, UsageError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            UsageError(format!(
-                "error: cannot create the state folder {}: {e}",
-                dir.display()
-            ))
-        })?;
-    }
-    EntityStore::open(path).map_err(|e| {
-        UsageError(format!(
-            "error: cannot open the state file {}: {e}",
-            path.display()
         ))
     })
 }

@@ -334,7 +334,7 @@ impl Resolver<'_> {
         section: &authored::WorkflowSection,
     ) -> WorkflowOptions {
         let mut options = WorkflowOptions {
-            idempotent: section.idempotent.unwrap_or(false),
+            idempotent: section.idempotent.unwrap_or(true),
             ..WorkflowOptions::default()
         };
         options.input_schema = section

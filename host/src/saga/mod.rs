@@ -18,7 +18,7 @@ mod tests;
 pub use plan::{
     Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
 };
-pub use record::{CallRecord, History, NoRecorder, RecordError, RecordedCall, Recorder};
+pub use record::{CallRecord, CallStart, History, NoRecorder, RecordError, RecordedCall, Recorder};
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
 pub use run::{Durability, RunRequest, Saga};
 pub use step::{

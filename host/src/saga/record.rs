@@ -63,6 +63,21 @@ impl CallRecord {
     }
 }
 
+/// A call attempt about to start.
+#[derive(Debug, Clone, Copy)]
+pub struct CallStart<'a> {
+    /// The call's unique name.
+    pub node: &'a str,
+    /// The declared step's name.
+    pub step: &'a str,
+    /// Invoke or compensate.
+    pub action: Action,
+    /// From 1.
+    pub attempt: u32,
+    /// The input (the compensation data for a compensation).
+    pub input: Option<&'a Json>,
+}
+
 /// A recording failed: the run cannot promise durability, so it stops; or
 /// the run was cancelled from outside.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,13 +94,7 @@ pub enum RecordError {
 pub trait Recorder: Send + Sync {
     /// A call attempt is about to start, with its input (the compensation
     /// data for a compensation).
-    fn call_started(
-        &self,
-        node: &str,
-        action: Action,
-        attempt: u32,
-        input: Option<&Json>,
-    ) -> Result<(), RecordError>;
+    fn call_started(&self, call: &CallStart<'_>) -> Result<(), RecordError>;
     /// A call attempt finished; returns the record's sequence number (its
     /// place in the run's history, which orders compensations).
     fn call_finished(
@@ -108,13 +117,7 @@ pub struct NoRecorder {
 }
 
 impl Recorder for NoRecorder {
-    fn call_started(
-        &self,
-        _: &str,
-        _: Action,
-        _: u32,
-        _: Option<&Json>,
-    ) -> Result<(), RecordError> {
+    fn call_started(&self, _: &CallStart<'_>) -> Result<(), RecordError> {
         Ok(())
     }
 
@@ -190,6 +193,20 @@ impl History {
     /// What happened to a call.
     pub fn call(&self, node: &str, action: Action) -> Option<&RecordedCall> {
         self.calls.get(&(node.to_string(), action))
+    }
+
+    /// The async steps waiting for an answer.
+    pub fn waiting_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|((_, action), call)| {
+                *action == Action::Invoke && call.waiting.is_some() && call.settled.is_none()
+            })
+            .map(|((node, _), _)| node.clone())
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     /// Whether nothing was recorded.

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use serde_json::json;
 
 use super::plan::{Call, Entry, OnFailure, StepPolicy, Workflow};
-use super::record::{CallRecord, History, NoRecorder, RecordError, Recorder};
+use super::record::{CallRecord, CallStart, History, NoRecorder, RecordError, Recorder};
 use super::report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
 use super::step::{Action, Event, FailureKind, Invoked, RunEvents, Step, StepCall, StepFailure};
 use crate::expr::{EvalError, Expr, Scope};
@@ -683,8 +683,13 @@ impl Run {
         let step = &self.saga.steps[call.step];
         loop {
             self.check_deadline(node)?;
-            self.recorder
-                .call_started(node, Action::Invoke, attempt, Some(&input))?;
+            self.recorder.call_started(&CallStart {
+                node,
+                step: &self.saga.workflow.steps[call.step].name,
+                action: Action::Invoke,
+                attempt,
+                input: Some(&input),
+            })?;
             let context = self.call_context(call.step, node, Action::Invoke, attempt, policy);
             let started = Instant::now();
             let result = with_timeout(policy, step.invoke(&input, &context)).await;
@@ -878,12 +883,13 @@ impl Run {
         }
         let step = &self.saga.steps[entry.step];
         loop {
-            if let Err(e) = self.recorder.call_started(
-                &entry.node,
-                Action::Compensate,
+            if let Err(e) = self.recorder.call_started(&CallStart {
+                node: &entry.node,
+                step: &self.saga.workflow.steps[entry.step].name,
+                action: Action::Compensate,
                 attempt,
-                entry.data.as_ref(),
-            ) {
+                input: entry.data.as_ref(),
+            }) {
                 tracing::error!("{e}");
             }
             let context = self.call_context(

@@ -981,14 +981,11 @@ struct MemoryRecorder {
 }
 
 impl Recorder for MemoryRecorder {
-    fn call_started(
-        &self,
-        node: &str,
-        action: Action,
-        attempt: u32,
-        _: Option<&Json>,
-    ) -> Result<(), RecordError> {
-        self.history.lock().unwrap().started(node, action, attempt);
+    fn call_started(&self, call: &CallStart<'_>) -> Result<(), RecordError> {
+        self.history
+            .lock()
+            .unwrap()
+            .started(call.node, call.action, call.attempt);
         Ok(())
     }
     fn call_finished(
@@ -1025,7 +1022,15 @@ async fn a_resumed_run_does_not_call_settled_steps_again() {
     let saga = f.saga(flow, Some("rb.input"));
     // The first life: `a` finished, `b` started (attempt 1) and the host died.
     let recorder = Arc::new(MemoryRecorder::default());
-    recorder.call_started("a", Action::Invoke, 1, None).unwrap();
+    recorder
+        .call_started(&CallStart {
+            node: "a",
+            step: "a",
+            action: Action::Invoke,
+            attempt: 1,
+            input: None,
+        })
+        .unwrap();
     let done = CallRecord::Done {
         output: Json::from_value(json!({"step": "a", "input": 1})),
         compensation: None,
@@ -1033,7 +1038,15 @@ async fn a_resumed_run_does_not_call_settled_steps_again() {
     recorder
         .call_finished("a", Action::Invoke, 1, &done)
         .unwrap();
-    recorder.call_started("b", Action::Invoke, 1, None).unwrap();
+    recorder
+        .call_started(&CallStart {
+            node: "b",
+            step: "b",
+            action: Action::Invoke,
+            attempt: 1,
+            input: None,
+        })
+        .unwrap();
     let history = recorder.history.lock().unwrap().clone();
     let request = RunRequest::new(Json::from_value(json!(1)));
     let report = saga
@@ -1094,7 +1107,13 @@ async fn a_resumed_compensation_skips_what_was_compensated_and_keeps_the_order()
         .unwrap();
     // The host died while compensating `b`.
     recorder
-        .call_started("b", Action::Compensate, 1, None)
+        .call_started(&CallStart {
+            node: "b",
+            step: "b",
+            action: Action::Compensate,
+            attempt: 1,
+            input: None,
+        })
         .unwrap();
     let history = recorder.history.lock().unwrap().clone();
     let report = saga

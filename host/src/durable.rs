@@ -1,0 +1,554 @@
+//! Durable runs: starts a run in the journal (once per transaction id),
+//! executes it with every transition journaled, resumes unfinished runs from
+//! their journal (pinned to the manifests they started with), cancels runs,
+//! answers async steps, and rebuilds reports from the journal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::capabilities::EntityStore;
+use crate::journal::{
+    Begin, CrashPoint, Journal, JournalError, JournalRecorder, NewRun, Owner, RecordKind,
+    RunFilter, RunRecord, now_ms,
+};
+use crate::json::Json;
+use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
+use crate::saga::{
+    Action, CallRecord, Durability, FailureKind, Outcome, RunReport, RunRequest, RunStatus,
+    StepFailure, TraceEntry,
+};
+use crate::wasm::{LoadError, Runtime};
+use crate::workflow::{self, LoadedWorkflow};
+
+/// How long a lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A failure of the durable layer (not of a workflow).
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A run's pinned manifest no longer resolves.
+    #[error("the manifest run {run} started with no longer loads:\n{errors}")]
+    Manifest {
+        /// The run.
+        run: String,
+        /// Why.
+        errors: ManifestErrors,
+    },
+    /// A component failed to load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The request does not fit the run's state; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The durable host: journal, services and the WASM runtime of one state file.
+pub struct Host {
+    journal: Arc<dyn Journal>,
+    entities: Arc<EntityStore>,
+    runtime: Arc<Runtime>,
+    owner: Owner,
+    crash: Option<CrashPoint>,
+    /// Workflows loaded from pinned manifests, by manifest hash.
+    pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+/// How a start ended.
+pub enum Started {
+    /// The run executed here (to its end, or until it paused).
+    Ran(RunReport),
+    /// Its transaction id had already run: the recorded result.
+    Recorded(RunReport),
+}
+
+impl Started {
+    /// The report, either way.
+    pub fn report(self) -> RunReport {
+        match self {
+            Started::Ran(report) | Started::Recorded(report) => report,
+        }
+    }
+}
+
+/// The answer to a waiting async step.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// It succeeded with this output.
+    Succeed(Json),
+    /// It failed.
+    Fail(StepFailure),
+}
+
+impl Host {
+    /// A host over `journal` and `entities` (normally in one state file).
+    pub fn new(
+        journal: Arc<dyn Journal>,
+        entities: Arc<EntityStore>,
+        runtime: Arc<Runtime>,
+    ) -> Host {
+        let owner = Owner::current();
+        let renewal = {
+            let (journal, owner) = (journal.clone(), owner.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE / 3).await;
+                    if let Err(e) = journal.renew(&owner, LEASE) {
+                        tracing::warn!("could not renew leases: {e}");
+                    }
+                }
+            })
+        };
+        Host {
+            journal,
+            entities,
+            runtime,
+            owner,
+            crash: CrashPoint::from_env(),
+            pinned: Mutex::default(),
+            renewal,
+        }
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+
+    /// The entities store.
+    pub fn entities(&self) -> &Arc<EntityStore> {
+        &self.entities
+    }
+
+    /// The WASM runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Starts a run of `workflow` (loaded from `manifest_path`), unless its
+    /// transaction id already ran: then its recorded result; or, if that run
+    /// is still in flight elsewhere, its result once it ends.
+    pub async fn start(
+        &self,
+        workflow: &Arc<LoadedWorkflow>,
+        extension_dirs: &[PathBuf],
+        request: RunRequest,
+        detach_background: bool,
+    ) -> Result<Started, DurableError> {
+        let manifest = &workflow.manifest;
+        let new = NewRun {
+            id: request.run_id.clone(),
+            transaction_id: request.transaction_id.clone(),
+            workflow: manifest.workflow.name.clone(),
+            manifest: manifest.source.path.clone(),
+            sources: manifest.sources.clone(),
+            extension_dirs: extension_dirs.to_vec(),
+            input: request.input.clone(),
+            metadata: request.metadata.clone(),
+            idempotent: manifest.idempotent,
+        };
+        match self.journal.begin(&new, &self.owner, LEASE)? {
+            Begin::Started => {
+                let report = self
+                    .execute(
+                        workflow,
+                        request,
+                        Durability {
+                            detach_background,
+                            ..self.durability(&new.id, crate::saga::History::default(), 0)
+                        },
+                    )
+                    .await?;
+                Ok(Started::Ran(report))
+            }
+            Begin::Existing(existing) if existing.status.is_final() => {
+                tracing::info!(run = %existing.id, transaction = %existing.transaction_id, "this transaction already ran: its recorded result");
+                Ok(Started::Recorded(self.report(&existing.id)?))
+            }
+            Begin::Existing(existing) if existing.held_by_other(&self.owner, now_ms()) => {
+                tracing::info!(run = %existing.id, "this transaction is running in another process: waiting for it");
+                Ok(Started::Recorded(self.wait_final(&existing.id).await?))
+            }
+            Begin::Existing(existing) => {
+                tracing::info!(run = %existing.id, "this transaction's run was left unfinished: resuming it");
+                Ok(Started::Recorded(self.resume(&existing.id).await?))
+            }
+        }
+    }
+
+    fn durability(&self, run: &str, history: crate::saga::History, elapsed_ms: i64) -> Durability {
+        Durability {
+            recorder: Arc::new(JournalRecorder::new(
+                self.journal.clone(),
+                run,
+                self.crash.clone(),
+            )),
+            history,
+            elapsed: Duration::from_millis(elapsed_ms.max(0) as u64),
+            detach_background: false,
+            cancel: false,
+        }
+    }
+
+    /// Runs (or resumes) a leased run to its end or pause, records how it
+    /// ended, and hands its events to the subscribers.
+    async fn execute(
+        &self,
+        workflow: &LoadedWorkflow,
+        request: RunRequest,
+        durability: Durability,
+    ) -> Result<RunReport, DurableError> {
+        let run_id = request.run_id.clone();
+        let report = workflow.saga.run_durably(request, durability).await;
+        self.journal.finish(&run_id, &report)?;
+        if report.status.is_final() {
+            if !workflow.subscribers.is_empty() {
+                let delivered = workflow
+                    .subscribers
+                    .deliver(&report.workflow, &report.run, &report.all_events)
+                    .await;
+                tracing::info!(
+                    ok = delivered.ok,
+                    failed = delivered.failed,
+                    "events delivered to subscribers"
+                );
+            }
+            if let Some(retention) = workflow.manifest.retention {
+                let pruned = self.journal.prune(
+                    now_ms() - retention.as_millis() as i64,
+                    Some(&report.workflow),
+                )?;
+                if pruned > 0 {
+                    tracing::info!(
+                        pruned,
+                        "finished runs past the workflow's retention were pruned"
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The workflow a run was started with (its pinned manifests).
+    fn pinned_workflow(&self, record: &RunRecord) -> Result<Arc<LoadedWorkflow>, DurableError> {
+        if let Some(loaded) = self
+            .pinned
+            .lock()
+            .expect("pinned lock")
+            .get(&record.manifest_hash)
+        {
+            return Ok(loaded.clone());
+        }
+        let snapshot = Snapshot::new(self.journal.sources(&record.manifest_hash)?);
+        let options = LoadOptions {
+            require_components: true,
+            extension_dirs: record.extension_dirs.clone(),
+            files: Arc::new(snapshot),
+        };
+        let manifest = manifest::load(&record.manifest, &options).map_err(|errors| {
+            DurableError::Manifest {
+                run: record.id.clone(),
+                errors,
+            }
+        })?;
+        let loaded = Arc::new(workflow::load(
+            manifest,
+            &self.runtime,
+            self.entities.clone(),
+        )?);
+        self.pinned
+            .lock()
+            .expect("pinned lock")
+            .insert(record.manifest_hash.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn request_of(record: &RunRecord) -> RunRequest {
+        RunRequest {
+            run_id: record.id.clone(),
+            transaction_id: record.transaction_id.clone(),
+            input: record.input.clone(),
+            metadata: record.metadata.clone(),
+        }
+    }
+
+    /// Continues an unfinished run from its journal: forward if it was
+    /// running, compensating if it was compensating. A settled call is not
+    /// called again; one that was in flight is called again with the same
+    /// idempotency key and the next attempt number.
+    pub async fn resume(&self, run: &str) -> Result<RunReport, DurableError> {
+        self.continue_run(run, false).await
+    }
+
+    async fn continue_run(&self, run: &str, cancel: bool) -> Result<RunReport, DurableError> {
+        let record = self.journal.run(run)?;
+        if record.status.is_final() {
+            return Ok(self.report(run)?);
+        }
+        if !self.journal.claim(run, &self.owner, LEASE)? {
+            return Err(DurableError::Refused(format!(
+                "run {run} is being executed by another process ({})",
+                record.lease_owner.as_deref().unwrap_or("unknown")
+            )));
+        }
+        let workflow = self.pinned_workflow(&record)?;
+        self.journal.set_status(run, RunStatus::Running)?;
+        let history = self.journal.history(run)?;
+        let durability = Durability {
+            cancel,
+            ..self.durability(run, history, now_ms() - record.created_at)
+        };
+        self.execute(&workflow, Self::request_of(&record), durability)
+            .await?;
+        Ok(self.report(run)?)
+    }
+
+    /// Resumes every unfinished run no live process holds (not those waiting
+    /// for an answer); returns each run's id and how it went.
+    pub async fn resume_all(
+        &self,
+    ) -> Result<Vec<(String, Result<RunReport, DurableError>)>, DurableError> {
+        let mut results = Vec::new();
+        for status in [RunStatus::Running, RunStatus::Compensating] {
+            let filter = RunFilter {
+                status: Some(status),
+                limit: Some(10_000),
+                ..RunFilter::default()
+            };
+            for record in self.journal.list(&filter)? {
+                if record.held_by_other(&self.owner, now_ms()) {
+                    continue;
+                }
+                tracing::info!(run = %record.id, workflow = %record.workflow, status = status.as_str(), "resuming an unfinished run");
+                let result = self.resume(&record.id).await;
+                results.push((record.id, result));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Cancels a run: no new call starts, and everything it did is
+    /// compensated. Refused for a failed run (its compensation already
+    /// failed) and for one already compensated.
+    pub async fn cancel(&self, run: &str) -> Result<RunReport, DurableError> {
+        let record = self.journal.run(run)?;
+        match record.status {
+            RunStatus::Failed => {
+                return Err(DurableError::Refused(format!(
+                    "run {run} failed: a compensation already failed ({}); cancelling would not undo more. Fix the cause, then compensate by hand",
+                    record
+                        .error
+                        .as_ref()
+                        .map_or_else(String::new, |e| e.message.clone())
+                )));
+            }
+            RunStatus::Reverted | RunStatus::Cancelled => {
+                return Err(DurableError::Refused(format!(
+                    "run {run} is already {}: everything it did was compensated",
+                    record.status.as_str()
+                )));
+            }
+            _ => {}
+        }
+        if record.held_by_other(&self.owner, now_ms()) {
+            // The process executing it notices before its next call.
+            self.journal.request_cancel(run)?;
+            return self.wait_final(run).await;
+        }
+        if record.status == RunStatus::Done {
+            // A finished run is reopened for its compensation.
+            self.journal.set_status(run, RunStatus::Compensating)?;
+        }
+        self.continue_run(run, true).await
+    }
+
+    /// Records the answer to a waiting async step, then continues the run.
+    pub async fn answer(
+        &self,
+        run: &str,
+        step: &str,
+        answer: Answer,
+    ) -> Result<RunReport, DurableError> {
+        let record = self.journal.run(run)?;
+        if record.status.is_final() {
+            return Err(DurableError::Refused(format!(
+                "run {run} is {}: it waits for nothing",
+                record.status.as_str()
+            )));
+        }
+        let history = self.journal.history(run)?;
+        let waiting: Vec<String> = history.waiting_nodes();
+        let Some(call) = history
+            .call(step, Action::Invoke)
+            .filter(|c| c.waiting.is_some() && c.settled.is_none())
+        else {
+            let known = if history.call(step, Action::Invoke).is_some() {
+                format!("step '{step}' of run {run} is not waiting for an answer")
+            } else {
+                format!("run {run} has no step '{step}' that ran")
+            };
+            let hint = if waiting.is_empty() {
+                "no step of it is waiting".to_string()
+            } else {
+                format!("waiting: {}", waiting.join(", "))
+            };
+            return Err(DurableError::Refused(format!("{known} ({hint})")));
+        };
+        if !self.journal.claim(run, &self.owner, LEASE)? {
+            return Err(DurableError::Refused(format!(
+                "run {run} is being executed by another process"
+            )));
+        }
+        let outcome = match answer {
+            Answer::Succeed(output) => CallRecord::Done {
+                output,
+                compensation: None,
+            },
+            Answer::Fail(error) => CallRecord::Failed { error, last: true },
+        };
+        self.journal.append(
+            run,
+            &RecordKind::Finished {
+                node: step.to_string(),
+                action: Action::Invoke,
+                attempt: call.attempts,
+                record: outcome,
+            },
+        )?;
+        self.continue_run(run, false).await
+    }
+
+    /// Waits until a run held by another process ends; returns its report.
+    pub async fn wait_final(&self, run: &str) -> Result<RunReport, DurableError> {
+        loop {
+            let record = self.journal.run(run)?;
+            if record.status.is_final() || record.status == RunStatus::Waiting {
+                return Ok(self.report(run)?);
+            }
+            if !record.held_by_other(&self.owner, now_ms()) {
+                // Its process died: finish it here.
+                return self.resume(run).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A run's report, rebuilt from the journal (every attempt of every life).
+    pub fn report(&self, run: &str) -> Result<RunReport, JournalError> {
+        report_from_journal(self.journal.as_ref(), run)
+    }
+}
+
+/// Rebuilds a run's report from its record and transitions.
+pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport, JournalError> {
+    let record = journal.run(run)?;
+    let mut trace = Vec::new();
+    let mut events = Vec::new();
+    // (node, action, attempt) → (started at, step, input)
+    type Start = (i64, String, Option<Json>);
+    let mut starts: HashMap<(String, Action, u32), Start> = HashMap::new();
+    for entry in journal.records(run)? {
+        match entry.kind {
+            RecordKind::Started {
+                node,
+                step,
+                action,
+                attempt,
+                input,
+            } => {
+                starts.insert((node, action, attempt), (entry.at, step, input));
+            }
+            RecordKind::Finished {
+                node,
+                action,
+                attempt,
+                record: outcome,
+            } => {
+                let (started, step, input) = starts
+                    .remove(&(node.clone(), action, attempt))
+                    .unwrap_or((entry.at, node.clone(), None));
+                let (outcome, error) = match outcome {
+                    CallRecord::Done { .. }
+                    | CallRecord::Compensated
+                    | CallRecord::Waiting { .. } => (Outcome::Ok, None),
+                    CallRecord::Skipped => (Outcome::Skipped, None),
+                    CallRecord::Failed { error, .. } => (Outcome::Error, Some(error)),
+                };
+                trace.push(TraceEntry {
+                    node: (node != step).then_some(node),
+                    step,
+                    action,
+                    attempt,
+                    outcome,
+                    input,
+                    error,
+                    started_ms: ((started - record.created_at * 1000) as f64 / 1000.0).max(0.0),
+                    duration_ms: (entry.at - started) as f64 / 1000.0,
+                });
+            }
+            RecordKind::Event(event) => events.push(event),
+            RecordKind::Compensating(_) => {}
+        }
+    }
+    let end = record.finished_at.unwrap_or(record.updated_at);
+    Ok(RunReport {
+        run: record.id,
+        workflow: record.workflow,
+        transaction_id: record.transaction_id,
+        status: record.status,
+        partial: record.partial,
+        output: record.output,
+        error: record.error,
+        errors: record.errors,
+        trace,
+        events,
+        all_events: Vec::new(),
+        duration_ms: (end - record.created_at) as f64,
+    })
+}
+
+/// Opens the journal and the entities store of a state file, creating its folder.
+pub fn open_state(
+    path: &Path,
+    durability: crate::journal::Durability,
+) -> Result<(Arc<dyn Journal>, Arc<EntityStore>), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
+    }
+    let journal = crate::journal::SqliteJournal::open(path, durability)
+        .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
+    let entities = EntityStore::open(path)
+        .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
+    Ok((Arc::new(journal), Arc::new(entities)))
+}
+
+/// A step failure given on the command line (`--error '{"kind": ..., "message": ...}'`).
+pub fn parse_answer_error(text: &str) -> Result<StepFailure, String> {
+    #[derive(serde::Deserialize)]
+    struct Given {
+        #[serde(default)]
+        kind: Option<FailureKind>,
+        message: String,
+        #[serde(default)]
+        compensation_data: Option<serde_json::Value>,
+    }
+    let given: Given = serde_json::from_str(text).map_err(|e| {
+        format!("the error is not {{\"kind\"?: \"...\", \"message\": \"...\"}}: {e}")
+    })?;
+    let mut failure =
+        StepFailure::new(given.kind.unwrap_or(FailureKind::Unknown), given.message).permanent();
+    failure.compensation_data = given.compensation_data.map(Json::from_value);
+    Ok(failure)
+}

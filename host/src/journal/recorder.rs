@@ -1,0 +1,193 @@
+//! The orchestrator's [`Recorder`] over a [`Journal`]: every transition is
+//! written before the next action. Also where a test makes the host die at a
+//! chosen transition (`WASAGA_CRASH_AT`), and where an outside cancel request
+//! is noticed.
+
+use std::sync::Arc;
+
+use super::{Journal, RecordKind};
+use crate::saga::{
+    Action, CallRecord, CallStart, Event, RecordError, Recorder, RunError, RunStatus,
+};
+
+/// Records one run's transitions in a journal.
+pub struct JournalRecorder {
+    journal: Arc<dyn Journal>,
+    run: String,
+    crash: Option<CrashPoint>,
+}
+
+impl JournalRecorder {
+    /// A recorder for `run`; dies at `crash` if given.
+    pub fn new(journal: Arc<dyn Journal>, run: &str, crash: Option<CrashPoint>) -> JournalRecorder {
+        JournalRecorder {
+            journal,
+            run: run.to_string(),
+            crash,
+        }
+    }
+
+    fn append(&self, kind: &RecordKind) -> Result<u64, RecordError> {
+        let seq = self
+            .journal
+            .append(&self.run, kind)
+            .map_err(|e| RecordError::Failed(e.to_string()))?;
+        if let Some(crash) = &self.crash
+            && crash.matches(kind)
+        {
+            crash.die();
+        }
+        Ok(seq)
+    }
+}
+
+impl Recorder for JournalRecorder {
+    fn call_started(&self, call: &CallStart<'_>) -> Result<(), RecordError> {
+        // A cancel request stops new invokes (compensations still run).
+        if call.action == Action::Invoke
+            && self
+                .journal
+                .cancel_requested(&self.run)
+                .map_err(|e| RecordError::Failed(e.to_string()))?
+        {
+            return Err(RecordError::Cancelled);
+        }
+        self.append(&RecordKind::Started {
+            node: call.node.to_string(),
+            step: call.step.to_string(),
+            action: call.action,
+            attempt: call.attempt,
+            input: call.input.cloned(),
+        })
+        .map(|_| ())
+    }
+
+    fn call_finished(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        record: &CallRecord,
+    ) -> Result<u64, RecordError> {
+        self.append(&RecordKind::Finished {
+            node: node.to_string(),
+            action,
+            attempt,
+            record: record.clone(),
+        })
+    }
+
+    fn event(&self, event: &Event) -> Result<(), RecordError> {
+        // Lifecycle events follow from the records; only emitted ones are kept.
+        if event.lifecycle {
+            return Ok(());
+        }
+        self.append(&RecordKind::Event(event.clone())).map(|_| ())
+    }
+
+    fn compensating(&self, error: &RunError) -> Result<(), RecordError> {
+        self.append(&RecordKind::Compensating(error.clone()))?;
+        self.journal
+            .set_status(&self.run, RunStatus::Compensating)
+            .map_err(|e| RecordError::Failed(e.to_string()))
+    }
+}
+
+/// A transition at which the host kills itself, for crash tests:
+/// `WASAGA_CRASH_AT=<started|finished|event|compensating>[:<node>[:<invoke|compensate>[:<attempt>]]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrashPoint {
+    kind: String,
+    node: Option<String>,
+    action: Option<Action>,
+    attempt: Option<u32>,
+}
+
+impl CrashPoint {
+    /// The crash point `WASAGA_CRASH_AT` names, if any.
+    pub fn from_env() -> Option<CrashPoint> {
+        std::env::var("WASAGA_CRASH_AT")
+            .ok()
+            .and_then(|spec| CrashPoint::parse(&spec))
+    }
+
+    /// Parses a crash point.
+    pub fn parse(spec: &str) -> Option<CrashPoint> {
+        let mut parts = spec.splitn(4, ':');
+        let kind = parts.next()?.to_string();
+        Some(CrashPoint {
+            kind,
+            node: parts.next().map(str::to_string),
+            action: parts.next().and_then(Action::from_name),
+            attempt: parts.next().and_then(|a| a.parse().ok()),
+        })
+    }
+
+    fn matches(&self, kind: &RecordKind) -> bool {
+        let (name, node, action, attempt) = match kind {
+            RecordKind::Started {
+                node,
+                action,
+                attempt,
+                ..
+            } => ("started", Some(node), Some(*action), Some(*attempt)),
+            RecordKind::Finished {
+                node,
+                action,
+                attempt,
+                ..
+            } => ("finished", Some(node), Some(*action), Some(*attempt)),
+            RecordKind::Event(_) => ("event", None, None, None),
+            RecordKind::Compensating(_) => ("compensating", None, None, None),
+        };
+        self.kind == name
+            && self.node.as_ref().is_none_or(|n| Some(n) == node)
+            && self.action.is_none_or(|a| Some(a) == action)
+            && self.attempt.is_none_or(|a| Some(a) == attempt)
+    }
+
+    /// Dies like a killed process: no cleanup, no flush.
+    fn die(&self) -> ! {
+        eprintln!("WASAGA_CRASH_AT: the host dies here ({})", self.kind);
+        // SAFETY: raising SIGKILL on ourselves has no memory-safety concerns.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::Json;
+
+    #[test]
+    fn crash_points_match_their_transition() {
+        let point = CrashPoint::parse("finished:create-brand:invoke").unwrap();
+        let done = CallRecord::Done {
+            output: Json::null(),
+            compensation: None,
+        };
+        let finished = |node: &str, action| RecordKind::Finished {
+            node: node.into(),
+            action,
+            attempt: 1,
+            record: done.clone(),
+        };
+        assert!(point.matches(&finished("create-brand", Action::Invoke)));
+        assert!(!point.matches(&finished("create-brand", Action::Compensate)));
+        assert!(!point.matches(&finished("other", Action::Invoke)));
+        assert!(
+            CrashPoint::parse("compensating")
+                .unwrap()
+                .matches(&RecordKind::Compensating(RunError {
+                    step: None,
+                    kind: crate::saga::FailureKind::Unknown,
+                    message: String::new(),
+                    permanent: false,
+                    compensation_failures: vec![],
+                }))
+        );
+    }
+}

@@ -1,0 +1,719 @@
+//! The SQLite journal (WAL mode), in the same state file as the entities:
+//! tables `runs`, `records` (one row per transition) and `manifests` (the
+//! files each run was started with).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    Begin, Journal, JournalError, NewRun, Owner, Record, RecordKind, RunFilter, RunRecord, now_ms,
+    now_us,
+};
+use crate::json::Json;
+use crate::saga::{Action, RunReport, RunStatus};
+
+/// How hard a commit tries to reach the disk (SQLite's `synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous = NORMAL` in WAL mode: every transition survives the host
+    /// process dying (kill -9, a crash); the last ones may be lost if the
+    /// machine loses power. The default.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every transition is fsynced before the next
+    /// action, so it survives power loss too; each one costs a disk flush.
+    Full,
+}
+
+/// The journal in a SQLite file.
+pub struct SqliteJournal {
+    conn: Mutex<Connection>,
+}
+
+const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    manifest_hash TEXT NOT NULL,
+    extension_dirs TEXT NOT NULL,
+    input TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL,
+    partial INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    error TEXT,
+    errors TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_transaction ON runs (workflow, transaction_id, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, id);
+CREATE TABLE IF NOT EXISTS records (
+    run TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    node TEXT,
+    action TEXT,
+    attempt INTEGER,
+    body TEXT,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS manifests (
+    hash TEXT PRIMARY KEY,
+    files TEXT NOT NULL
+);
+";
+
+const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
+     status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested";
+
+fn storage(message: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(message.to_string())
+}
+
+impl SqliteJournal {
+    /// Opens (or creates) the journal in the SQLite file at `path`.
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteJournal, JournalError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        let synchronous = match durability {
+            Durability::Normal => "normal",
+            Durability::Full => "full",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        Self::init(conn)
+    }
+
+    /// A journal in memory (for tests and benchmarks).
+    pub fn in_memory() -> Result<SqliteJournal, JournalError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteJournal, JournalError> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteJournal {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, JournalError> {
+    serde_json::to_string(value).map_err(storage)
+}
+
+fn from_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, JournalError> {
+    serde_json::from_str(text).map_err(storage)
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
+    Ok(RunRecordRow {
+        id: row.get(0)?,
+        transaction_id: row.get(1)?,
+        workflow: row.get(2)?,
+        manifest: row.get(3)?,
+        manifest_hash: row.get(4)?,
+        extension_dirs: row.get(5)?,
+        input: row.get(6)?,
+        metadata: row.get(7)?,
+        status: row.get(8)?,
+        partial: row.get(9)?,
+        output: row.get(10)?,
+        error: row.get(11)?,
+        errors: row.get(12)?,
+        created_at: row.get(13)?,
+        updated_at: row.get(14)?,
+        finished_at: row.get(15)?,
+        lease_owner: row.get(16)?,
+        lease_until: row.get(17)?,
+        cancel_requested: row.get(18)?,
+    })
+}
+
+/// A `runs` row before its JSON columns are parsed.
+struct RunRecordRow {
+    id: String,
+    transaction_id: String,
+    workflow: String,
+    manifest: String,
+    manifest_hash: String,
+    extension_dirs: String,
+    input: String,
+    metadata: String,
+    status: String,
+    partial: bool,
+    output: Option<String>,
+    error: Option<String>,
+    errors: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    cancel_requested: bool,
+}
+
+impl RunRecordRow {
+    fn parse(self) -> Result<RunRecord, JournalError> {
+        Ok(RunRecord {
+            status: RunStatus::from_name(&self.status)
+                .ok_or_else(|| storage(format!("unknown status '{}'", self.status)))?,
+            extension_dirs: from_text(&self.extension_dirs)?,
+            input: Json::parse(self.input).map_err(storage)?,
+            metadata: Json::parse(self.metadata).map_err(storage)?,
+            output: self.output.map(Json::parse).transpose().map_err(storage)?,
+            error: self.error.as_deref().map(from_text).transpose()?,
+            errors: self
+                .errors
+                .as_deref()
+                .map(from_text)
+                .transpose()?
+                .unwrap_or_default(),
+            id: self.id,
+            transaction_id: self.transaction_id,
+            workflow: self.workflow,
+            manifest: PathBuf::from(self.manifest),
+            manifest_hash: self.manifest_hash,
+            partial: self.partial,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+            lease_owner: self.lease_owner,
+            lease_until: self.lease_until,
+            cancel_requested: self.cancel_requested,
+        })
+    }
+}
+
+/// The hash the pinned files of a run are stored under.
+fn sources_hash(sources: &[(PathBuf, String)]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (path, text) in sources {
+        hasher.update(path.to_string_lossy().as_bytes());
+        hasher.update(&[0]);
+        hasher.update(text.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The columns of a record: kind, node, action, attempt, body.
+type Columns<'a> = (
+    &'static str,
+    Option<&'a str>,
+    Option<&'static str>,
+    Option<u32>,
+    String,
+);
+
+fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalError> {
+    Ok(match kind {
+        RecordKind::Started {
+            node,
+            step,
+            action,
+            attempt,
+            input,
+        } => (
+            "started",
+            Some(node.as_str()),
+            Some(action.as_str()),
+            Some(*attempt),
+            json_text(&serde_json::json!({"step": step, "input": input}))?,
+        ),
+        RecordKind::Finished {
+            node,
+            action,
+            attempt,
+            record,
+        } => (
+            "finished",
+            Some(node.as_str()),
+            Some(action.as_str()),
+            Some(*attempt),
+            json_text(record)?,
+        ),
+        RecordKind::Event(event) => ("event", None, None, None, json_text(event)?),
+        RecordKind::Compensating(error) => ("compensating", None, None, None, json_text(error)?),
+    })
+}
+
+type RecordRow = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<u32>,
+    Option<String>,
+);
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+impl Journal for SqliteJournal {
+    fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
+        let mut conn = self.conn();
+        // IMMEDIATE takes the write lock first: of two concurrent starts
+        // with one transaction id, the second sees the first's row.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing = tx
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
+                ),
+                params![run.workflow, run.transaction_id],
+                run_from_row,
+            )
+            .optional()?;
+        if let Some(existing) = existing {
+            let existing = existing.parse()?;
+            if run.idempotent || !existing.status.is_final() {
+                return Ok(Begin::Existing(Box::new(existing)));
+            }
+        }
+        let hash = sources_hash(&run.sources);
+        let files: Vec<(String, &str)> = run
+            .sources
+            .iter()
+            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+            .collect();
+        tx.execute(
+            "INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)",
+            params![hash, json_text(&files)?],
+        )?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
+                               created_at, updated_at, lease_owner, lease_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11)",
+            params![
+                run.id,
+                run.transaction_id,
+                run.workflow,
+                run.manifest.to_string_lossy(),
+                hash,
+                json_text(&run.extension_dirs)?,
+                run.input.text(),
+                run.metadata.text(),
+                now,
+                owner.id(),
+                now + lease.as_millis() as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Begin::Started)
+    }
+
+    fn append(&self, run: &str, kind: &RecordKind) -> Result<u64, JournalError> {
+        let (kind_name, node, action, attempt, body) = kind_columns(kind)?;
+        let conn = self.conn();
+        let seq: i64 = conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM records WHERE run = ?1")?
+            .query_row(params![run], |row| row.get(0))?;
+        conn.prepare_cached(
+            "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![run, seq, now_us(), kind_name, node, action, attempt, body])?;
+        Ok(seq as u64)
+    }
+
+    fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError> {
+        self.conn()
+            .prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![run, status.as_str(), now_ms()])?;
+        Ok(())
+    }
+
+    fn finish(&self, run: &str, report: &RunReport) -> Result<(), JournalError> {
+        let now = now_ms();
+        let finished_at = report.status.is_final().then_some(now);
+        let output = report.output.as_ref().map(|o| o.text().to_string());
+        let error = report.error.as_ref().map(json_text).transpose()?;
+        let errors = (!report.errors.is_empty())
+            .then(|| json_text(&report.errors))
+            .transpose()?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,
+                 finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+            )?
+            .execute(params![run, report.status.as_str(), report.partial, output, error, errors, now, finished_at])?;
+        Ok(())
+    }
+
+    fn run(&self, run: &str) -> Result<RunRecord, JournalError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![run],
+                run_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| JournalError::UnknownRun(run.to_string()))?
+            .parse()
+    }
+
+    fn find_transaction(
+        &self,
+        workflow: &str,
+        transaction_id: &str,
+    ) -> Result<Option<RunRecord>, JournalError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
+                ),
+                params![workflow, transaction_id],
+                run_from_row,
+            )
+            .optional()?
+            .map(RunRecordRow::parse)
+            .transpose()
+    }
+
+    fn records(&self, run: &str) -> Result<Vec<Record>, JournalError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, at, kind, node, action, attempt, body FROM records WHERE run = ?1 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![run], record_from_row)?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (seq, at, kind, node, action, attempt, body) = row?;
+            let body = body.unwrap_or_default();
+            let action = action
+                .as_deref()
+                .and_then(Action::from_name)
+                .unwrap_or(Action::Invoke);
+            let node = node.unwrap_or_default();
+            let attempt = attempt.unwrap_or(1);
+            let kind = match kind.as_str() {
+                "started" => {
+                    let value: serde_json::Value = from_text(&body)?;
+                    RecordKind::Started {
+                        step: value["step"].as_str().unwrap_or(&node).to_string(),
+                        input: value
+                            .get("input")
+                            .filter(|v| !v.is_null())
+                            .cloned()
+                            .map(Json::from_value),
+                        node,
+                        action,
+                        attempt,
+                    }
+                }
+                "finished" => RecordKind::Finished {
+                    node,
+                    action,
+                    attempt,
+                    record: from_text(&body)?,
+                },
+                "event" => RecordKind::Event(from_text(&body)?),
+                "compensating" => RecordKind::Compensating(from_text(&body)?),
+                other => return Err(storage(format!("unknown record kind '{other}'"))),
+            };
+            records.push(Record {
+                seq: seq as u64,
+                at,
+                kind,
+            });
+        }
+        Ok(records)
+    }
+
+    fn sources(&self, hash: &str) -> Result<Vec<(PathBuf, String)>, JournalError> {
+        let files: String = self
+            .conn()
+            .query_row(
+                "SELECT files FROM manifests WHERE hash = ?1",
+                params![hash],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| storage(format!("the manifests of run with hash {hash} are missing")))?;
+        let files: Vec<(String, String)> = from_text(&files)?;
+        Ok(files
+            .into_iter()
+            .map(|(p, t)| (PathBuf::from(p), t))
+            .collect())
+    }
+
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(status) = filter.status {
+            sql.push_str(" AND status = ?");
+            args.push(status.as_str().to_string().into());
+        }
+        if let Some(workflow) = &filter.workflow {
+            sql.push_str(" AND workflow = ?");
+            args.push(workflow.clone().into());
+        }
+        if let Some(before) = &filter.before {
+            sql.push_str(" AND (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)");
+            args.push(before.clone().into());
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        args.push((filter.limit.unwrap_or(100) as i64).into());
+        let conn = self.conn();
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(args), run_from_row)?;
+        rows.map(|row| row?.parse()).collect()
+    }
+
+    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<bool, JournalError> {
+        let record = self.run(run)?;
+        let now = now_ms();
+        if record.status.is_final() || record.held_by_other(owner, now) {
+            return Ok(false);
+        }
+        // Compare-and-set on the previous owner: of two claimers, one wins.
+        let changed = self.conn().execute(
+            "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4
+             WHERE id = ?1 AND lease_owner IS ?5",
+            params![
+                run,
+                owner.id(),
+                now + lease.as_millis() as i64,
+                now,
+                record.lease_owner
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn renew(&self, owner: &Owner, lease: Duration) -> Result<(), JournalError> {
+        self.conn().execute(
+            "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1",
+            params![owner.id(), now_ms() + lease.as_millis() as i64],
+        )?;
+        Ok(())
+    }
+
+    fn request_cancel(&self, run: &str) -> Result<(), JournalError> {
+        let changed = self.conn().execute(
+            "UPDATE runs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+            params![run, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(JournalError::UnknownRun(run.to_string()));
+        }
+        Ok(())
+    }
+
+    fn cancel_requested(&self, run: &str) -> Result<bool, JournalError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+            .query_row(params![run], |row| row.get(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let selection =
+            format!("status IN {FINAL} AND finished_at < ?1 AND (?2 IS NULL OR workflow = ?2)");
+        tx.execute(
+            &format!("DELETE FROM records WHERE run IN (SELECT id FROM runs WHERE {selection})"),
+            params![finished_before, workflow],
+        )?;
+        let pruned = tx.execute(
+            &format!("DELETE FROM runs WHERE {selection}"),
+            params![finished_before, workflow],
+        )?;
+        tx.execute(
+            "DELETE FROM manifests WHERE hash NOT IN (SELECT manifest_hash FROM runs)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{CallRecord, RunReport};
+    use serde_json::json;
+
+    fn new_run(id: &str, tx: &str) -> NewRun {
+        NewRun {
+            id: id.into(),
+            transaction_id: tx.into(),
+            workflow: "w".into(),
+            manifest: "/m.toml".into(),
+            sources: vec![("/m.toml".into(), "[workflow]".into())],
+            extension_dirs: vec![],
+            input: Json::from_value(json!({"a": 1})),
+            metadata: Json::from_value(json!({})),
+            idempotent: true,
+        }
+    }
+
+    fn report(id: &str, status: RunStatus) -> RunReport {
+        RunReport {
+            run: id.into(),
+            workflow: "w".into(),
+            transaction_id: id.into(),
+            status,
+            partial: false,
+            output: Some(Json::from_value(json!(1))),
+            error: None,
+            errors: vec![],
+            trace: vec![],
+            events: vec![],
+            all_events: vec![],
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_transaction_id_starts_one_run() {
+        let journal = SqliteJournal::in_memory().unwrap();
+        let me = Owner::current();
+        let lease = Duration::from_secs(30);
+        assert!(matches!(
+            journal.begin(&new_run("r1", "t1"), &me, lease).unwrap(),
+            Begin::Started
+        ));
+        let Begin::Existing(existing) = journal.begin(&new_run("r2", "t1"), &me, lease).unwrap()
+        else {
+            panic!("the second start finds the first")
+        };
+        assert_eq!(existing.id, "r1");
+        assert_eq!(existing.status, RunStatus::Running);
+        assert_eq!(
+            journal.sources(&existing.manifest_hash).unwrap()[0].1,
+            "[workflow]"
+        );
+    }
+
+    #[test]
+    fn records_come_back_as_a_history() {
+        let journal = SqliteJournal::in_memory().unwrap();
+        journal
+            .begin(
+                &new_run("r1", "t1"),
+                &Owner::current(),
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        let started = RecordKind::Started {
+            node: "a".into(),
+            step: "a".into(),
+            action: Action::Invoke,
+            attempt: 1,
+            input: None,
+        };
+        assert_eq!(journal.append("r1", &started).unwrap(), 1);
+        let done = CallRecord::Done {
+            output: Json::from_value(json!("out")),
+            compensation: None,
+        };
+        let finished = RecordKind::Finished {
+            node: "a".into(),
+            action: Action::Invoke,
+            attempt: 1,
+            record: done.clone(),
+        };
+        assert_eq!(journal.append("r1", &finished).unwrap(), 2);
+        let history = journal.history("r1").unwrap();
+        let call = history.call("a", Action::Invoke).unwrap();
+        assert_eq!(call.attempts, 1);
+        assert_eq!(call.settled, Some((2, done)));
+        assert_eq!(history.last_seq, 2);
+    }
+
+    #[test]
+    fn finishing_releases_the_lease_and_pruning_removes_old_runs() {
+        let journal = SqliteJournal::in_memory().unwrap();
+        let me = Owner::current();
+        journal
+            .begin(&new_run("r1", "t1"), &me, Duration::from_secs(30))
+            .unwrap();
+        journal
+            .finish("r1", &report("r1", RunStatus::Done))
+            .unwrap();
+        let run = journal.run("r1").unwrap();
+        assert_eq!(run.status, RunStatus::Done);
+        assert!(run.lease_owner.is_none());
+        assert!(
+            !journal.claim("r1", &me, Duration::from_secs(1)).unwrap(),
+            "a finished run is not claimed"
+        );
+        assert_eq!(journal.prune(now_ms() + 1, None).unwrap(), 1);
+        assert!(matches!(
+            journal.run("r1"),
+            Err(JournalError::UnknownRun(_))
+        ));
+    }
+
+    #[test]
+    fn a_live_owner_keeps_its_run_and_a_dead_one_loses_it() {
+        let journal = SqliteJournal::in_memory().unwrap();
+        let me = Owner::current();
+        journal
+            .begin(&new_run("r1", "t1"), &me, Duration::from_secs(30))
+            .unwrap();
+        assert!(
+            journal.claim("r1", &me, Duration::from_secs(30)).unwrap(),
+            "the owner renews"
+        );
+        // A dead process on this machine holds r2: it can be taken at once.
+        journal
+            .begin(&new_run("r2", "t2"), &me, Duration::from_secs(30))
+            .unwrap();
+        let ghost = format!(
+            "{}:{}:1",
+            me.id().rsplitn(3, ':').nth(2).unwrap(),
+            u32::MAX - 3
+        );
+        journal
+            .conn()
+            .execute(
+                "UPDATE runs SET lease_owner = ?1 WHERE id = 'r2'",
+                params![ghost],
+            )
+            .unwrap();
+        assert!(journal.claim("r2", &me, Duration::from_secs(30)).unwrap());
+        assert_eq!(
+            journal
+                .list(&RunFilter {
+                    status: Some(RunStatus::Running),
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
