@@ -599,3 +599,77 @@ fn the_timeline_shows_every_attempt_on_a_terminal() {
         "{text}"
     );
 }
+
+#[test]
+fn retention_prunes_finished_runs_of_the_workflow() {
+    let sandbox = Sandbox::new();
+    let text = "[workflow]\nname = \"short-lived\"\nretention = \"1ms\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { output = 1 }\n[[flow]]\nrun = \"a\"\n";
+    let manifest = sandbox.manifest("r.toml", text);
+    let first = sandbox.run(&manifest, "{}").report();
+    std::thread::sleep(Duration::from_millis(20));
+    let second = sandbox.run(&manifest, "{}").report();
+    let ids: Vec<String> = sandbox.runs().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids,
+        [second["run"].as_str().unwrap()],
+        "the first run ({}) was pruned",
+        first["run"]
+    );
+}
+
+#[test]
+fn cancelling_a_run_in_flight_in_another_process_stops_it_and_compensates() {
+    let sandbox = Sandbox::new();
+    let text = "[workflow]\nname = \"long\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 250, output = 1 }\n[steps.b]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 250, output = 2 }\n[steps.c]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 250, output = 3 }\n[[flow]]\nrun = \"a\"\n[[flow]]\nrun = \"b\"\n[[flow]]\nrun = \"c\"\n";
+    let manifest = sandbox.manifest("long.toml", text);
+    let runner = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", manifest.to_str().unwrap(), "-q", "--compact"])
+        .env("WASAGA_STATE", sandbox.state())
+        .env("WASAGA_CACHE_DIR", common::cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        if let Some((id, _)) = sandbox
+            .state()
+            .exists()
+            .then(|| sandbox.runs().into_iter().next())
+            .flatten()
+        {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let cancelled = sandbox.host(&["cancel", &run]);
+    assert_eq!(
+        cancelled.report()["status"],
+        "cancelled",
+        "{}",
+        cancelled.stderr
+    );
+    let output = runner.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["status"], "cancelled");
+    assert_eq!(report["error"]["kind"], "cancelled");
+    let calls: Vec<String> = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["action"].as_str().unwrap(),
+                t["step"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        !calls.contains(&"invoke c".to_string()),
+        "no new step after the cancel: {calls:?}"
+    );
+    assert!(calls.contains(&"compensate a".to_string()), "{calls:?}");
+}

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use wasaga_host::capabilities::EntityStore;
+use wasaga_host::durable::Host;
+use wasaga_host::journal::Durability;
 use wasaga_host::json::Json;
 use wasaga_host::manifest::{self, LoadOptions};
 use wasaga_host::saga::{
@@ -211,6 +213,39 @@ fn bench(c: &mut Criterion) {
         let step = saga.step(0);
         group.bench_function(name, |b| {
             b.iter(|| single.block_on(step.invoke(&payload_input, &call)).unwrap())
+        });
+    }
+    group.finish();
+
+    // Durable: every transition journaled in a SQLite state file before the
+    // next action, as `host run` does.
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("linear10_durable");
+    group.throughput(Throughput::Elements(1));
+    for (name, durability, samples) in [
+        ("wasm_ok", Durability::Normal, 100),
+        ("wasm_ok_fsync", Durability::Full, 10),
+    ] {
+        let path = state_dir.path().join(format!("{name}.db"));
+        let (journal, entities) = wasaga_host::durable::open_state(&path, durability).unwrap();
+        let host = Host::new(journal, entities, runtime.clone());
+        let manifest = manifest::load(
+            &manifest(dir.path(), &component, false),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let workflow = Arc::new(
+            wasaga_host::workflow::load(manifest, &runtime, host.entities().clone()).unwrap(),
+        );
+        let report = rt
+            .block_on(host.start(&workflow, &[], input(), false))
+            .unwrap()
+            .report();
+        assert_eq!(report.status, RunStatus::Done);
+        group.sample_size(samples);
+        group.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| async { host.start(&workflow, &[], input(), false).await.unwrap() })
         });
     }
     group.finish();

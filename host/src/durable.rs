@@ -192,6 +192,7 @@ impl Host {
             recorder: Arc::new(JournalRecorder::new(
                 self.journal.clone(),
                 run,
+                history.last_seq,
                 self.crash.clone(),
             )),
             history,
@@ -417,15 +418,15 @@ impl Host {
             },
             Answer::Fail(error) => CallRecord::Failed { error, last: true },
         };
-        self.journal.append(
-            run,
-            &RecordKind::Finished {
-                node: step.to_string(),
-                action: Action::Invoke,
-                attempt: call.attempts,
-                record: outcome,
-            },
-        )?;
+        let answer = RecordKind::Finished {
+            node: step.to_string(),
+            action: Action::Invoke,
+            attempt: call.attempts,
+            record: outcome,
+        };
+        let _cancelled = self
+            .journal
+            .append(run, &[(history.last_seq + 1, answer)])?;
         self.continue_run(run, false).await
     }
 

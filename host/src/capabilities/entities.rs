@@ -106,10 +106,31 @@ fn json_path(field: &str) -> Result<String> {
 impl EntityStore {
     /// Opens (or creates) the store in the SQLite file at `path`.
     pub fn open(path: &Path) -> std::result::Result<EntityStore, rusqlite::Error> {
+        // Processes opening one new state file at once may find it busy: retry.
+        let mut wait = std::time::Duration::from_millis(5);
+        loop {
+            match Self::open_once(path) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && wait < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> std::result::Result<EntityStore, rusqlite::Error> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "normal")?;
+        // The journal's connection checkpoints the shared log in the background.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         EntityStore::init(conn)
     }
 

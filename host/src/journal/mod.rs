@@ -189,8 +189,10 @@ pub trait Journal: Send + Sync {
     /// Records a new run leased to `owner`, unless a run with its
     /// transaction id exists (atomically: two concurrent starts create one run).
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError>;
-    /// Appends a transition; returns its sequence number.
-    fn append(&self, run: &str, kind: &RecordKind) -> Result<u64, JournalError>;
+    /// Appends transitions (with the sequence numbers the run's recorder
+    /// gave them) in one transaction; returns whether someone asked to
+    /// cancel the run (read in the same transaction).
+    fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError>;
     /// Sets a run's status (and refreshes `updated_at`).
     fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError>;
     /// Records how a run ended (or paused) and releases its lease.

@@ -3,7 +3,7 @@
 //! chosen transition (`WASAGA_CRASH_AT`), and where an outside cancel request
 //! is noticed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{Journal, RecordKind};
 use crate::saga::{
@@ -11,55 +11,89 @@ use crate::saga::{
 };
 
 /// Records one run's transitions in a journal.
+///
+/// A call's *finished* record is held back and committed together with what
+/// follows it (the next call's *started* record, the run's end): nothing
+/// external happens in between, so every transition is still on disk before
+/// the next action, with half the commits.
 pub struct JournalRecorder {
     journal: Arc<dyn Journal>,
     run: String,
     crash: Option<CrashPoint>,
+    pending: Mutex<Pending>,
+}
+
+struct Pending {
+    seq: u64,
+    records: Vec<(u64, RecordKind)>,
 }
 
 impl JournalRecorder {
-    /// A recorder for `run`; dies at `crash` if given.
-    pub fn new(journal: Arc<dyn Journal>, run: &str, crash: Option<CrashPoint>) -> JournalRecorder {
+    /// A recorder for `run`, whose last record is `last_seq`; dies at `crash` if given.
+    pub fn new(
+        journal: Arc<dyn Journal>,
+        run: &str,
+        last_seq: u64,
+        crash: Option<CrashPoint>,
+    ) -> JournalRecorder {
         JournalRecorder {
             journal,
             run: run.to_string(),
             crash,
+            pending: Mutex::new(Pending {
+                seq: last_seq,
+                records: Vec::new(),
+            }),
         }
     }
 
-    fn append(&self, kind: &RecordKind) -> Result<u64, RecordError> {
-        let seq = self
-            .journal
-            .append(&self.run, kind)
-            .map_err(|e| RecordError::Failed(e.to_string()))?;
-        if let Some(crash) = &self.crash
-            && crash.matches(kind)
-        {
-            crash.die();
+    /// Queues a record; commits the queue now if `flush`. Returns its
+    /// number, and whether a cancel was requested (known when committed).
+    fn add(&self, kind: RecordKind, flush: bool) -> Result<(u64, bool), RecordError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.seq += 1;
+        let seq = pending.seq;
+        let crash_here = self.crash.as_ref().is_some_and(|c| c.matches(&kind));
+        pending.records.push((seq, kind));
+        let mut cancel = false;
+        if flush || crash_here {
+            cancel = self.commit(&mut pending)?;
         }
-        Ok(seq)
+        if crash_here {
+            self.crash.as_ref().expect("checked").die();
+        }
+        Ok((seq, cancel))
+    }
+
+    fn commit(&self, pending: &mut Pending) -> Result<bool, RecordError> {
+        if pending.records.is_empty() {
+            return Ok(false);
+        }
+        let cancel = self
+            .journal
+            .append(&self.run, &pending.records)
+            .map_err(|e| RecordError::Failed(e.to_string()))?;
+        pending.records.clear();
+        Ok(cancel)
     }
 }
 
 impl Recorder for JournalRecorder {
     fn call_started(&self, call: &CallStart<'_>) -> Result<(), RecordError> {
-        // A cancel request stops new invokes (compensations still run).
-        if call.action == Action::Invoke
-            && self
-                .journal
-                .cancel_requested(&self.run)
-                .map_err(|e| RecordError::Failed(e.to_string()))?
-        {
-            return Err(RecordError::Cancelled);
-        }
-        self.append(&RecordKind::Started {
+        let started = RecordKind::Started {
             node: call.node.to_string(),
             step: call.step.to_string(),
             action: call.action,
             attempt: call.attempt,
             input: call.input.cloned(),
-        })
-        .map(|_| ())
+        };
+        let (_, cancel) = self.add(started, true)?;
+        // A cancel request stops new invokes (compensations still run); the
+        // start just recorded is then never followed by a call.
+        if cancel && call.action == Action::Invoke {
+            return Err(RecordError::Cancelled);
+        }
+        Ok(())
     }
 
     fn call_finished(
@@ -69,12 +103,15 @@ impl Recorder for JournalRecorder {
         attempt: u32,
         record: &CallRecord,
     ) -> Result<u64, RecordError> {
-        self.append(&RecordKind::Finished {
+        let finished = RecordKind::Finished {
             node: node.to_string(),
             action,
             attempt,
             record: record.clone(),
-        })
+        };
+        // An async step pauses the run right after: commit now.
+        let pausing = matches!(record, CallRecord::Waiting { .. });
+        self.add(finished, pausing).map(|(seq, _)| seq)
     }
 
     fn event(&self, event: &Event) -> Result<(), RecordError> {
@@ -82,14 +119,20 @@ impl Recorder for JournalRecorder {
         if event.lifecycle {
             return Ok(());
         }
-        self.append(&RecordKind::Event(event.clone())).map(|_| ())
+        self.add(RecordKind::Event(event.clone()), false)
+            .map(|_| ())
     }
 
     fn compensating(&self, error: &RunError) -> Result<(), RecordError> {
-        self.append(&RecordKind::Compensating(error.clone()))?;
+        self.add(RecordKind::Compensating(error.clone()), true)?;
         self.journal
             .set_status(&self.run, RunStatus::Compensating)
             .map_err(|e| RecordError::Failed(e.to_string()))
+    }
+
+    fn flush(&self) -> Result<(), RecordError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit(&mut pending).map(|_| ())
     }
 }
 

@@ -31,6 +31,42 @@ pub enum Durability {
 /// The journal in a SQLite file.
 pub struct SqliteJournal {
     conn: Mutex<Connection>,
+    /// Manifest snapshots this process already stored (by hash).
+    stored: Mutex<std::collections::HashSet<String>>,
+    /// Tells the checkpointer thread to stop when the journal goes.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the write-ahead log into the database file in the background, so
+/// that no run waits for a checkpoint (and its disk flush).
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(Duration::from_millis(100)).ok()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasaga-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    // PASSIVE never blocks writers; a busy database just waits for the next turn.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { stop })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
@@ -61,6 +97,7 @@ CREATE INDEX IF NOT EXISTS runs_by_transaction ON runs (workflow, transaction_id
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, id);
 CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
     run TEXT NOT NULL,
     seq INTEGER NOT NULL,
     at INTEGER NOT NULL,
@@ -68,9 +105,9 @@ CREATE TABLE IF NOT EXISTS records (
     node TEXT,
     action TEXT,
     attempt INTEGER,
-    body TEXT,
-    PRIMARY KEY (run, seq)
-) WITHOUT ROWID;
+    body TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_by_run ON records (run, seq);
 CREATE TABLE IF NOT EXISTS manifests (
     hash TEXT PRIMARY KEY,
     files TEXT NOT NULL
@@ -87,6 +124,24 @@ fn storage(message: impl std::fmt::Display) -> JournalError {
 impl SqliteJournal {
     /// Opens (or creates) the journal in the SQLite file at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteJournal, JournalError> {
+        // Two processes creating one state file race to set it up; SQLite
+        // answers the loser "busy" at once: try again.
+        let mut wait = Duration::from_millis(5);
+        loop {
+            match Self::open_once(path, durability) {
+                Err(JournalError::Storage(e)) if e.contains("locked") || e.contains("busy") => {
+                    if wait > Duration::from_secs(5) {
+                        return Err(JournalError::Storage(e));
+                    }
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, durability: Durability) -> Result<SqliteJournal, JournalError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "wal")?;
@@ -95,7 +150,11 @@ impl SqliteJournal {
             Durability::Full => "full",
         };
         conn.pragma_update(None, "synchronous", synchronous)?;
-        Self::init(conn)
+        // Checkpoints happen in the background (and when the last connection closes).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut journal = Self::init(conn)?;
+        journal._checkpointer = Checkpointer::start(path);
+        Ok(journal)
     }
 
     /// A journal in memory (for tests and benchmarks).
@@ -107,6 +166,8 @@ impl SqliteJournal {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteJournal {
             conn: Mutex::new(conn),
+            stored: Mutex::default(),
+            _checkpointer: None,
         })
     }
 
@@ -284,13 +345,10 @@ impl Journal for SqliteJournal {
         // with one transaction id, the second sees the first's row.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing = tx
-            .query_row(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
-                ),
-                params![run.workflow, run.transaction_id],
-                run_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
+            ))?
+            .query_row(params![run.workflow, run.transaction_id], run_from_row)
             .optional()?;
         if let Some(existing) = existing {
             let existing = existing.parse()?;
@@ -299,21 +357,27 @@ impl Journal for SqliteJournal {
             }
         }
         let hash = sources_hash(&run.sources);
-        let files: Vec<(String, &str)> = run
-            .sources
-            .iter()
-            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-            .collect();
-        tx.execute(
-            "INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)",
-            params![hash, json_text(&files)?],
-        )?;
+        let stored = self
+            .stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&hash);
+        if !stored {
+            let files: Vec<(String, &str)> = run
+                .sources
+                .iter()
+                .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+                .collect();
+            tx.prepare_cached("INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)")?
+                .execute(params![hash, json_text(&files)?])?;
+        }
         let now = now_ms();
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
                                created_at, updated_at, lease_owner, lease_until)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11)",
-            params![
+        )?
+        .execute(params![
                 run.id,
                 run.transaction_id,
                 run.workflow,
@@ -325,23 +389,46 @@ impl Journal for SqliteJournal {
                 now,
                 owner.id(),
                 now + lease.as_millis() as i64
-            ],
-        )?;
+            ])?;
         tx.commit()?;
+        if !stored {
+            self.stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hash);
+        }
         Ok(Begin::Started)
     }
 
-    fn append(&self, run: &str, kind: &RecordKind) -> Result<u64, JournalError> {
-        let (kind_name, node, action, attempt, body) = kind_columns(kind)?;
-        let conn = self.conn();
-        let seq: i64 = conn
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM records WHERE run = ?1")?
-            .query_row(params![run], |row| row.get(0))?;
-        conn.prepare_cached(
-            "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![run, seq, now_us(), kind_name, node, action, attempt, body])?;
-        Ok(seq as u64)
+    fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let cancel: bool = tx
+            .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+            .query_row(params![run], |row| row.get(0))
+            .optional()?
+            .unwrap_or(false);
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let at = now_us();
+            for (seq, kind) in records {
+                let (kind_name, node, action, attempt, body) = kind_columns(kind)?;
+                insert.execute(params![
+                    run,
+                    *seq as i64,
+                    at,
+                    kind_name,
+                    node,
+                    action,
+                    attempt,
+                    body
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(cancel)
     }
 
     fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError> {
@@ -634,7 +721,7 @@ mod tests {
             attempt: 1,
             input: None,
         };
-        assert_eq!(journal.append("r1", &started).unwrap(), 1);
+        journal.append("r1", &[(1, started)]).unwrap();
         let done = CallRecord::Done {
             output: Json::from_value(json!("out")),
             compensation: None,
@@ -645,7 +732,7 @@ mod tests {
             attempt: 1,
             record: done.clone(),
         };
-        assert_eq!(journal.append("r1", &finished).unwrap(), 2);
+        journal.append("r1", &[(2, finished)]).unwrap();
         let history = journal.history("r1").unwrap();
         let call = history.call("a", Action::Invoke).unwrap();
         assert_eq!(call.attempts, 1);

@@ -108,6 +108,10 @@ pub trait Recorder: Send + Sync {
     fn event(&self, event: &Event) -> Result<(), RecordError>;
     /// The forward pass failed; compensation starts.
     fn compensating(&self, error: &RunError) -> Result<(), RecordError>;
+    /// Writes whatever is held back (the run ends or pauses).
+    fn flush(&self) -> Result<(), RecordError> {
+        Ok(())
+    }
 }
 
 /// Records nothing (a run in memory only); numbers records in order.

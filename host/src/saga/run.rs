@@ -192,6 +192,9 @@ impl Saga {
                 (status, None, Some(error))
             }
         };
+        if let Err(e) = run.recorder.flush() {
+            tracing::error!("{e}");
+        }
         let errors = std::mem::take(&mut *run.ignored.lock().expect("ignored lock"));
         RunReport {
             run: request.run_id,
