@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::capabilities::EntityStore;
 use crate::journal::{
-    Begin, CrashPoint, Journal, JournalError, JournalRecorder, NewRun, Owner, RecordKind,
+    Begin, CrashPoint, Journal, JournalError, JournalRecorder, NewRun, Observer, Owner, RecordKind,
     RunFilter, RunRecord, now_ms,
 };
 use crate::json::Json;
@@ -57,6 +57,7 @@ pub struct Host {
     /// Workflows loaded from pinned manifests, by manifest hash.
     pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
     renewal: tokio::task::JoinHandle<()>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Drop for Host {
@@ -78,6 +79,25 @@ impl Started {
     pub fn report(self) -> RunReport {
         match self {
             Started::Ran(report) | Started::Recorded(report) => report,
+        }
+    }
+}
+
+/// A run recorded by [`Host::begin`].
+#[derive(Debug)]
+pub enum Begun {
+    /// A new run with this id.
+    Fresh(String),
+    /// The run its transaction id already has.
+    Existing(Box<RunRecord>),
+}
+
+impl Begun {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        match self {
+            Begun::Fresh(id) => id,
+            Begun::Existing(record) => &record.id,
         }
     }
 }
@@ -118,7 +138,14 @@ impl Host {
             crash: CrashPoint::from_env(),
             pinned: Mutex::default(),
             renewal,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` about every transition of the runs this host executes.
+    pub fn observed(mut self, observer: Arc<dyn Observer>) -> Host {
+        self.observer = Some(observer);
+        self
     }
 
     /// The journal.
@@ -136,9 +163,9 @@ impl Host {
         &self.runtime
     }
 
-    /// Starts a run of `workflow` (loaded from `manifest_path`), unless its
-    /// transaction id already ran: then its recorded result; or, if that run
-    /// is still in flight elsewhere, its result once it ends.
+    /// Starts a run of `workflow`, unless its transaction id already ran:
+    /// then its recorded result; or, if that run is still in flight
+    /// elsewhere, its result once it ends.
     pub async fn start(
         &self,
         workflow: &Arc<LoadedWorkflow>,
@@ -146,6 +173,19 @@ impl Host {
         request: RunRequest,
         detach_background: bool,
     ) -> Result<Started, DurableError> {
+        let begun = self.begin(workflow, extension_dirs, &request)?;
+        self.complete(workflow, begun, request, detach_background)
+            .await
+    }
+
+    /// The first half of [`Host::start`]: records the run (or finds the run
+    /// of its transaction id). The run's id is then known.
+    pub fn begin(
+        &self,
+        workflow: &LoadedWorkflow,
+        extension_dirs: &[PathBuf],
+        request: &RunRequest,
+    ) -> Result<Begun, DurableError> {
         let manifest = &workflow.manifest;
         let new = NewRun {
             id: request.run_id.clone(),
@@ -158,29 +198,40 @@ impl Host {
             metadata: request.metadata.clone(),
             idempotent: manifest.idempotent,
         };
-        match self.journal.begin(&new, &self.owner, LEASE)? {
-            Begin::Started => {
-                let report = self
-                    .execute(
-                        workflow,
-                        request,
-                        Durability {
-                            detach_background,
-                            ..self.durability(&new.id, crate::saga::History::default(), 0)
-                        },
-                    )
-                    .await?;
-                Ok(Started::Ran(report))
+        Ok(match self.journal.begin(&new, &self.owner, LEASE)? {
+            Begin::Started => Begun::Fresh(new.id),
+            Begin::Existing(existing) => Begun::Existing(existing),
+        })
+    }
+
+    /// The second half of [`Host::start`]: executes a fresh run, or answers
+    /// for the existing run of its transaction id.
+    pub async fn complete(
+        &self,
+        workflow: &LoadedWorkflow,
+        begun: Begun,
+        request: RunRequest,
+        detach_background: bool,
+    ) -> Result<Started, DurableError> {
+        match begun {
+            Begun::Fresh(run) => {
+                let durability = Durability {
+                    detach_background,
+                    ..self.durability(&run, crate::saga::History::default(), 0)
+                };
+                Ok(Started::Ran(
+                    self.execute(workflow, request, durability).await?,
+                ))
             }
-            Begin::Existing(existing) if existing.status.is_final() => {
+            Begun::Existing(existing) if existing.status.is_final() => {
                 tracing::info!(run = %existing.id, transaction = %existing.transaction_id, "this transaction already ran: its recorded result");
                 Ok(Started::Recorded(self.report(&existing.id)?))
             }
-            Begin::Existing(existing) if existing.held_by_other(&self.owner, now_ms()) => {
+            Begun::Existing(existing) if existing.held_by_other(&self.owner, now_ms()) => {
                 tracing::info!(run = %existing.id, "this transaction is running in another process: waiting for it");
                 Ok(Started::Recorded(self.wait_final(&existing.id).await?))
             }
-            Begin::Existing(existing) => {
+            Begun::Existing(existing) => {
                 tracing::info!(run = %existing.id, "this transaction's run was left unfinished: resuming it");
                 Ok(Started::Recorded(self.resume(&existing.id).await?))
             }
@@ -189,12 +240,15 @@ impl Host {
 
     fn durability(&self, run: &str, history: crate::saga::History, elapsed_ms: i64) -> Durability {
         Durability {
-            recorder: Arc::new(JournalRecorder::new(
-                self.journal.clone(),
-                run,
-                history.last_seq,
-                self.crash.clone(),
-            )),
+            recorder: Arc::new(
+                JournalRecorder::new(
+                    self.journal.clone(),
+                    run,
+                    history.last_seq,
+                    self.crash.clone(),
+                )
+                .observed(self.observer.clone()),
+            ),
             history,
             elapsed: Duration::from_millis(elapsed_ms.max(0) as u64),
             detach_background: false,
@@ -213,6 +267,9 @@ impl Host {
         let run_id = request.run_id.clone();
         let report = workflow.saga.run_durably(request, durability).await;
         self.journal.finish(&run_id, &report)?;
+        if let Some(observer) = &self.observer {
+            observer.status(&run_id, report.status);
+        }
         if report.status.is_final() {
             if !workflow.subscribers.is_empty() {
                 let delivered = workflow

@@ -18,6 +18,7 @@ pub mod json;
 pub mod manifest;
 pub mod saga;
 pub mod schema;
+pub mod server;
 pub mod subscribers;
 pub mod wasm;
 pub mod wit;

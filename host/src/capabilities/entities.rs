@@ -206,11 +206,13 @@ impl EntityStore {
             .ok_or_else(|| not_found(collection, id))
     }
 
-    /// Merges `data`'s top-level fields into the entity.
+    /// Merges `data`'s top-level fields into the entity (atomically: a
+    /// concurrent update from another process is not lost).
     pub fn update(&self, collection: &str, id: &str, data: Value) -> Result<Value> {
         let changes = fields(data, false)?;
-        let conn = self.conn();
-        let current: Option<String> = conn
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
             .query_row(
                 "SELECT data FROM entities WHERE collection = ?1 AND id = ?2 AND deleted_at IS NULL",
                 params![collection, id],
@@ -225,10 +227,11 @@ impl EntityStore {
             )
         })?;
         map.extend(changes);
-        conn.execute(
+        tx.execute(
             "UPDATE entities SET data = ?3, updated_at = ?4 WHERE collection = ?1 AND id = ?2",
             params![collection, id, Value::Object(map).to_string(), now()],
         )?;
+        tx.commit()?;
         drop(conn);
         self.get(collection, id)
     }

@@ -6,6 +6,7 @@ mod build;
 mod check;
 mod run;
 mod runs;
+mod serve;
 mod state;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     /// The runs of a state file.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Serve the workflows of some folders over HTTP, with a runs page.
+    Serve(serve::ServeArgs),
 }
 
 /// Options shared by commands that load components.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Cancel(args) => runs::cancel(args).await,
             Command::Step(command) => runs::step(command).await,
             Command::Runs(command) => runs::runs(command).await,
+            Command::Serve(args) => serve::serve(args).await,
         }
     });
     match result {

@@ -171,6 +171,14 @@ pub enum RecordKind {
     Compensating(RunError),
 }
 
+/// Told about every transition once it is committed (live views of runs).
+pub trait Observer: Send + Sync {
+    /// Records of `run` were committed.
+    fn committed(&self, run: &str, records: &[(u64, RecordKind)]);
+    /// `run` reached `status` (it ended, paused, or started compensating).
+    fn status(&self, run: &str, status: RunStatus);
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {

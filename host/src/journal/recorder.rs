@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Journal, RecordKind};
+use super::{Journal, Observer, RecordKind};
 use crate::saga::{
     Action, CallRecord, CallStart, Event, RecordError, Recorder, RunError, RunStatus,
 };
@@ -21,6 +21,7 @@ pub struct JournalRecorder {
     run: String,
     crash: Option<CrashPoint>,
     pending: Mutex<Pending>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 struct Pending {
@@ -44,7 +45,14 @@ impl JournalRecorder {
                 seq: last_seq,
                 records: Vec::new(),
             }),
+            observer: None,
         }
+    }
+
+    /// Also tells `observer` about every committed record.
+    pub fn observed(mut self, observer: Option<Arc<dyn Observer>>) -> JournalRecorder {
+        self.observer = observer;
+        self
     }
 
     /// Queues a record; commits the queue now if `flush`. Returns its
@@ -73,6 +81,9 @@ impl JournalRecorder {
             .journal
             .append(&self.run, &pending.records)
             .map_err(|e| RecordError::Failed(e.to_string()))?;
+        if let Some(observer) = &self.observer {
+            observer.committed(&self.run, &pending.records);
+        }
         pending.records.clear();
         Ok(cancel)
     }
@@ -127,7 +138,11 @@ impl Recorder for JournalRecorder {
         self.add(RecordKind::Compensating(error.clone()), true)?;
         self.journal
             .set_status(&self.run, RunStatus::Compensating)
-            .map_err(|e| RecordError::Failed(e.to_string()))
+            .map_err(|e| RecordError::Failed(e.to_string()))?;
+        if let Some(observer) = &self.observer {
+            observer.status(&self.run, RunStatus::Compensating);
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), RecordError> {

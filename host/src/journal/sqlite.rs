@@ -402,7 +402,9 @@ impl Journal for SqliteJournal {
 
     fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: a read-then-write transaction would get "busy" at once
+        // (no waiting) if another connection wrote in between.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cancel: bool = tx
             .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
             .query_row(params![run], |row| row.get(0))
@@ -626,7 +628,7 @@ impl Journal for SqliteJournal {
 
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let selection =
             format!("status IN {FINAL} AND finished_at < ?1 AND (?2 IS NULL OR workflow = ?2)");
         tx.execute(

@@ -1,0 +1,195 @@
+//! `host serve`: a folder of manifests as an HTTP service (axum), runs
+//! executed concurrently and durably, live run events over Server-Sent
+//! Events, an OpenAPI document, and a page that shows what runs did.
+//!
+//! It may not touch the orchestrator's internals: it drives runs through
+//! [`crate::durable::Host`].
+
+mod auth;
+mod live;
+mod openapi;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::durable::Host;
+use crate::manifest::{self, LoadOptions, ManifestErrors};
+use crate::workflow::LoadedWorkflow;
+
+pub use live::Live;
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// Bearer token every route but `/healthz` requires, if set.
+    pub token: Option<String>,
+    /// How long `wait=true` waits before answering 202.
+    pub wait_timeout: Duration,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+    /// Whether to resume the state file's unfinished runs on start.
+    pub resume: bool,
+}
+
+/// A workflow served under its name.
+pub struct Served {
+    /// The loaded workflow.
+    pub workflow: Arc<LoadedWorkflow>,
+    /// The extension folders it was loaded with.
+    pub extension_dirs: Vec<PathBuf>,
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The durable host.
+    pub host: Arc<Host>,
+    /// The workflows, by name.
+    pub workflows: IndexMap<String, Served>,
+    /// Live run updates.
+    pub live: Arc<Live>,
+    /// The configuration.
+    pub config: ServeConfig,
+    /// Runs executing in this process.
+    pub active: AtomicUsize,
+}
+
+/// A problem found while loading the manifests to serve.
+#[derive(Debug)]
+pub enum LoadProblem {
+    /// A manifest is invalid.
+    Manifest(ManifestErrors),
+    /// Anything else (a missing folder, a duplicate name, a component).
+    Other(String),
+}
+
+/// Loads every workflow manifest in `paths` (files, or folders of `.toml`
+/// files; extension manifests are picked up by the workflows they extend).
+pub fn load_workflows(
+    paths: &[PathBuf],
+    host: &Host,
+) -> Result<IndexMap<String, Served>, LoadProblem> {
+    let mut manifests: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for path in paths {
+        if path.is_file() {
+            manifests.push((
+                path.clone(),
+                path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            ));
+            continue;
+        }
+        let entries = std::fs::read_dir(path).map_err(|e| {
+            LoadProblem::Other(format!("cannot read the folder {}: {e}", path.display()))
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let is_workflow = toml::from_str::<toml::Table>(&text)
+                .ok()
+                .is_some_and(|t| t.contains_key("workflow"));
+            if is_workflow {
+                manifests.push((file, path.clone()));
+            }
+        }
+    }
+    if manifests.is_empty() {
+        return Err(LoadProblem::Other(
+            "no workflow manifest (a .toml file with [workflow]) was found to serve".into(),
+        ));
+    }
+    let mut workflows = IndexMap::new();
+    for (file, dir) in manifests {
+        let options = LoadOptions {
+            extension_dirs: vec![dir.clone()],
+            ..LoadOptions::default()
+        };
+        let manifest = manifest::load(&file, &options).map_err(LoadProblem::Manifest)?;
+        let name = manifest.workflow.name.clone();
+        let loaded = crate::workflow::load(manifest, host.runtime(), host.entities().clone())
+            .map_err(|e| LoadProblem::Other(format!("{}: {e}", file.display())))?;
+        if workflows.contains_key(&name) {
+            return Err(LoadProblem::Other(format!(
+                "two manifests define the workflow '{name}' (the second is {}); workflow names must be unique",
+                file.display()
+            )));
+        }
+        tracing::info!(workflow = %name, manifest = %file.display(), "serving");
+        workflows.insert(
+            name,
+            Served {
+                workflow: Arc::new(loaded),
+                extension_dirs: vec![dir],
+            },
+        );
+    }
+    Ok(workflows)
+}
+
+/// Serves until SIGTERM or Ctrl-C. Runs still in flight then are left in
+/// the journal; the next start resumes them.
+pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(state.config.listen).await?;
+    let address = listener.local_addr()?;
+    // Scripts and tests read the address from here (the port may be 0).
+    println!("listening on http://{address}");
+    tracing::info!(%address, "listening");
+    if state.config.resume {
+        let host = state.host.clone();
+        tokio::spawn(async move {
+            match host.resume_all().await {
+                Ok(resumed) if !resumed.is_empty() => {
+                    tracing::info!(runs = resumed.len(), "resumed unfinished runs")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("could not resume unfinished runs: {e}"),
+            }
+        });
+    }
+    let app = routes::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // Give runs in flight a moment to reach their end; the rest resume later.
+    for _ in 0..40 {
+        if state.active.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = state.active.load(Ordering::SeqCst);
+    if left > 0 {
+        tracing::info!(
+            runs = left,
+            "stopping with runs in flight: they are journaled and resume on the next start"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,218 @@
+//! The OpenAPI 3.1 document of the HTTP API (served at `/openapi.json`),
+//! with the served workflows' input schemas.
+
+use serde_json::{Value, json};
+
+use super::AppState;
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn report_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/RunReport" } } } })
+}
+
+/// The document.
+pub fn document(state: &AppState) -> Value {
+    let names: Vec<&String> = state.workflows.keys().collect();
+    let run_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" }, "description": "The run's id." });
+    let step = json!({ "name": "step", "in": "path", "required": true, "schema": { "type": "string" }, "description": "The waiting step's name in the trace." });
+    let security = if state.config.token.is_some() {
+        json!([{ "bearer": [] }])
+    } else {
+        json!([])
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Wasaga",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Runs workflows of sandboxed WebAssembly steps (sagas with compensation). Every run is journaled; \
+                            a run started with a transaction id that already ran returns its recorded result."
+        },
+        "security": security,
+        "paths": {
+            "/workflows/{name}/runs": {
+                "post": {
+                    "summary": "Start a run of a workflow",
+                    "operationId": "startRun",
+                    "parameters": [
+                        { "name": "name", "in": "path", "required": true, "schema": { "type": "string", "enum": names } },
+                        { "name": "wait", "in": "query", "required": false, "schema": { "type": "boolean", "default": true },
+                          "description": "Wait for the run's end (up to the server's wait timeout) instead of answering 202 at once." }
+                    ],
+                    "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/StartRun" } } } },
+                    "responses": {
+                        "200": report_response("The run is done."),
+                        "202": { "description": "The run goes on (not waited for, paused, or past the wait timeout): follow Location.",
+                                 "headers": { "Location": { "schema": { "type": "string" } } },
+                                 "content": { "application/json": { "schema": { "oneOf": [ { "$ref": "#/components/schemas/Accepted" }, { "$ref": "#/components/schemas/RunReport" } ] } } } },
+                        "400": { "description": "The body is not valid, or the input breaks the workflow's input-schema (every violation listed).",
+                                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such workflow."),
+                        "413": { "description": "The body is larger than the server accepts." },
+                        "422": report_response("The run failed and was compensated (reverted), or a compensation failed too (failed).")
+                    }
+                }
+            },
+            "/runs": {
+                "get": {
+                    "summary": "List runs, newest first",
+                    "operationId": "listRuns",
+                    "parameters": [
+                        { "name": "status", "in": "query", "schema": { "$ref": "#/components/schemas/RunStatus" } },
+                        { "name": "workflow", "in": "query", "schema": { "type": "string" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } },
+                        { "name": "cursor", "in": "query", "schema": { "type": "string" }, "description": "`next_cursor` of the previous page." }
+                    ],
+                    "responses": {
+                        "200": { "description": "A page of runs.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/RunList" } } } },
+                        "400": error_response("A bad filter."),
+                        "401": error_response("A token is required.")
+                    }
+                }
+            },
+            "/runs/{id}": {
+                "get": {
+                    "summary": "A run's report (every attempt of every call)",
+                    "operationId": "getRun",
+                    "parameters": [run_id],
+                    "responses": { "200": report_response("The run."), "401": error_response("A token is required."), "404": error_response("No such run.") }
+                }
+            },
+            "/runs/{id}/cancel": {
+                "post": {
+                    "summary": "Cancel a run: compensate what it did",
+                    "operationId": "cancelRun",
+                    "parameters": [run_id],
+                    "responses": {
+                        "422": report_response("Cancelled (and compensated)."),
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such run."),
+                        "409": error_response("Refused: the run failed or is already compensated.")
+                    }
+                }
+            },
+            "/runs/{id}/events": {
+                "get": {
+                    "summary": "The run's events, live (Server-Sent Events)",
+                    "description": "`record` events (a call started or finished, an event was emitted, compensation started) in order, \
+                                    then `status` events; the stream ends with the final status.",
+                    "operationId": "runEvents",
+                    "parameters": [run_id],
+                    "responses": {
+                        "200": { "description": "An event stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such run.")
+                    }
+                }
+            },
+            "/runs/{id}/steps/{step}/success": {
+                "post": {
+                    "summary": "An async step succeeded: record its output and continue the run",
+                    "operationId": "stepSuccess",
+                    "parameters": [run_id, step],
+                    "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "output": {} } } } } },
+                    "responses": {
+                        "200": report_response("The run continued to its end."),
+                        "202": report_response("The run continued and paused again."),
+                        "422": report_response("The run continued and failed."),
+                        "400": error_response("A bad body."),
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such run."),
+                        "409": error_response("The step is not waiting (nothing changed).")
+                    }
+                }
+            },
+            "/runs/{id}/steps/{step}/failure": {
+                "post": {
+                    "summary": "An async step failed: record the error and compensate the run",
+                    "operationId": "stepFailure",
+                    "parameters": [run_id, step],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["error"],
+                        "properties": { "error": { "type": "object", "required": ["message"],
+                            "properties": { "kind": { "type": "string" }, "message": { "type": "string" } } } } } } } },
+                    "responses": {
+                        "422": report_response("The run was compensated."),
+                        "400": error_response("A bad body."),
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such run."),
+                        "409": error_response("The step is not waiting (nothing changed).")
+                    }
+                }
+            },
+            "/workflows": {
+                "get": {
+                    "summary": "The served workflows and their input schemas",
+                    "operationId": "listWorkflows",
+                    "responses": { "200": { "description": "The workflows.", "content": { "application/json": { "schema": { "type": "object" } } } },
+                                   "401": error_response("A token is required.") }
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness (no token needed)",
+                    "operationId": "health",
+                    "security": [],
+                    "responses": { "200": { "description": "Serving.", "content": { "application/json": { "schema": { "type": "object" } } } } }
+                }
+            },
+            "/openapi.json": {
+                "get": { "summary": "This document", "operationId": "openapi",
+                         "responses": { "200": { "description": "OpenAPI 3.1.", "content": { "application/json": { "schema": { "type": "object" } } } },
+                                        "401": error_response("A token is required.") } }
+            },
+            "/": {
+                "get": { "summary": "The runs page", "operationId": "page",
+                         "responses": { "200": { "description": "HTML.", "content": { "text/html": { "schema": { "type": "string" } } } },
+                                        "401": error_response("A token is required.") } }
+            }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": {
+                    "error": { "type": "string" }, "violations": { "type": "array", "items": { "type": "string" } } } },
+                "StartRun": { "type": "object", "additionalProperties": false, "properties": {
+                    "input": { "description": "The workflow input (any JSON)." },
+                    "transaction_id": { "type": "string", "description": "A run with a transaction id that already ran returns its recorded result." },
+                    "metadata": { "type": "object" } } },
+                "Accepted": { "type": "object", "required": ["run", "status", "location"], "properties": {
+                    "run": { "type": "string" }, "status": { "const": "running" }, "location": { "type": "string" } } },
+                "RunStatus": { "type": "string", "enum": ["running", "waiting", "compensating", "done", "reverted", "failed", "cancelled"] },
+                "StepError": { "type": "object", "required": ["kind", "message", "permanent"], "properties": {
+                    "kind": { "type": "string" }, "message": { "type": "string" }, "permanent": { "type": "boolean" }, "compensation_data": {} } },
+                "RunError": { "type": "object", "required": ["kind", "message", "permanent"], "properties": {
+                    "step": { "type": ["string", "null"] }, "kind": { "type": "string" }, "message": { "type": "string" },
+                    "permanent": { "type": "boolean" },
+                    "compensation_failures": { "type": "array", "items": { "type": "object" } } } },
+                "TraceEntry": { "type": "object", "required": ["step", "action", "attempt", "outcome", "started_ms", "duration_ms"], "properties": {
+                    "step": { "type": "string" }, "node": { "type": "string" },
+                    "action": { "type": "string", "enum": ["invoke", "compensate"] },
+                    "attempt": { "type": "integer", "minimum": 1 },
+                    "outcome": { "type": "string", "enum": ["ok", "error", "skipped"] },
+                    "input": {}, "error": { "oneOf": [ { "$ref": "#/components/schemas/StepError" }, { "type": "null" } ] },
+                    "started_ms": { "type": "number" }, "duration_ms": { "type": "number" } } },
+                "RunReport": { "type": "object", "required": ["run", "workflow", "transaction_id", "status", "output", "error", "trace"], "properties": {
+                    "run": { "type": "string" }, "workflow": { "type": "string" }, "transaction_id": { "type": "string" },
+                    "status": { "$ref": "#/components/schemas/RunStatus" }, "partial": { "type": "boolean" },
+                    "output": {}, "error": { "oneOf": [ { "$ref": "#/components/schemas/RunError" }, { "type": "null" } ] },
+                    "errors": { "type": "array", "items": { "$ref": "#/components/schemas/RunError" } },
+                    "trace": { "type": "array", "items": { "$ref": "#/components/schemas/TraceEntry" } },
+                    "events": { "type": "array", "items": { "type": "object" } },
+                    "duration_ms": { "type": "number" } } },
+                "RunSummary": { "type": "object", "properties": {
+                    "run": { "type": "string" }, "workflow": { "type": "string" }, "transaction_id": { "type": "string" },
+                    "status": { "$ref": "#/components/schemas/RunStatus" }, "partial": { "type": "boolean" },
+                    "created_at": { "type": "integer", "description": "Unix ms." }, "finished_at": { "type": ["integer", "null"] },
+                    "duration_ms": { "type": "integer" } } },
+                "RunList": { "type": "object", "required": ["runs"], "properties": {
+                    "runs": { "type": "array", "items": { "$ref": "#/components/schemas/RunSummary" } },
+                    "next_cursor": { "type": ["string", "null"] } } }
+            }
+        }
+    })
+}

@@ -1,0 +1,526 @@
+//! The HTTP routes: start runs, read them, cancel them, answer async steps,
+//! stream their events; list workflows; health; the OpenAPI document; the page.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::live::Update;
+use crate::durable::{Answer, DurableError, Started};
+use crate::journal::{JournalError, RecordKind, RunFilter, RunRecord};
+use crate::json::Json;
+use crate::saga::{CallRecord, RunReport, RunRequest, RunStatus};
+
+/// Every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/workflows", get(workflows))
+        .route("/workflows/{name}/runs", post(start_run))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(get_run))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/events", get(run_events))
+        .route("/runs/{id}/steps/{step}/success", post(step_success))
+        .route("/runs/{id}/steps/{step}/failure", post(step_failure))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// An error answer: a status and `{"error": message, ...}`.
+struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<JournalError> for ApiError {
+    fn from(err: JournalError) -> ApiError {
+        match err {
+            JournalError::UnknownRun(run) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no run '{run}'"))
+            }
+            other => {
+                tracing::error!("{other}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the journal failed; see the server's log",
+                )
+            }
+        }
+    }
+}
+
+impl From<DurableError> for ApiError {
+    fn from(err: DurableError) -> ApiError {
+        match err {
+            DurableError::Journal(e) => e.into(),
+            DurableError::Refused(message) => ApiError::new(StatusCode::CONFLICT, message),
+            other => {
+                tracing::error!("{other}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the run could not be executed; see the server's log",
+                )
+            }
+        }
+    }
+}
+
+/// The status code of a run's report.
+fn report_status(report: &RunReport) -> StatusCode {
+    match report.status {
+        RunStatus::Done => StatusCode::OK,
+        RunStatus::Reverted | RunStatus::Failed | RunStatus::Cancelled => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        RunStatus::Running | RunStatus::Waiting | RunStatus::Compensating => StatusCode::ACCEPTED,
+    }
+}
+
+fn report_response(report: &RunReport) -> Response {
+    let mut response = (report_status(report), axum::Json(report)).into_response();
+    if response.status() == StatusCode::ACCEPTED
+        && let Ok(location) = HeaderValue::from_str(&format!("/runs/{}", report.run))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page/index.html"))
+}
+
+async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn openapi(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
+    axum::Json(super::openapi::document(&state))
+}
+
+async fn workflows(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
+    let list: Vec<Value> = state
+        .workflows
+        .iter()
+        .map(|(name, served)| {
+            let manifest = &served.workflow.manifest;
+            let schema = manifest.input_schema.as_ref().and_then(|s| {
+                std::fs::read_to_string(s.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            });
+            json!({
+                "name": name,
+                "steps": manifest.workflow.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                "input_schema": schema,
+                "runs": format!("/workflows/{name}/runs"),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "workflows": list }))
+}
+
+#[derive(Deserialize, Default)]
+struct WaitQuery {
+    wait: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(default)]
+    input: Value,
+    transaction_id: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// `POST /workflows/{name}/runs`.
+async fn start_run(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<WaitQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(served) = state.workflows.get(&name) else {
+        let names: Vec<&String> = state.workflows.keys().collect();
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            body: json!({ "error": format!("no workflow '{name}'"), "workflows": names }),
+        });
+    };
+    let body: StartBody = if body.is_empty() {
+        StartBody {
+            input: json!({}),
+            transaction_id: None,
+            metadata: None,
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not {{\"input\": ..., \"transaction_id\"?: \"...\"}}: {e}"),
+            )
+        })?
+    };
+    let input = Json::from_value(body.input);
+    if let Some(schema) = &served.workflow.manifest.input_schema {
+        let violations = schema.violations(input.value());
+        if !violations.is_empty() {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({ "error": "the input does not match the workflow's input-schema", "violations": violations }),
+            });
+        }
+    }
+    let mut request = RunRequest::new(input);
+    if let Some(tx) = body.transaction_id {
+        request.transaction_id = tx;
+    }
+    if let Some(metadata) = body.metadata {
+        if !metadata.is_object() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "metadata must be a JSON object",
+            ));
+        }
+        request.metadata = Json::from_value(metadata);
+    }
+    let begun = state
+        .host
+        .begin(&served.workflow, &served.extension_dirs, &request)?;
+    let run_id = begun.run_id().to_string();
+    let workflow = served.workflow.clone();
+    let task_state = state.clone();
+    state.active.fetch_add(1, Ordering::SeqCst);
+    let task = tokio::spawn(async move {
+        let result = task_state
+            .host
+            .complete(&workflow, begun, request, true)
+            .await;
+        // A run that reached a background step goes on here, after the answer.
+        if let Ok(Started::Ran(report)) = &result
+            && report.status == RunStatus::Running
+        {
+            let _ = task_state.host.resume(&report.run).await;
+        }
+        task_state.active.fetch_sub(1, Ordering::SeqCst);
+        result
+    });
+    if !query.wait.unwrap_or(true) {
+        return Ok(accepted(&run_id));
+    }
+    match tokio::time::timeout(state.config.wait_timeout, task).await {
+        Ok(Ok(Ok(started))) => Ok(report_response(&started.report())),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(join)) => {
+            tracing::error!("a run task crashed: {join}");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the run crashed; see the server's log",
+            ))
+        }
+        // Still running: the caller follows the Location.
+        Err(_) => Ok(accepted(&run_id)),
+    }
+}
+
+fn accepted(run: &str) -> Response {
+    let location = format!("/runs/{run}");
+    let body = axum::Json(json!({ "run": run, "status": "running", "location": location }));
+    let mut response = (StatusCode::ACCEPTED, body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn summary(run: &RunRecord) -> Value {
+    json!({
+        "run": run.id,
+        "workflow": run.workflow,
+        "transaction_id": run.transaction_id,
+        "status": run.status,
+        "partial": run.partial,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "duration_ms": run.finished_at.unwrap_or(run.updated_at) - run.created_at,
+    })
+}
+
+/// `GET /runs`.
+async fn list_runs(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(name) => Some(RunStatus::from_name(name).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("'{name}' is not a status (running, waiting, compensating, done, reverted, failed, cancelled)"))
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let filter = RunFilter {
+        status,
+        workflow: query.workflow.filter(|w| !w.is_empty()),
+        limit: Some(limit + 1),
+        before: query.cursor.filter(|c| !c.is_empty()),
+    };
+    let mut runs = state.host.journal().list(&filter)?;
+    let next = (runs.len() > limit).then(|| {
+        runs.truncate(limit);
+        runs.last().map(|r| r.id.clone())
+    });
+    let list: Vec<Value> = runs.iter().map(summary).collect();
+    Ok(axum::Json(json!({ "runs": list, "next_cursor": next.flatten() })).into_response())
+}
+
+/// `GET /runs/{id}`.
+async fn get_run(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = state.host.report(&id)?;
+    Ok(axum::Json(report).into_response())
+}
+
+/// `POST /runs/{id}/cancel`.
+async fn cancel_run(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = state.host.cancel(&id).await?;
+    Ok(report_response(&report))
+}
+
+#[derive(Deserialize, Default)]
+struct SuccessBody {
+    #[serde(default)]
+    output: Value,
+}
+
+#[derive(Deserialize)]
+struct FailureBody {
+    error: Value,
+}
+
+/// `POST /runs/{id}/steps/{step}/success`.
+async fn step_success(
+    State(state): State<Arc<AppState>>,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: SuccessBody = if body.is_empty() {
+        SuccessBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not {{\"output\": ...}}: {e}"),
+            )
+        })?
+    };
+    let report = state
+        .host
+        .answer(&id, &step, Answer::Succeed(Json::from_value(body.output)))
+        .await?;
+    Ok(report_response(&report))
+}
+
+/// `POST /runs/{id}/steps/{step}/failure`.
+async fn step_failure(
+    State(state): State<Arc<AppState>>,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: FailureBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not {{\"error\": {{\"kind\"?: ..., \"message\": ...}}}}: {e}"),
+        )
+    })?;
+    let error = crate::durable::parse_answer_error(&body.error.to_string())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let report = state.host.answer(&id, &step, Answer::Fail(error)).await?;
+    Ok(report_response(&report))
+}
+
+/// A journal record as a live event.
+fn record_event(seq: u64, kind: &RecordKind) -> SseEvent {
+    let data = match kind {
+        RecordKind::Started {
+            node,
+            step,
+            action,
+            attempt,
+            ..
+        } => {
+            json!({"seq": seq, "kind": "started", "node": node, "step": step, "action": action, "attempt": attempt})
+        }
+        RecordKind::Finished {
+            node,
+            action,
+            attempt,
+            record,
+        } => {
+            let (outcome, error) = match record {
+                CallRecord::Done { .. } | CallRecord::Compensated => ("ok", None),
+                CallRecord::Waiting { .. } => ("waiting", None),
+                CallRecord::Skipped => ("skipped", None),
+                CallRecord::Failed { error, .. } => ("error", Some(error)),
+            };
+            json!({"seq": seq, "kind": "finished", "node": node, "action": action, "attempt": attempt, "outcome": outcome, "error": error})
+        }
+        RecordKind::Event(event) => {
+            json!({"seq": seq, "kind": "event", "name": event.name, "data": event.data, "step": event.step})
+        }
+        RecordKind::Compensating(error) => {
+            json!({"seq": seq, "kind": "compensating", "error": error})
+        }
+    };
+    SseEvent::default()
+        .event("record")
+        .id(seq.to_string())
+        .data(data.to_string())
+}
+
+fn status_event(status: RunStatus) -> SseEvent {
+    SseEvent::default()
+        .event("status")
+        .data(json!({ "status": status }).to_string())
+}
+
+/// `GET /runs/{id}/events`: the run's records so far, then live ones, then
+/// its final status (the stream ends there).
+async fn run_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Subscribe before reading the journal: nothing falls between the two.
+    let mut updates = state.live.subscribe();
+    let record = state.host.journal().run(&id)?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(256);
+    let journal = state.host.journal().clone();
+    tokio::spawn(async move {
+        let mut last = 0u64;
+        let send_since = |last: &mut u64| -> Vec<SseEvent> {
+            let mut events = Vec::new();
+            if let Ok(records) = journal.records(&id) {
+                let from = *last;
+                for entry in records.into_iter().filter(|r| r.seq > from) {
+                    *last = entry.seq;
+                    events.push(record_event(entry.seq, &entry.kind));
+                }
+            }
+            events
+        };
+        for event in send_since(&mut last) {
+            if sender.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        if sender.send(Ok(status_event(record.status))).await.is_err() || record.status.is_final() {
+            return;
+        }
+        loop {
+            let update = match tokio::time::timeout(Duration::from_secs(1), updates.recv()).await {
+                Ok(Ok(update)) => update,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => {
+                    // Missed updates (or a quiet second): catch up from the journal.
+                    for event in send_since(&mut last) {
+                        if sender.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    match journal.run(&id) {
+                        Ok(run) if run.status.is_final() => {
+                            let _ = sender.send(Ok(status_event(run.status))).await;
+                            return;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => return,
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+            };
+            if update.run() != id {
+                continue;
+            }
+            let events = match update {
+                Update::Records { records, .. } => {
+                    let from = last;
+                    let mut events = Vec::new();
+                    for (seq, kind) in records.iter().filter(|(seq, _)| *seq > from) {
+                        last = *seq;
+                        events.push(record_event(*seq, kind));
+                    }
+                    events
+                }
+                Update::Status { status, .. } => {
+                    // Records committed just before the status arrive first.
+                    let mut events = send_since(&mut last);
+                    events.push(status_event(status));
+                    if status.is_final() {
+                        for event in events {
+                            let _ = sender.send(Ok(event)).await;
+                        }
+                        return;
+                    }
+                    events
+                }
+            };
+            for event in events {
+                if sender.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(
+        Sse::new(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .keep_alive(KeepAlive::default()),
+    )
+}

@@ -1,0 +1,571 @@
+//! `host serve` against a real server process on a loopback port: every
+//! route, status codes, auth, live events in order, a burst of 200 runs,
+//! a restart mid-run, and the runs page in a real browser.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+use serde_json::{Value, json};
+
+/// A running `host serve`.
+struct Server {
+    child: Child,
+    base: String,
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(sandbox: &Sandbox, dirs: &[&Path], extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["serve".into()];
+        args.extend(dirs.iter().map(|d| d.display().to_string()));
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(&args)
+            .env("WASAGA_STATE", sandbox.state())
+            .env("WASAGA_CACHE_DIR", common::cache_dir())
+            .env_remove("WASAGA_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("no address: {line:?}"))
+            .to_string();
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_string());
+        Server { child, base, token }
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut request = self.agent().get(&format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value, Option<String>) {
+        let mut request = self.agent().post(&format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.send_json(&body).unwrap();
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            location,
+        )
+    }
+
+    /// Polls a run until it is final.
+    fn wait_final(&self, run: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, report) = self.get(&format!("/runs/{run}"));
+            if status == 200
+                && ["done", "reverted", "failed", "cancelled"]
+                    .contains(&report["status"].as_str().unwrap_or(""))
+            {
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} did not finish: {report}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: a graceful stop.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn brand_dir() -> PathBuf {
+    common::repo().join("example-plugins").join("brand")
+}
+
+/// A folder of probe manifests for the tests below.
+fn probe_dir(sandbox: &Sandbox) -> PathBuf {
+    let dir = sandbox.path("workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let text = text.replace("{probe}", &common::component("probe").display().to_string());
+        std::fs::write(dir.join(name), text).unwrap();
+    };
+    std::fs::write(dir.join("greeting.schema.json"), r#"{"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "minLength": 2}}}"#).unwrap();
+    write(
+        "greet.toml",
+        "[workflow]\nname = \"greet\"\ninput-schema = \"greeting.schema.json\"\n[steps.hello]\ncomponent = \"{probe}\"\nconfig = { echo-input = true, output = { greeted = true } }\n[[flow]]\nrun = \"hello\"\nas = \"h\"\n[output]\nvalue = \"h\"\n",
+    );
+    write(
+        "slow.toml",
+        "[workflow]\nname = \"slow\"\n[steps.one]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 300, output = 1 }\n[steps.two]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 300, output = 2 }\n[steps.three]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 300, output = 3 }\n[[flow]]\nrun = \"one\"\n[[flow]]\nrun = \"two\"\n[[flow]]\nrun = \"three\"\nas = \"last\"\n[output]\nvalue = \"last\"\n",
+    );
+    write(
+        "approval.toml",
+        "[workflow]\nname = \"approval\"\n[steps.ask]\ncomponent = \"{probe}\"\nasync = true\nconfig = { output = 1 }\n[steps.after]\ncomponent = \"{probe}\"\nconfig = { echo-input = true }\n[[flow]]\nrun = \"ask\"\nas = \"answer\"\n[[flow]]\nrun = \"after\"\ninput = \"answer\"\nas = \"a\"\n[output]\nvalue = \"a\"\n",
+    );
+    write(
+        "compensates.toml",
+        "[workflow]\nname = \"compensates\"\n[steps.reserve]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 40, output = { reserved = true } }\n[steps.charge]\ncomponent = \"{probe}\"\nretries = { max = 1 }\nconfig = { sleep-ms = 40, fail-always = true, error-kind = \"conflict\", error-message = \"card declined\" }\n[[flow]]\nrun = \"reserve\"\n[[flow]]\nrun = \"charge\"\n",
+    );
+    dir
+}
+
+#[test]
+fn every_route_answers_with_the_right_status() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&brand_dir(), &probe_dir(&sandbox)], &[]);
+    assert_eq!(server.get("/healthz"), (200, json!({"status": "ok"})));
+
+    let (status, workflows) = server.get("/workflows");
+    assert_eq!(status, 200);
+    let names: Vec<&str> = workflows["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"create-brand") && names.contains(&"greet"),
+        "{names:?}"
+    );
+    let greet = workflows["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "greet")
+        .unwrap();
+    assert_eq!(greet["input_schema"]["required"], json!(["name"]));
+    assert!(
+        !workflows
+            .to_string()
+            .contains(&sandbox.dir.path().display().to_string()),
+        "no host paths"
+    );
+
+    let (status, report, _) = server.post(
+        "/workflows/create-brand/runs",
+        json!({"input": {"name": "Acme"}}),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["status"], "done");
+    assert_eq!(report["output"]["name"], "Acme");
+    let run = report["run"].as_str().unwrap().to_string();
+
+    let (status, reverted, _) = server.post(
+        "/workflows/create-brand/runs",
+        json!({"input": {"name": "A"}}),
+    );
+    assert_eq!(status, 422);
+    assert_eq!(reverted["error"]["kind"], "invalid-data");
+
+    let (status, bad, _) = server.post("/workflows/greet/runs", json!({"input": {"name": 5}}));
+    assert_eq!(status, 400);
+    assert!(
+        bad["violations"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("at /name"),
+        "{bad}"
+    );
+    let (status, _, _) = server.post("/workflows/greet/runs", json!({"inptu": {}}));
+    assert_eq!(status, 400, "an unknown body field");
+    let (status, missing, _) = server.post("/workflows/nope/runs", json!({}));
+    assert_eq!(status, 404);
+    assert!(missing["workflows"].as_array().unwrap().len() >= 2);
+
+    let (status, accepted, location) = server.post("/workflows/slow/runs?wait=false", json!({}));
+    assert_eq!(status, 202);
+    let slow = accepted["run"].as_str().unwrap().to_string();
+    assert_eq!(location.as_deref(), Some(format!("/runs/{slow}").as_str()));
+    assert_eq!(server.wait_final(&slow)["output"], 3);
+
+    let (status, one) = server.get(&format!("/runs/{run}"));
+    assert_eq!(status, 200);
+    assert_eq!(one["trace"].as_array().unwrap().len(), 2);
+    assert_eq!(server.get("/runs/nope").0, 404);
+    let (status, list) = server.get("/runs?workflow=create-brand&limit=1");
+    assert_eq!(status, 200);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1);
+    let cursor = list["next_cursor"].as_str().unwrap();
+    let (_, page2) = server.get(&format!(
+        "/runs?workflow=create-brand&limit=1&cursor={cursor}"
+    ));
+    assert_ne!(page2["runs"][0]["run"], list["runs"][0]["run"]);
+    assert_eq!(server.get("/runs?status=finished").0, 400);
+
+    let (status, cancelled, _) = server.post(&format!("/runs/{run}/cancel"), json!({}));
+    assert_eq!(status, 422);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(
+        server.post(&format!("/runs/{run}/cancel"), json!({})).0,
+        409
+    );
+
+    let (status, waiting, _) = server.post("/workflows/approval/runs", json!({}));
+    assert_eq!(status, 202);
+    assert_eq!(waiting["status"], "waiting");
+    let approval = waiting["run"].as_str().unwrap();
+    assert_eq!(
+        server
+            .post(&format!("/runs/{approval}/steps/after/success"), json!({}))
+            .0,
+        409
+    );
+    let (status, done, _) = server.post(
+        &format!("/runs/{approval}/steps/ask/success"),
+        json!({"output": {"ok": "yes"}}),
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["output"], json!({"ok": "yes"}));
+
+    let (status, failed_run, _) = server.post("/workflows/approval/runs", json!({}));
+    assert_eq!(status, 202);
+    let id = failed_run["run"].as_str().unwrap();
+    let (status, reverted, _) = server.post(
+        &format!("/runs/{id}/steps/ask/failure"),
+        json!({"error": {"kind": "forbidden", "message": "no"}}),
+    );
+    assert_eq!(status, 422);
+    assert_eq!(reverted["error"]["kind"], "forbidden");
+
+    let (status, openapi) = server.get("/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(openapi["openapi"], "3.1.0");
+    for path in [
+        "/workflows/{name}/runs",
+        "/runs",
+        "/runs/{id}",
+        "/runs/{id}/cancel",
+        "/runs/{id}/events",
+        "/runs/{id}/steps/{step}/success",
+        "/runs/{id}/steps/{step}/failure",
+        "/workflows",
+        "/healthz",
+        "/openapi.json",
+    ] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
+    }
+    let (status, page) = server.get("/");
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str()
+            .unwrap()
+            .contains("<title>Wasaga runs</title>")
+    );
+    server.stop();
+}
+
+#[test]
+fn a_token_guards_every_route_but_healthz() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &["--token", "s3cret"]);
+    let anonymous = Server {
+        child: Command::new("true").spawn().unwrap(),
+        base: server.base.clone(),
+        token: None,
+    };
+    assert_eq!(anonymous.get("/healthz").0, 200);
+    for path in ["/runs", "/workflows", "/openapi.json", "/"] {
+        assert_eq!(anonymous.get(path).0, 401, "{path}");
+    }
+    assert_eq!(
+        anonymous
+            .post("/workflows/greet/runs", json!({"input": {"name": "Ada"}}))
+            .0,
+        401
+    );
+    let wrong = Server {
+        child: Command::new("true").spawn().unwrap(),
+        base: server.base.clone(),
+        token: Some("guess".into()),
+    };
+    assert_eq!(wrong.get("/runs").0, 401);
+    assert_eq!(server.get("/runs").0, 200);
+    assert_eq!(
+        server
+            .post("/workflows/greet/runs", json!({"input": {"name": "Ada"}}))
+            .0,
+        200
+    );
+    assert_eq!(
+        anonymous.get("/runs?token=s3cret").0,
+        200,
+        "the page's event stream passes it in the query"
+    );
+}
+
+#[test]
+fn a_body_past_the_limit_is_refused() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &["--max-body", "64KiB"]);
+    let big = "x".repeat(100 * 1024);
+    let (status, _, _) = server.post("/workflows/greet/runs", json!({"input": {"name": big}}));
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn the_event_stream_delivers_a_runs_events_in_order_then_its_end() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &[]);
+    let (_, accepted, _) = server.post("/workflows/compensates/runs?wait=false", json!({}));
+    let run = accepted["run"].as_str().unwrap();
+    let mut response = server
+        .agent()
+        .get(&format!("{}/runs/{run}/events", server.base))
+        .call()
+        .unwrap();
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut text)
+        .unwrap();
+    let mut records = Vec::new();
+    let mut statuses = Vec::new();
+    for block in text.split("\n\n") {
+        let event = block
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .unwrap_or("");
+        let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let data: Value = serde_json::from_str(data).unwrap();
+        match event {
+            "record" => records.push(data),
+            "status" => statuses.push(data["status"].as_str().unwrap().to_string()),
+            _ => {}
+        }
+    }
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeats: {seqs:?}"
+    );
+    let calls: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "finished")
+        .map(|r| {
+            format!(
+                "{} {} #{} {}",
+                r["action"].as_str().unwrap(),
+                r["node"].as_str().unwrap(),
+                r["attempt"],
+                r["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "invoke reserve #1 ok",
+            "invoke charge #1 error",
+            "invoke charge #2 error",
+            "compensate charge #1 ok",
+            "compensate reserve #1 ok"
+        ]
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("reverted"),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn a_burst_of_200_concurrent_runs_loses_none() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&brand_dir()], &[]);
+    let base = server.base.clone();
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut response = agent
+                    .post(&format!("{base}/workflows/create-brand/runs"))
+                    .send_json(json!({"input": {"name": format!("Brand {i}")}}))
+                    .unwrap();
+                let status = response.status().as_u16();
+                let report: Value =
+                    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+                (status, report)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        results.iter().all(|(status, _)| *status == 200),
+        "every run done: {:?}",
+        results.iter().find(|(s, _)| *s != 200)
+    );
+    let (_, list) = server.get("/runs?limit=500");
+    let listed: std::collections::HashMap<String, String> = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["run"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (_, report) in &results {
+        assert_eq!(
+            listed
+                .get(report["run"].as_str().unwrap())
+                .map(String::as_str),
+            Some("done")
+        );
+    }
+    assert_eq!(sandbox.rows("brand").len(), 200);
+}
+
+#[test]
+fn a_server_restarted_mid_run_resumes_it() {
+    let sandbox = Sandbox::new();
+    let dir = probe_dir(&sandbox);
+    let server = Server::start(&sandbox, &[&dir], &[]);
+    let (_, accepted, _) = server.post("/workflows/slow/runs?wait=false", json!({}));
+    let run = accepted["run"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(450));
+    drop(server); // SIGKILL, mid-run
+    let server = Server::start(&sandbox, &[&dir], &[]);
+    let report = server.wait_final(&run);
+    assert_eq!(report["status"], "done");
+    assert_eq!(report["output"], 3);
+    let one: Vec<&Value> = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["step"] == "one")
+        .collect();
+    assert_eq!(
+        one.len(),
+        1,
+        "the step finished before the kill did not run again"
+    );
+}
+
+#[test]
+fn a_bad_manifest_keeps_the_server_from_starting() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("broken.toml"),
+        "[workflow]\nname = \"broken\"\n[[flow]]\nrun = \"missing\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("WASAGA_STATE", sandbox.state())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.toml:4:7: unknown step 'missing'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_runs_page_shows_the_timeline_in_a_real_browser() {
+    let browser = common::repo().join("tests").join("browser");
+    if std::env::var_os("WASAGA_SKIP_BROWSER").is_some() {
+        eprintln!("WASAGA_SKIP_BROWSER is set: the browser test does not run");
+        return;
+    }
+    assert!(
+        browser
+            .join("node_modules")
+            .join("playwright-core")
+            .exists()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and `npm ci` in tests/browser (see .ci/run), or WASAGA_SKIP_BROWSER=1"
+    );
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &[]);
+    let (status, report, _) = server.post("/workflows/compensates/runs", json!({}));
+    assert_eq!(status, 422);
+    let run = report["run"].as_str().unwrap();
+    let screenshot = common::wasm_dir()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("screenshots")
+        .join("runs-page.png");
+    let output = Command::new("node")
+        .arg(browser.join("runs-page.mjs"))
+        .args([&server.base, run, screenshot.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        screenshot.exists(),
+        "a screenshot at {}",
+        screenshot.display()
+    );
+    println!("screenshot: {}", screenshot.display());
+}
