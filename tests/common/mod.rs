@@ -28,6 +28,7 @@ const GUESTS: &[&str] = &[
     "probe",
     "payload",
     "audit-subscriber",
+    "sdk-check",
     "create-brand",
     "get-brand",
     "update-brand",

@@ -4,6 +4,7 @@
 
 mod build;
 mod check;
+mod new;
 mod run;
 mod runs;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     Runs(runs::RunsCommand),
     /// Serve the workflows of some folders over HTTP, with a runs page.
     Serve(serve::ServeArgs),
+    /// Create a new step project (Rust, Python or JavaScript).
+    #[command(subcommand)]
+    New(new::NewCommand),
 }
 
 /// Options shared by commands that load components.
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::Step(command) => runs::step(command).await,
             Command::Runs(command) => runs::runs(command).await,
             Command::Serve(args) => serve::serve(args).await,
+            Command::New(command) => new::new(command),
         }
     });
     match result {
