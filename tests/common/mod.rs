@@ -134,15 +134,20 @@ impl Sandbox {
         path
     }
 
-    /// Runs `host ARGS` with this sandbox's state file and a shared component cache.
-    pub fn host(&self, args: &[&str]) -> Finished {
-        let output: Output = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(args)
+    /// The `host` command with this sandbox's state file and a shared component cache.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command
             .env("WASAGA_STATE", self.state())
             .env("WASAGA_CACHE_DIR", cache_dir())
             .env_remove("WASAGA_LOG")
-            .output()
-            .expect("run host");
+            .env_remove("WASAGA_TOKEN");
+        command
+    }
+
+    /// Runs `host ARGS` (see [`Sandbox::command`]).
+    pub fn host(&self, args: &[&str]) -> Finished {
+        let output: Output = self.command().args(args).output().expect("run host");
         Finished {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -429,10 +429,7 @@ impl Run {
                 bind,
                 ..
             } => {
-                let input = match input {
-                    Some(expr) => expr.eval(scope)?,
-                    None => scope.get("input").cloned().unwrap_or_else(Json::null),
-                };
+                let input = eval_input(input.as_ref(), scope)?;
                 let mut inner = Scope::with_input(input);
                 // A skip ends the nested workflow, not its parent.
                 match self.clone().exec(flow.clone(), &mut inner).await {
@@ -463,10 +460,7 @@ impl Run {
                 handlers,
                 bind,
             } => {
-                let input = match input {
-                    Some(expr) => expr.eval(scope)?,
-                    None => scope.get("input").cloned().unwrap_or_else(Json::null),
-                };
+                let input = eval_input(input.as_ref(), scope)?;
                 self.emit(Event {
                     name: format!("hook.{name}"),
                     data: input.clone(),
@@ -494,17 +488,14 @@ impl Run {
         Ok(())
     }
 
-    /// The input of a call: its expression over `scope`, or the workflow input.
+    /// The input of a call (see [`eval_input`]); a failure names the call.
     fn input_of(&self, call: &Call, expr: Option<&Expr>, scope: &Scope) -> Result<Json, Stop> {
-        match expr {
-            Some(expr) => expr.eval(scope).map_err(|e| {
-                Stop::Fail(Failure {
-                    step: Some(call.node.clone()),
-                    ..Failure::from(e)
-                })
-            }),
-            None => Ok(scope.get("input").cloned().unwrap_or_else(Json::null)),
-        }
+        eval_input(expr, scope).map_err(|e| {
+            Stop::Fail(Failure {
+                step: Some(call.node.clone()),
+                ..Failure::from(e)
+            })
+        })
     }
 
     /// Invokes a call and applies its `on-permanent-failure` policy: the
@@ -1035,6 +1026,14 @@ impl Run {
             })?;
         }
         Ok(output)
+    }
+}
+
+/// An entry's input: its expression over `scope`, or the workflow input.
+fn eval_input(expr: Option<&Expr>, scope: &Scope) -> Result<Json, EvalError> {
+    match expr {
+        Some(expr) => expr.eval(scope),
+        None => Ok(scope.get("input").cloned().unwrap_or_else(Json::null)),
     }
 }
 
