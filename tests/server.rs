@@ -501,6 +501,43 @@ fn a_server_restarted_mid_run_resumes_it() {
 }
 
 #[test]
+fn cancelling_a_run_in_flight_compensates_it_once() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &[]);
+    let (_, accepted, _) = server.post("/workflows/slow/runs?wait=false", json!({}));
+    let run = accepted["run"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(450)); // `one` done, `two` running
+    let (status, cancelled, _) = server.post(&format!("/runs/{run}/cancel"), json!({}));
+    assert_eq!(status, 422, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    // The run executing in this server is cancelled in place: no second
+    // execution of it starts beside the first.
+    let calls: Vec<String> = cancelled["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} #{}",
+                t["action"].as_str().unwrap(),
+                t["step"].as_str().unwrap(),
+                t["attempt"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "invoke one #1",
+            "invoke two #1",
+            "compensate two #1",
+            "compensate one #1"
+        ],
+        "{cancelled}"
+    );
+}
+
+#[test]
 fn a_bad_manifest_keeps_the_server_from_starting() {
     let sandbox = Sandbox::new();
     let dir = sandbox.path("bad");

@@ -3,7 +3,7 @@
 //! their journal (pinned to the manifests they started with), cancels runs,
 //! answers async steps, and rebuilds reports from the journal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +58,27 @@ pub struct Host {
     pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
     renewal: tokio::task::JoinHandle<()>,
     observer: Option<Arc<dyn Observer>>,
+    /// Runs this process is executing right now. The lease says which
+    /// process holds a run; this says whether this one is already at it, so
+    /// a resume (e.g. the start-up sweep of `host serve`) never executes a
+    /// run twice at once.
+    executing: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Marks a run as executing in this process until dropped.
+#[derive(Debug)]
+pub struct Executing {
+    runs: Arc<Mutex<HashSet<String>>>,
+    run: String,
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.run);
+    }
 }
 
 impl Drop for Host {
@@ -86,8 +107,8 @@ impl Started {
 /// A run recorded by [`Host::begin`].
 #[derive(Debug)]
 pub enum Begun {
-    /// A new run with this id.
-    Fresh(String),
+    /// A new run with this id, marked as executing here.
+    Fresh(String, Executing),
     /// The run its transaction id already has.
     Existing(Box<RunRecord>),
 }
@@ -96,7 +117,7 @@ impl Begun {
     /// The run's id.
     pub fn run_id(&self) -> &str {
         match self {
-            Begun::Fresh(id) => id,
+            Begun::Fresh(id, _) => id,
             Begun::Existing(record) => &record.id,
         }
     }
@@ -139,6 +160,7 @@ impl Host {
             pinned: Mutex::default(),
             renewal,
             observer: None,
+            executing: Arc::default(),
         }
     }
 
@@ -198,8 +220,12 @@ impl Host {
             metadata: request.metadata.clone(),
             idempotent: manifest.idempotent,
         };
+        // Marked before it is journaled, so no resume can see it unmarked.
+        let executing = self
+            .mark_executing(&new.id)
+            .ok_or_else(|| DurableError::Refused(format!("run {} already exists", new.id)))?;
         Ok(match self.journal.begin(&new, &self.owner, LEASE)? {
-            Begin::Started => Begun::Fresh(new.id),
+            Begin::Started => Begun::Fresh(new.id, executing),
             Begin::Existing(existing) => Begun::Existing(existing),
         })
     }
@@ -214,7 +240,7 @@ impl Host {
         detach_background: bool,
     ) -> Result<Started, DurableError> {
         match begun {
-            Begun::Fresh(run) => {
+            Begun::Fresh(run, _executing) => {
                 let durability = Durability {
                     detach_background,
                     ..self.durability(&run, crate::saga::History::default(), 0)
@@ -227,7 +253,7 @@ impl Host {
                 tracing::info!(run = %existing.id, transaction = %existing.transaction_id, "this transaction already ran: its recorded result");
                 Ok(Started::Recorded(self.report(&existing.id)?))
             }
-            Begun::Existing(existing) if existing.held_by_other(&self.owner, now_ms()) => {
+            Begun::Existing(existing) if self.busy_elsewhere(&existing) => {
                 tracing::info!(run = %existing.id, "this transaction is running in another process: waiting for it");
                 Ok(Started::Recorded(self.wait_final(&existing.id).await?))
             }
@@ -350,6 +376,16 @@ impl Host {
     }
 
     async fn continue_run(&self, run: &str, cancel: bool) -> Result<RunReport, DurableError> {
+        let executing = self.executing_or_refuse(run)?;
+        self.continue_marked(run, cancel, executing).await
+    }
+
+    async fn continue_marked(
+        &self,
+        run: &str,
+        cancel: bool,
+        _executing: Executing,
+    ) -> Result<RunReport, DurableError> {
         let record = self.journal.run(run)?;
         if record.status.is_final() {
             return Ok(self.report(run)?);
@@ -385,7 +421,7 @@ impl Host {
                 ..RunFilter::default()
             };
             for record in self.journal.list(&filter)? {
-                if record.held_by_other(&self.owner, now_ms()) {
+                if self.busy_elsewhere(&record) {
                     continue;
                 }
                 tracing::info!(run = %record.id, workflow = %record.workflow, status = status.as_str(), "resuming an unfinished run");
@@ -419,7 +455,7 @@ impl Host {
             }
             _ => {}
         }
-        if record.held_by_other(&self.owner, now_ms()) {
+        if self.busy_elsewhere(&record) {
             // The process executing it notices before its next call.
             self.journal.request_cancel(run)?;
             return self.wait_final(run).await;
@@ -438,6 +474,8 @@ impl Host {
         step: &str,
         answer: Answer,
     ) -> Result<RunReport, DurableError> {
+        // Taken first: an answer is recorded only for a run no one executes.
+        let executing = self.executing_or_refuse(run)?;
         let record = self.journal.run(run)?;
         if record.status.is_final() {
             return Err(DurableError::Refused(format!(
@@ -484,7 +522,35 @@ impl Host {
         let _cancelled = self
             .journal
             .append(run, &[(history.last_seq + 1, answer)])?;
-        self.continue_run(run, false).await
+        self.continue_marked(run, false, executing).await
+    }
+
+    /// Marks `run` as executing here, unless it already is.
+    fn mark_executing(&self, run: &str) -> Option<Executing> {
+        let mut runs = self.executing.lock().unwrap_or_else(|e| e.into_inner());
+        runs.insert(run.to_string()).then(|| Executing {
+            runs: self.executing.clone(),
+            run: run.to_string(),
+        })
+    }
+
+    fn executing_or_refuse(&self, run: &str) -> Result<Executing, DurableError> {
+        self.mark_executing(run).ok_or_else(|| {
+            DurableError::Refused(format!(
+                "run {run} is being executed by this process right now"
+            ))
+        })
+    }
+
+    /// Whether someone else is at the run: another live process, or another
+    /// task of this one.
+    fn busy_elsewhere(&self, record: &RunRecord) -> bool {
+        record.held_by_other(&self.owner, now_ms())
+            || self
+                .executing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&record.id)
     }
 
     /// Waits until a run held by another process ends; returns its report.
@@ -494,7 +560,7 @@ impl Host {
             if record.status.is_final() || record.status == RunStatus::Waiting {
                 return Ok(self.report(run)?);
             }
-            if !record.held_by_other(&self.owner, now_ms()) {
+            if !self.busy_elsewhere(&record) {
                 // Its process died: finish it here.
                 return self.resume(run).await;
             }
