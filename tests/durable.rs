@@ -20,10 +20,9 @@ const FAILS_INPUT: &str =
 impl Sandbox {
     /// `host run` that dies at `crash` (WASAGA_CRASH_AT): returns its exit status code (None when killed).
     fn run_crashing(&self, manifest: &std::path::Path, input: &str, crash: &str) -> Option<i32> {
-        let status = Command::new(env!("CARGO_BIN_EXE_host"))
+        let status = self
+            .command()
             .args(["run", manifest.to_str().unwrap(), "--input", input, "-q"])
-            .env("WASAGA_STATE", self.state())
-            .env("WASAGA_CACHE_DIR", common::cache_dir())
             .env("WASAGA_CRASH_AT", crash)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -153,6 +152,74 @@ fn a_step_in_flight_when_the_host_died_is_called_again_with_the_next_attempt() {
     assert_eq!(brand_calls, [2], "attempt 1 never finished; attempt 2 did");
 }
 
+fn stock_manifest(sandbox: &Sandbox, config: &str) -> std::path::PathBuf {
+    sandbox.manifest(
+        "stock.toml",
+        &format!(
+            "[workflow]\nname = \"stock\"\n[steps.stock]\ncomponent = \"{{probe}}\"\ngrants = {{ entities = [\"product\"] }}\nretries = {{ max = 1 }}\nconfig = {config}\n[[flow]]\nrun = \"stock\"\n"
+        ),
+    )
+}
+
+#[test]
+fn a_step_called_again_after_a_crash_gets_back_the_entities_it_created() {
+    let sandbox = Sandbox::new();
+    let manifest = stock_manifest(
+        &sandbox,
+        "{ create = { in = \"product\", count = 3 }, sleep-ms = 1500 }",
+    );
+    let mut child = sandbox
+        .command()
+        .args(["run", manifest.to_str().unwrap(), "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the host once the step has stored its entities, before it returns.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = || {
+        rusqlite::Connection::open(sandbox.state())
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM entities WHERE collection = 'product'",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+    };
+    while stored() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the step never stored its entities"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    resume_all(&sandbox);
+    let (run, status) = sandbox.runs().remove(0);
+    assert_eq!(status, "done");
+    assert_eq!(sandbox.attempts(&run, "stock", "invoke"), [1, 2]);
+    assert_eq!(
+        sandbox.rows("product").len(),
+        3,
+        "attempt 2 got attempt 1's entities back"
+    );
+}
+
+#[test]
+fn a_retried_step_gets_back_the_entities_its_failed_attempt_created() {
+    let sandbox = Sandbox::new();
+    let manifest = stock_manifest(
+        &sandbox,
+        "{ create = { in = \"product\", count = 2 }, fail-times = 1 }",
+    );
+    let finished = sandbox.run(&manifest, "{}");
+    assert_eq!(finished.report()["status"], "done", "{}", finished.stderr);
+    assert_eq!(sandbox.rows("product").len(), 2);
+}
+
 #[test]
 fn a_run_that_compensates_survives_the_host_dying_at_any_transition() {
     let points = [
@@ -251,7 +318,8 @@ fn sigkill_at_arbitrary_moments_loses_no_step_and_no_compensation() {
         for delay_ms in [40, 120, 220, 330, 420, 520] {
             let sandbox = Sandbox::new();
             let manifest = slow_manifest(&sandbox, fail);
-            let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+            let mut child = sandbox
+                .command()
                 .args([
                     "run",
                     manifest.to_str().unwrap(),
@@ -259,8 +327,6 @@ fn sigkill_at_arbitrary_moments_loses_no_step_and_no_compensation() {
                     FAILS_INPUT,
                     "-q",
                 ])
-                .env("WASAGA_STATE", sandbox.state())
-                .env("WASAGA_CACHE_DIR", common::cache_dir())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -340,7 +406,8 @@ fn two_processes_starting_one_transaction_execute_it_once() {
     );
     let manifest = sandbox.manifest("once.toml", &text);
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_host"))
+        sandbox
+            .command()
             .args([
                 "run",
                 manifest.to_str().unwrap(),
@@ -350,8 +417,6 @@ fn two_processes_starting_one_transaction_execute_it_once() {
                 "tx-1",
                 "--no-resume",
             ])
-            .env("WASAGA_STATE", sandbox.state())
-            .env("WASAGA_CACHE_DIR", common::cache_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -622,10 +687,9 @@ fn cancelling_a_run_in_flight_in_another_process_stops_it_and_compensates() {
     let sandbox = Sandbox::new();
     let text = "[workflow]\nname = \"long\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 250, output = 1 }\n[steps.b]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 250, output = 2 }\n[steps.c]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 250, output = 3 }\n[[flow]]\nrun = \"a\"\n[[flow]]\nrun = \"b\"\n[[flow]]\nrun = \"c\"\n";
     let manifest = sandbox.manifest("long.toml", text);
-    let runner = Command::new(env!("CARGO_BIN_EXE_host"))
+    let runner = sandbox
+        .command()
         .args(["run", manifest.to_str().unwrap(), "-q", "--compact"])
-        .env("WASAGA_STATE", sandbox.state())
-        .env("WASAGA_CACHE_DIR", common::cache_dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

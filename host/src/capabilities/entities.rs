@@ -84,6 +84,15 @@ fn fields(data: Value, allow_id: bool) -> Result<Map<String, Value>> {
     Ok(map)
 }
 
+/// `<collection>_<32 hex digits>` from a hash of the creating call and the
+/// entity's place among its creates: stable across attempts, unguessable
+/// across runs (the run id is random).
+fn derived_id(collection: &str, call: &str, ordinal: u32) -> String {
+    let hash = blake3::hash(format!("{collection}\n{call}\n{ordinal}").as_bytes());
+    let hex = hash.to_hex();
+    format!("{collection}_{}", &hex[..32])
+}
+
 /// A dotted field path as an SQLite JSON path (`$.a.b`), if it is one.
 fn json_path(field: &str) -> Result<String> {
     let valid = !field.is_empty()
@@ -164,11 +173,31 @@ impl EntityStore {
 
     /// Stores a new entity; returns it with its managed fields.
     pub fn create(&self, collection: &str, data: Value) -> Result<Value> {
+        self.create_once(collection, data, None)
+    }
+
+    /// Stores a new entity, the `origin.1`-th one the call named `origin.0`
+    /// creates. Its id is derived from both (unless `data` has one), so when
+    /// the call runs again (a retry, or a re-invoke after a crash) the same
+    /// create returns the entity the earlier attempt stored instead of a
+    /// duplicate: entity creates happen once per call.
+    pub fn create_once(
+        &self,
+        collection: &str,
+        data: Value,
+        origin: Option<(&str, u32)>,
+    ) -> Result<Value> {
         let mut map = fields(data, true)?;
-        let id = match map.remove("id") {
-            Some(Value::String(id)) if !id.is_empty() => id,
-            Some(_) => return Err(invalid("an entity's id must be a non-empty string".into())),
-            None => format!("{collection}_{}", uuid::Uuid::now_v7().simple()),
+        let (id, derived) = match (map.remove("id"), origin) {
+            (Some(Value::String(id)), _) if !id.is_empty() => (id, false),
+            (Some(_), _) => {
+                return Err(invalid("an entity's id must be a non-empty string".into()));
+            }
+            (None, Some((call, ordinal))) => (derived_id(collection, call, ordinal), true),
+            (None, None) => (
+                format!("{collection}_{}", uuid::Uuid::now_v7().simple()),
+                false,
+            ),
         };
         let at = now();
         let inserted = self.conn().execute(
@@ -176,6 +205,12 @@ impl EntityStore {
              ON CONFLICT DO NOTHING",
             params![collection, id, Value::Object(map).to_string(), at],
         )?;
+        if inserted == 0 && derived {
+            // Stored by an earlier attempt of this very call.
+            return self
+                .fetch(collection, &id, true)?
+                .ok_or_else(|| not_found(collection, &id));
+        }
         if inserted == 0 {
             return Err(CapabilityError::permanent(
                 FailureKind::Duplicate,
@@ -356,7 +391,17 @@ impl HostCollection for CapabilityView<'_> {
     fn create(&mut self, handle: Resource<CollectionHandle>, data: String) -> Result<String> {
         let name = self.collection(&handle)?;
         let data = parse(&data, "the new entity")?;
-        Ok(self.call.services.entities.create(&name, data)?.to_string())
+        let ordinal = self
+            .call
+            .created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let origin = self.call.origin.as_deref().map(|call| (call, ordinal));
+        Ok(self
+            .call
+            .services
+            .entities
+            .create_once(&name, data, origin)?
+            .to_string())
     }
 
     fn get(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
@@ -442,6 +487,55 @@ mod tests {
             CapabilityError::Step { kind, .. } => kind,
             CapabilityError::Trap(t) => panic!("trap: {t}"),
         }
+    }
+
+    #[test]
+    fn a_call_that_runs_again_gets_back_the_entities_it_created() {
+        let store = EntityStore::in_memory().unwrap();
+        let call = "run1:create-products:invoke";
+        let first = store
+            .create_once("product", json!({"title": "A"}), Some((call, 0)))
+            .unwrap();
+        let second = store
+            .create_once("product", json!({"title": "B"}), Some((call, 1)))
+            .unwrap();
+        assert_ne!(first["id"], second["id"]);
+        // The same call again (a retry, a re-invoke after a crash).
+        let again = store
+            .create_once("product", json!({"title": "A"}), Some((call, 0)))
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(store.count("product").unwrap(), 2);
+        // Another run's call gets its own entity.
+        let other = store
+            .create_once(
+                "product",
+                json!({"title": "A"}),
+                Some(("run2:create-products:invoke", 0)),
+            )
+            .unwrap();
+        assert_ne!(other["id"], first["id"]);
+        // Deleted for good (compensated): created anew.
+        store
+            .delete("product", first["id"].as_str().unwrap())
+            .unwrap();
+        let anew = store
+            .create_once("product", json!({"title": "A"}), Some((call, 0)))
+            .unwrap();
+        assert_eq!(anew["id"], first["id"]);
+        assert_eq!(store.count("product").unwrap(), 3);
+        // An id the step chose stays a duplicate.
+        store
+            .create_once("product", json!({"id": "p1"}), Some((call, 5)))
+            .unwrap();
+        assert_eq!(
+            kind(
+                store
+                    .create_once("product", json!({"id": "p1"}), Some((call, 5)))
+                    .unwrap_err()
+            ),
+            FailureKind::Duplicate
+        );
     }
 
     #[test]

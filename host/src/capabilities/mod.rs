@@ -45,6 +45,11 @@ pub struct CallCapabilities {
     pub run_id: Arc<str>,
     /// The run's events.
     pub events: Arc<RunEvents>,
+    /// Names this call across its attempts and lives (`run:node:action`),
+    /// so the entities it creates get the same ids when it runs again.
+    pub origin: Option<Arc<str>>,
+    /// How many entities this attempt has created so far.
+    pub created: std::sync::atomic::AtomicU32,
 }
 
 /// The capabilities of one call with the store's resource table: what the

@@ -46,6 +46,8 @@ impl WasmStep {
             node: call.node.clone(),
             run_id: call.run_id.clone(),
             events: call.events.clone(),
+            origin: Some(format!("{}:{}:{}", call.run_id, call.node, call.action.as_str()).into()),
+            created: Default::default(),
         };
         new_store(
             self.runtime.engine(),

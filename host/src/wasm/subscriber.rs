@@ -61,6 +61,8 @@ impl SubscriberComponent {
             node: name.into(),
             run_id: run_id.into(),
             events: Arc::new(RunEvents::default()),
+            origin: None,
+            created: Default::default(),
         };
         let mut store = new_store(
             self.runtime.engine(),

@@ -34,6 +34,16 @@ struct Config {
     emit: Option<String>,
     log: Option<String>,
     print_kb: u64,
+    create: Option<Create>,
+}
+
+/// Entities to create first (needs the collection granted).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    #[serde(rename = "in")]
+    collection: String,
+    count: u32,
 }
 
 fn config(ctx: &StepContext) -> Result<Config, StepError> {
@@ -87,6 +97,12 @@ fn invoke(input: Value, ctx: &StepContext) -> Result<StepResponse<Value>, StepEr
     }
     for line in 0..config.print_kb * 16 {
         println!("{line:>6} {}", "-".repeat(56));
+    }
+    if let Some(create) = &config.create {
+        let store = ctx.entities(&create.collection)?;
+        for n in 0..create.count {
+            store.create::<_, Value>(&wasaga_sdk::json!({ "n": n }))?;
+        }
     }
     sleep(config.sleep_ms, config.sleep_busy);
     if config.loop_forever {
