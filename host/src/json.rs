@@ -42,6 +42,33 @@ impl Json {
         }))
     }
 
+    /// The object `{"key": value, ...}` built from the values' texts,
+    /// without parsing them (an event carrying a step's output costs a copy,
+    /// not a parse and a serialization).
+    pub fn object(fields: &[(&str, &Json)]) -> Json {
+        let size: usize = fields
+            .iter()
+            .map(|(k, v)| k.len() + v.text().len() + 4)
+            .sum();
+        let mut text = String::with_capacity(size + 2);
+        text.push('{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(key).expect("a string serializes"));
+            text.push(':');
+            text.push_str(value.text());
+        }
+        text.push('}');
+        Json::parse(text).expect("keys are escaped and values are JSON")
+    }
+
+    /// A JSON string.
+    pub fn string(s: &str) -> Json {
+        Json::from_value(Value::String(s.to_string()))
+    }
+
     /// JSON `null`.
     pub fn null() -> Json {
         Json::from_value(Value::Null)
@@ -142,6 +169,20 @@ mod tests {
         assert_eq!(json.text(), r#"{"a": [1, 2]}"#);
         assert_eq!(json.value()["a"][1], 2);
         assert_eq!(serde_json::to_string(&json).unwrap(), r#"{"a": [1, 2]}"#);
+    }
+
+    #[test]
+    fn an_object_is_built_from_texts() {
+        let output = Json::parse(r#"{"id": "b1", "tags": ["x"]}"#).unwrap();
+        let event = Json::object(&[
+            ("step", &Json::string("a \"quoted\" step")),
+            ("output", &output),
+        ]);
+        assert_eq!(
+            event.value(),
+            &serde_json::json!({"step": "a \"quoted\" step", "output": {"id": "b1", "tags": ["x"]}})
+        );
+        assert_eq!(Json::object(&[]).text(), "{}");
     }
 
     #[test]

@@ -769,8 +769,8 @@ impl Run {
                 let data = compensation.unwrap_or_else(|| output.clone());
                 self.push_completed(call.step, node, &call.policy, Some(data), seq);
                 if live {
-                    let data = json!({"step": &**node, "output": output.value()});
-                    self.lifecycle("step.completed", Json::from_value(data), Some(node));
+                    let data = Json::object(&[("step", &Json::string(node)), ("output", &output)]);
+                    self.lifecycle("step.completed", data, Some(node));
                 }
                 Ok(Invoked::Done {
                     output,
