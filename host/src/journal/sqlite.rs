@@ -284,6 +284,13 @@ type Columns<'a> = (
     String,
 );
 
+/// The body of a *started* record.
+#[derive(serde::Serialize)]
+struct StartedBody<'a> {
+    step: &'a str,
+    input: &'a Option<Json>,
+}
+
 fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalError> {
     Ok(match kind {
         RecordKind::Started {
@@ -297,7 +304,9 @@ fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalError> {
             Some(node.as_str()),
             Some(action.as_str()),
             Some(*attempt),
-            json_text(&serde_json::json!({"step": step, "input": input}))?,
+            // A struct, not `json!`: the input is written as its raw text
+            // instead of being parsed into a `Value` first.
+            json_text(&StartedBody { step, input })?,
         ),
         RecordKind::Finished {
             node,
@@ -401,17 +410,18 @@ impl Journal for SqliteJournal {
     }
 
     fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         // IMMEDIATE: a read-then-write transaction would get "busy" at once
-        // (no waiting) if another connection wrote in between.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cancel: bool = tx
-            .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
-            .query_row(params![run], |row| row.get(0))
-            .optional()?
-            .unwrap_or(false);
-        {
-            let mut insert = tx.prepare_cached(
+        // (no waiting) if another connection wrote in between. BEGIN and
+        // COMMIT are cached statements: this runs once per step.
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let written = (|| -> Result<bool, JournalError> {
+            let cancel: bool = conn
+                .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+                .query_row(params![run], |row| row.get(0))
+                .optional()?
+                .unwrap_or(false);
+            let mut insert = conn.prepare_cached(
                 "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let at = now_us();
@@ -428,9 +438,14 @@ impl Journal for SqliteJournal {
                     body
                 ])?;
             }
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(cancel)
+        })();
+        if written.is_err() && !conn.is_autocommit() {
+            // Nothing of a failed append stays.
+            let _ = conn.execute_batch("ROLLBACK");
         }
-        tx.commit()?;
-        Ok(cancel)
+        written
     }
 
     fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError> {
