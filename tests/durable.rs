@@ -514,18 +514,7 @@ fn a_failed_async_step_reverts_the_run() {
     let report = failed.report();
     assert_eq!(report["status"], "reverted");
     assert_eq!(report["error"]["kind"], "forbidden");
-    let calls: Vec<String> = report["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            format!(
-                "{} {}",
-                t["action"].as_str().unwrap(),
-                t["step"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let calls = common::calls_of(&report);
     assert_eq!(
         calls,
         [
@@ -719,18 +708,7 @@ fn cancelling_a_run_in_flight_in_another_process_stops_it_and_compensates() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["status"], "cancelled");
     assert_eq!(report["error"]["kind"], "cancelled");
-    let calls: Vec<String> = report["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            format!(
-                "{} {}",
-                t["action"].as_str().unwrap(),
-                t["step"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let calls = common::calls_of(&report);
     assert!(
         !calls.contains(&"invoke c".to_string()),
         "no new step after the cancel: {calls:?}"

@@ -87,19 +87,24 @@ impl Finished {
 
     /// The trace as "action step" lines.
     pub fn calls(&self) -> Vec<String> {
-        self.report()["trace"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                format!(
-                    "{} {}",
-                    t["action"].as_str().unwrap(),
-                    t["node"].as_str().or(t["step"].as_str()).unwrap()
-                )
-            })
-            .collect()
+        calls_of(&self.report())
     }
+}
+
+/// A report's trace as "action step" lines (the call's node where it has one).
+pub fn calls_of(report: &Value) -> Vec<String> {
+    report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["action"].as_str().unwrap(),
+                t["node"].as_str().or(t["step"].as_str()).unwrap()
+            )
+        })
+        .collect()
 }
 
 impl Default for Sandbox {
