@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use wasaga_host::capabilities::EntityStore;
+use wasaga_host::capabilities::registry::load_options;
 use wasaga_host::json::Json;
-use wasaga_host::manifest::{self, LoadOptions};
+use wasaga_host::manifest;
 use wasaga_host::saga::{Action, StepCall};
 use wasaga_host::wasm::{ComponentCache, Runtime};
 
@@ -149,7 +150,7 @@ fn bench(c: &mut Criterion) {
             ),
         )
         .unwrap();
-        let manifest = manifest::load(&manifest_path, &LoadOptions::default()).unwrap();
+        let manifest = manifest::load(&manifest_path, &load_options()).unwrap();
         let saga = wasaga_host::workflow::load(
             manifest,
             &warm_up,

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use wasaga_host::capabilities::EntityStore;
+use wasaga_host::capabilities::registry::load_options;
 use wasaga_host::durable::Host;
-use wasaga_host::journal::Durability;
+use wasaga_host::journal::SyncMode;
 use wasaga_host::json::Json;
-use wasaga_host::manifest::{self, LoadOptions};
+use wasaga_host::manifest;
 use wasaga_host::saga::{
     Action, FailureKind, FnStep, Invoked, RunRequest, RunStatus, Saga, Step, StepCall, StepFailure,
 };
@@ -84,7 +85,7 @@ fn manifest(dir: &Path, component: &Path, fail_last: bool) -> PathBuf {
 
 /// The WASM saga of a manifest.
 fn wasm_saga(runtime: &Arc<Runtime>, path: &Path) -> Saga {
-    let manifest = manifest::load(path, &LoadOptions::default()).unwrap();
+    let manifest = manifest::load(path, &load_options()).unwrap();
     let entities = Arc::new(EntityStore::in_memory().unwrap());
     wasaga_host::workflow::load(manifest, runtime, entities)
         .unwrap()
@@ -223,17 +224,14 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("linear10_durable");
     group.throughput(Throughput::Elements(1));
     for (name, durability, samples) in [
-        ("wasm_ok", Durability::Normal, 100),
-        ("wasm_ok_fsync", Durability::Full, 10),
+        ("wasm_ok", SyncMode::Normal, 100),
+        ("wasm_ok_fsync", SyncMode::Full, 10),
     ] {
         let path = state_dir.path().join(format!("{name}.db"));
         let (journal, entities) = wasaga_host::durable::open_state(&path, durability).unwrap();
         let host = Host::new(journal, entities, runtime.clone());
-        let manifest = manifest::load(
-            &manifest(dir.path(), &component, false),
-            &LoadOptions::default(),
-        )
-        .unwrap();
+        let manifest =
+            manifest::load(&manifest(dir.path(), &component, false), &load_options()).unwrap();
         let workflow = Arc::new(
             wasaga_host::workflow::load(manifest, &runtime, host.entities().clone()).unwrap(),
         );

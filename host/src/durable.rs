@@ -16,8 +16,7 @@ use crate::journal::{
 use crate::json::Json;
 use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
 use crate::saga::{
-    Action, CallRecord, Durability, FailureKind, Outcome, RunReport, RunRequest, RunStatus,
-    StepFailure, TraceEntry,
+    Action, CallRecord, Durability, FailureKind, RunReport, RunRequest, RunStatus, StepFailure,
 };
 use crate::wasm::{LoadError, Runtime};
 use crate::workflow::{self, LoadedWorkflow};
@@ -339,6 +338,7 @@ impl Host {
             require_components: true,
             extension_dirs: record.extension_dirs.clone(),
             files: Arc::new(snapshot),
+            ..crate::capabilities::registry::load_options()
         };
         let manifest = manifest::load(&record.manifest, &options).map_err(|errors| {
             DurableError::Manifest {
@@ -570,82 +570,14 @@ impl Host {
 
     /// A run's report, rebuilt from the journal (every attempt of every life).
     pub fn report(&self, run: &str) -> Result<RunReport, JournalError> {
-        report_from_journal(self.journal.as_ref(), run)
+        crate::journal::report_from_journal(self.journal.as_ref(), run)
     }
-}
-
-/// Rebuilds a run's report from its record and transitions.
-pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport, JournalError> {
-    let record = journal.run(run)?;
-    let mut trace = Vec::new();
-    let mut events = Vec::new();
-    // (node, action, attempt) → (started at, step, input)
-    type Start = (i64, String, Option<Json>);
-    let mut starts: HashMap<(String, Action, u32), Start> = HashMap::new();
-    for entry in journal.records(run)? {
-        match entry.kind {
-            RecordKind::Started {
-                node,
-                step,
-                action,
-                attempt,
-                input,
-            } => {
-                starts.insert((node, action, attempt), (entry.at, step, input));
-            }
-            RecordKind::Finished {
-                node,
-                action,
-                attempt,
-                record: outcome,
-            } => {
-                let (started, step, input) = starts
-                    .remove(&(node.clone(), action, attempt))
-                    .unwrap_or((entry.at, node.clone(), None));
-                let (outcome, error) = match outcome {
-                    CallRecord::Done { .. }
-                    | CallRecord::Compensated
-                    | CallRecord::Waiting { .. } => (Outcome::Ok, None),
-                    CallRecord::Skipped => (Outcome::Skipped, None),
-                    CallRecord::Failed { error, .. } => (Outcome::Error, Some(error)),
-                };
-                trace.push(TraceEntry {
-                    node: (node != step).then_some(node),
-                    step,
-                    action,
-                    attempt,
-                    outcome,
-                    input,
-                    error,
-                    started_ms: ((started - record.created_at * 1000) as f64 / 1000.0).max(0.0),
-                    duration_ms: (entry.at - started) as f64 / 1000.0,
-                });
-            }
-            RecordKind::Event(event) => events.push(event),
-            RecordKind::Compensating(_) => {}
-        }
-    }
-    let end = record.finished_at.unwrap_or(record.updated_at);
-    Ok(RunReport {
-        run: record.id,
-        workflow: record.workflow,
-        transaction_id: record.transaction_id,
-        status: record.status,
-        partial: record.partial,
-        output: record.output,
-        error: record.error,
-        errors: record.errors,
-        trace,
-        events,
-        all_events: Vec::new(),
-        duration_ms: (end - record.created_at) as f64,
-    })
 }
 
 /// Opens the journal and the entities store of a state file, creating its folder.
 pub fn open_state(
     path: &Path,
-    durability: crate::journal::Durability,
+    durability: crate::journal::SyncMode,
 ) -> Result<(Arc<dyn Journal>, Arc<EntityStore>), String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

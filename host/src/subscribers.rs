@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::manifest::{SubscriberKind, SubscriberSpec};
+use crate::app::{SubscriberKind, SubscriberSpec};
 use crate::saga::Event;
 use crate::wasm::{LoadError, Runtime, SubscriberComponent};
 

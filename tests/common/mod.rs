@@ -23,21 +23,38 @@ pub fn wasm_dir() -> PathBuf {
     target.join("wasm32-wasip2").join("release")
 }
 
-/// The guest crates the tests run.
-const GUESTS: &[&str] = &[
-    "probe",
-    "payload",
-    "audit-subscriber",
-    "sdk-check",
-    "create-brand",
-    "get-brand",
-    "update-brand",
-    "delete-brand",
-    "validate-brand",
-    "assign-default-logo",
-    "create-products",
-    "create-collections",
-];
+/// Every guest crate of the workspace (`tests/plugins/*` and
+/// `example-plugins/*/steps/*`), by package name: the tests build them all,
+/// and `tests/guests.rs` checks that each is used by a test.
+pub fn guests() -> Vec<String> {
+    let mut names = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let push_children = |dirs: &mut Vec<PathBuf>, parent: PathBuf| {
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            dirs.extend(entries.flatten().map(|e| e.path()));
+        }
+    };
+    push_children(&mut dirs, repo().join("tests").join("plugins"));
+    for example in std::fs::read_dir(repo().join("example-plugins"))
+        .unwrap()
+        .flatten()
+    {
+        push_children(&mut dirs, example.path().join("steps"));
+    }
+    for dir in dirs {
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let name = manifest
+            .lines()
+            .find_map(|line| line.strip_prefix("name = "))
+            .map(|name| name.trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{}: no package name", dir.display()));
+        names.push(name);
+    }
+    names.sort();
+    names
+}
 
 /// Builds every guest component (once per test process) from source.
 pub fn build_guests() {
@@ -47,8 +64,8 @@ pub fn build_guests() {
         command
             .current_dir(repo())
             .args(["build", "--release", "--target", "wasm32-wasip2"]);
-        for guest in GUESTS {
-            command.args(["-p", guest]);
+        for guest in guests() {
+            command.args(["-p", &guest]);
         }
         let status = command.status().expect("run cargo");
         assert!(status.success(), "building the guest components failed");

@@ -1,28 +1,39 @@
-//! `container.resolve(name)`: hands out a granted capability as a resource handle.
+//! `container.resolve(name)`: hands out a granted capability as a resource
+//! handle. It owns the names the container resolves (`events`, `config`, and
+//! otherwise an entities collection) and asks each capability for its grant.
+//! It has no grant of its own.
 
-use wasmtime::component::Resource;
+use wasmtime::component::{Linker, Resource};
 
+use super::bindings::wasaga::step::container::{self, Capability, Host};
 use super::config::SettingsHandle;
-use super::entities::CollectionHandle;
-use super::events::EmitterHandle;
-use super::grants::Denied;
-use super::{CapabilityError, CapabilityView};
-use crate::wit::wasaga::step::container::{Capability, Host};
+use super::entities::{self, CollectionHandle};
+use super::events::{self, EmitterHandle};
+use super::{Capabilities, CapabilityError, CapabilityView, ViewOf};
+
+/// Names the container resolves to something other than a collection.
+pub const RESERVED: [&str; 2] = [events::KEY, super::config::KEY];
+
+/// Links `container`.
+pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: ViewOf<T>) -> wasmtime::Result<()> {
+    container::add_to_linker::<T, Capabilities>(linker, view)
+}
 
 impl Host for CapabilityView<'_> {
     fn resolve(&mut self, name: String) -> Result<Capability, CapabilityError> {
-        let grants = &self.call.grants;
         match name.as_str() {
-            "events" if grants.events => Ok(Capability::Events(self.table.push(EmitterHandle)?)),
-            "events" => Err(grants.deny(Denied::Events)),
-            "config" => Ok(Capability::Config(self.table.push(SettingsHandle)?)),
-            collection if grants.entities.contains(collection) => {
+            events::KEY => {
+                events::check(self.call)?;
+                Ok(Capability::Events(self.table.push(EmitterHandle)?))
+            }
+            super::config::KEY => Ok(Capability::Config(self.table.push(SettingsHandle)?)),
+            collection => {
+                entities::check(self.call, collection)?;
                 let handle: Resource<CollectionHandle> = self.table.push(CollectionHandle {
                     name: collection.to_string(),
                 })?;
                 Ok(Capability::Entities(handle))
             }
-            collection => Err(grants.deny(Denied::Entities(collection))),
         }
     }
 }

@@ -1,7 +1,15 @@
-//! `log`: a step's log lines go to the host's log (stderr), tagged with the step.
+//! `log`: a step's log lines go to the host's log (stderr), tagged with the
+//! step. Every step may log: it has no grant.
 
-use super::CapabilityView;
-use crate::wit::wasaga::step::log::{Host, Level};
+use wasmtime::component::Linker;
+
+use super::bindings::wasaga::step::log::{self, Host, Level};
+use super::{Capabilities, CapabilityView, ViewOf};
+
+/// Links `log`.
+pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: ViewOf<T>) -> wasmtime::Result<()> {
+    log::add_to_linker::<T, Capabilities>(linker, view)
+}
 
 impl Host for CapabilityView<'_> {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

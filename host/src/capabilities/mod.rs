@@ -1,28 +1,38 @@
-//! The container: host services a step may reach, each granted per step by the
-//! manifest and denied by default. One module per capability:
-//! [`entities`] (a SQLite-backed JSON store), [`events`], [`config`], [`log`].
+//! The capabilities: host services a step may reach, each granted per step by
+//! the manifest and denied by default.
+//!
+//! Every capability has one shape, in one file or folder here: its grant type
+//! with its spanned parser, its per-workflow state, its `add_to_linker`, its
+//! host impl, and unit tests against the host impl. [`registry`] lists them;
+//! the manifest loader and the linker read that list and nothing else. To add
+//! a capability: a new file here, a line in [`registry`], its WIT interface
+//! (a new one, never a new case of an existing variant), and the SDKs.
 //!
 //! This module implements the WIT imports over a [`CapabilityView`]; it may
-//! not touch the orchestrator or the WASM engine.
+//! not touch the orchestrator's scheduling or the WASM engine (it links
+//! against any store data that can lend a view).
 
+pub mod bindings;
 pub mod config;
 pub mod container;
 pub mod entities;
+mod error;
 pub mod events;
-pub mod grants;
 pub mod log;
-pub mod query;
+pub mod registry;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 
 use wasmtime::component::{HasData, ResourceTable};
 
-use crate::saga::{FailureKind, RunEvents};
-use crate::wit::wasaga::step::types as wit;
+use crate::app::{ConfigValues, Grants};
+use crate::saga::RunEvents;
 
-pub use config::ConfigValues;
 pub use entities::EntityStore;
-pub use grants::Grants;
+pub use error::{CapabilityError, from_wit_kind};
 
 /// The services of one workflow: shared by all its steps.
 #[derive(Clone)]
@@ -49,7 +59,7 @@ pub struct CallCapabilities {
     /// so the entities it creates get the same ids when it runs again.
     pub origin: Option<Arc<str>>,
     /// How many entities this attempt has created so far.
-    pub created: std::sync::atomic::AtomicU32,
+    pub created: AtomicU32,
 }
 
 /// The capabilities of one call with the store's resource table: what the
@@ -68,103 +78,5 @@ impl HasData for Capabilities {
     type Data<'a> = CapabilityView<'a>;
 }
 
-/// A failed capability call: a step error the guest receives, or a trap
-/// (a broken handle, which only a misbehaving guest can cause).
-#[derive(Debug)]
-pub enum CapabilityError {
-    /// Returned to the guest as a `step-error`.
-    Step {
-        /// The category.
-        kind: FailureKind,
-        /// For people.
-        message: String,
-        /// Whether retrying can help.
-        permanent: bool,
-    },
-    /// Ends the call with a trap.
-    Trap(wasmtime::Error),
-}
-
-impl CapabilityError {
-    /// A transient step error.
-    pub fn step(kind: FailureKind, message: impl Into<String>) -> CapabilityError {
-        CapabilityError::Step {
-            kind,
-            message: message.into(),
-            permanent: false,
-        }
-    }
-
-    /// A permanent step error.
-    pub fn permanent(kind: FailureKind, message: impl Into<String>) -> CapabilityError {
-        CapabilityError::Step {
-            kind,
-            message: message.into(),
-            permanent: true,
-        }
-    }
-}
-
-impl From<wasmtime::component::ResourceTableError> for CapabilityError {
-    fn from(err: wasmtime::component::ResourceTableError) -> CapabilityError {
-        CapabilityError::Trap(err.into())
-    }
-}
-
-impl From<rusqlite::Error> for CapabilityError {
-    fn from(err: rusqlite::Error) -> CapabilityError {
-        CapabilityError::step(FailureKind::Database, format!("entities store: {err}"))
-    }
-}
-
-/// Host-only kinds have no WIT counterpart; a guest sees them as `unknown`.
-fn to_wit_kind(kind: FailureKind) -> wit::ErrorKind {
-    match kind {
-        FailureKind::InvalidData => wit::ErrorKind::InvalidData,
-        FailureKind::InvalidArgument => wit::ErrorKind::InvalidArgument,
-        FailureKind::NotFound => wit::ErrorKind::NotFound,
-        FailureKind::NotAllowed => wit::ErrorKind::NotAllowed,
-        FailureKind::Unauthorized => wit::ErrorKind::Unauthorized,
-        FailureKind::Forbidden => wit::ErrorKind::Forbidden,
-        FailureKind::Conflict => wit::ErrorKind::Conflict,
-        FailureKind::Duplicate => wit::ErrorKind::Duplicate,
-        FailureKind::UnexpectedState => wit::ErrorKind::UnexpectedState,
-        FailureKind::Database => wit::ErrorKind::Database,
-        _ => wit::ErrorKind::Unknown,
-    }
-}
-
-/// The WIT error kind as the orchestrator's failure kind.
-pub fn from_wit_kind(kind: wit::ErrorKind) -> FailureKind {
-    match kind {
-        wit::ErrorKind::InvalidData => FailureKind::InvalidData,
-        wit::ErrorKind::InvalidArgument => FailureKind::InvalidArgument,
-        wit::ErrorKind::NotFound => FailureKind::NotFound,
-        wit::ErrorKind::NotAllowed => FailureKind::NotAllowed,
-        wit::ErrorKind::Unauthorized => FailureKind::Unauthorized,
-        wit::ErrorKind::Forbidden => FailureKind::Forbidden,
-        wit::ErrorKind::Conflict => FailureKind::Conflict,
-        wit::ErrorKind::Duplicate => FailureKind::Duplicate,
-        wit::ErrorKind::UnexpectedState => FailureKind::UnexpectedState,
-        wit::ErrorKind::Database => FailureKind::Database,
-        wit::ErrorKind::Unknown => FailureKind::Unknown,
-    }
-}
-
-impl wit::Host for CapabilityView<'_> {
-    fn convert_step_error(&mut self, err: CapabilityError) -> wasmtime::Result<wit::StepError> {
-        match err {
-            CapabilityError::Step {
-                kind,
-                message,
-                permanent,
-            } => Ok(wit::StepError {
-                kind: to_wit_kind(kind),
-                message,
-                permanent,
-                compensation_data: None,
-            }),
-            CapabilityError::Trap(trap) => Err(trap),
-        }
-    }
-}
+/// How a store's data lends its call's view to the imports.
+pub type ViewOf<T> = fn(&mut T) -> CapabilityView<'_>;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::{UsageError, manifest_errors};
-use crate::manifest::{self, BuildSpec, LoadOptions, Manifest, SubscriberKind};
+use crate::app::{App as Manifest, BuildSpec, SubscriberKind};
+use crate::manifest::{self, LoadOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
@@ -23,7 +24,7 @@ pub async fn build_command(args: BuildArgs) -> Result<ExitCode, UsageError> {
     let options = LoadOptions {
         require_components: false,
         extension_dirs: args.extensions.clone(),
-        ..LoadOptions::default()
+        ..crate::capabilities::registry::load_options()
     };
     let manifest = manifest::load(&args.manifest, &options).map_err(|e| manifest_errors(&e))?;
     build_components(&manifest).await?;

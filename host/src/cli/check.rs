@@ -31,7 +31,7 @@ pub async fn check(args: CheckArgs) -> Result<ExitCode, UsageError> {
     };
     let options = LoadOptions {
         extension_dirs: args.extensions.clone(),
-        ..LoadOptions::default()
+        ..crate::capabilities::registry::load_options()
     };
     let mut failed = false;
     for path in &args.manifests {

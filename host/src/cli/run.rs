@@ -60,7 +60,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     let options = LoadOptions {
         require_components: !args.build,
         extension_dirs: args.extensions.clone(),
-        ..LoadOptions::default()
+        ..crate::capabilities::registry::load_options()
     };
     let manifest = manifest::load(&args.manifest, &options).map_err(|e| manifest_errors(&e))?;
     if let Some(schema) = &manifest.input_schema {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::state::{StateArgs, exit_code, print_report};
 use super::{RuntimeArgs, UsageError};
-use crate::durable::{Answer, parse_answer_error, report_from_journal};
+use crate::durable::{Answer, parse_answer_error};
+use crate::journal::report_from_journal;
 use crate::journal::{RunFilter, now_ms};
 use crate::json::Json;
 use crate::saga::{Action, Outcome, RunReport, RunStatus};
@@ -212,7 +213,8 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
                 })
                 .transpose()?;
             let (journal, _) =
-                crate::durable::open_state(&state.existing()?, state.durability).map_err(usage)?;
+                crate::durable::open_state(&state.existing()?, state.durability.into())
+                    .map_err(usage)?;
             let runs = journal
                 .list(&RunFilter {
                     status,
@@ -251,7 +253,8 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
         }
         RunsCommand::Show { run, json, state } => {
             let (journal, _) =
-                crate::durable::open_state(&state.existing()?, state.durability).map_err(usage)?;
+                crate::durable::open_state(&state.existing()?, state.durability.into())
+                    .map_err(usage)?;
             let report = report_from_journal(journal.as_ref(), &run).map_err(usage)?;
             if json || !std::io::stdout().is_terminal() {
                 print_report(&report, !std::io::stdout().is_terminal())?;
@@ -267,7 +270,8 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
         } => {
             let age = crate::manifest::parse_duration(&older_than).map_err(usage)?;
             let (journal, _) =
-                crate::durable::open_state(&state.existing()?, state.durability).map_err(usage)?;
+                crate::durable::open_state(&state.existing()?, state.durability.into())
+                    .map_err(usage)?;
             let pruned = journal
                 .prune(now_ms() - age.as_millis() as i64, workflow.as_deref())
                 .map_err(usage)?;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{RuntimeArgs, UsageError};
 use crate::durable::Host;
-use crate::journal::Durability;
+use crate::journal::SyncMode;
 
 /// Where the state is and how durable its writes are.
 #[derive(Debug, clap::Args)]
@@ -16,8 +16,27 @@ pub struct StateArgs {
     /// How hard each journaled transition is pushed to disk: `normal`
     /// survives the host dying; `full` also survives power loss (an fsync per
     /// transition).
-    #[arg(long, value_enum, default_value_t = Durability::Normal, global = true)]
-    pub durability: Durability,
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Normal, global = true)]
+    pub durability: DurabilityArg,
+}
+
+/// `--durability`: the journal's sync mode as the command line names it
+/// (the journal itself knows nothing of clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// `synchronous = NORMAL`: survives the host dying, not power loss.
+    Normal,
+    /// `synchronous = FULL`: an fsync per transition.
+    Full,
+}
+
+impl From<DurabilityArg> for SyncMode {
+    fn from(arg: DurabilityArg) -> SyncMode {
+        match arg {
+            DurabilityArg::Normal => SyncMode::Normal,
+            DurabilityArg::Full => SyncMode::Full,
+        }
+    }
 }
 
 impl StateArgs {
@@ -42,7 +61,7 @@ impl StateArgs {
 
     /// The durable host over the state file at `path`.
     pub fn host(&self, path: &Path, runtime: &RuntimeArgs) -> Result<Host, UsageError> {
-        let (journal, entities) = crate::durable::open_state(path, self.durability)
+        let (journal, entities) = crate::durable::open_state(path, self.durability.into())
             .map_err(|e| UsageError(format!("error: {e}")))?;
         Ok(Host::new(journal, entities, runtime.runtime()?))
     }

@@ -16,8 +16,8 @@ use crate::json::Json;
 use crate::saga::{Action, RunReport, RunStatus};
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Durability {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
     /// `synchronous = NORMAL` in WAL mode: every transition survives the host
     /// process dying (kill -9, a crash); the last ones may be lost if the
     /// machine loses power. The default.
@@ -121,14 +121,48 @@ fn storage(message: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(message.to_string())
 }
 
+/// What this file's code fails with: SQLite's errors and the journal's own,
+/// so `?` works on both (the core's error type cannot know rusqlite).
+#[derive(Debug)]
+enum Sql {
+    Sqlite(rusqlite::Error),
+    Journal(JournalError),
+}
+
+impl From<rusqlite::Error> for Sql {
+    fn from(err: rusqlite::Error) -> Sql {
+        Sql::Sqlite(err)
+    }
+}
+
+impl From<JournalError> for Sql {
+    fn from(err: JournalError) -> Sql {
+        Sql::Journal(err)
+    }
+}
+
+impl From<Sql> for JournalError {
+    fn from(err: Sql) -> JournalError {
+        match err {
+            Sql::Sqlite(err) => JournalError::Storage(err.to_string()),
+            Sql::Journal(err) => err,
+        }
+    }
+}
+
+/// Runs `body`, giving its failure as a journal error.
+fn run_sql<T>(body: impl FnOnce() -> Result<T, Sql>) -> Result<T, JournalError> {
+    body().map_err(JournalError::from)
+}
+
 impl SqliteJournal {
     /// Opens (or creates) the journal in the SQLite file at `path`.
-    pub fn open(path: &Path, durability: Durability) -> Result<SqliteJournal, JournalError> {
+    pub fn open(path: &Path, sync: SyncMode) -> Result<SqliteJournal, JournalError> {
         // Two processes creating one state file race to set it up; SQLite
         // answers the loser "busy" at once: try again.
         let mut wait = Duration::from_millis(5);
         loop {
-            match Self::open_once(path, durability) {
+            match Self::open_once(path, sync) {
                 Err(JournalError::Storage(e)) if e.contains("locked") || e.contains("busy") => {
                     if wait > Duration::from_secs(5) {
                         return Err(JournalError::Storage(e));
@@ -141,33 +175,37 @@ impl SqliteJournal {
         }
     }
 
-    fn open_once(path: &Path, durability: Durability) -> Result<SqliteJournal, JournalError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        let synchronous = match durability {
-            Durability::Normal => "normal",
-            Durability::Full => "full",
-        };
-        conn.pragma_update(None, "synchronous", synchronous)?;
-        // Checkpoints happen in the background (and when the last connection closes).
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let mut journal = Self::init(conn)?;
-        journal._checkpointer = Checkpointer::start(path);
-        Ok(journal)
+    fn open_once(path: &Path, sync: SyncMode) -> Result<SqliteJournal, JournalError> {
+        run_sql(|| {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            conn.pragma_update(None, "journal_mode", "wal")?;
+            let synchronous = match sync {
+                SyncMode::Normal => "normal",
+                SyncMode::Full => "full",
+            };
+            conn.pragma_update(None, "synchronous", synchronous)?;
+            // Checkpoints happen in the background (and when the last connection closes).
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            let mut journal = Self::init(conn)?;
+            journal._checkpointer = Checkpointer::start(path);
+            Ok(journal)
+        })
     }
 
     /// A journal in memory (for tests and benchmarks).
     pub fn in_memory() -> Result<SqliteJournal, JournalError> {
-        Self::init(Connection::open_in_memory()?)
+        run_sql(|| Ok(Self::init(Connection::open_in_memory()?)?))
     }
 
     fn init(conn: Connection) -> Result<SqliteJournal, JournalError> {
-        conn.execute_batch(SCHEMA)?;
-        Ok(SqliteJournal {
-            conn: Mutex::new(conn),
-            stored: Mutex::default(),
-            _checkpointer: None,
+        run_sql(|| {
+            conn.execute_batch(SCHEMA)?;
+            Ok(SqliteJournal {
+                conn: Mutex::new(conn),
+                stored: Mutex::default(),
+                _checkpointer: None,
+            })
         })
     }
 
@@ -233,32 +271,34 @@ struct RunRecordRow {
 
 impl RunRecordRow {
     fn parse(self) -> Result<RunRecord, JournalError> {
-        Ok(RunRecord {
-            status: RunStatus::from_name(&self.status)
-                .ok_or_else(|| storage(format!("unknown status '{}'", self.status)))?,
-            extension_dirs: from_text(&self.extension_dirs)?,
-            input: Json::parse(self.input).map_err(storage)?,
-            metadata: Json::parse(self.metadata).map_err(storage)?,
-            output: self.output.map(Json::parse).transpose().map_err(storage)?,
-            error: self.error.as_deref().map(from_text).transpose()?,
-            errors: self
-                .errors
-                .as_deref()
-                .map(from_text)
-                .transpose()?
-                .unwrap_or_default(),
-            id: self.id,
-            transaction_id: self.transaction_id,
-            workflow: self.workflow,
-            manifest: PathBuf::from(self.manifest),
-            manifest_hash: self.manifest_hash,
-            partial: self.partial,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            finished_at: self.finished_at,
-            lease_owner: self.lease_owner,
-            lease_until: self.lease_until,
-            cancel_requested: self.cancel_requested,
+        run_sql(|| {
+            Ok(RunRecord {
+                status: RunStatus::from_name(&self.status)
+                    .ok_or_else(|| storage(format!("unknown status '{}'", self.status)))?,
+                extension_dirs: from_text(&self.extension_dirs)?,
+                input: Json::parse(self.input).map_err(storage)?,
+                metadata: Json::parse(self.metadata).map_err(storage)?,
+                output: self.output.map(Json::parse).transpose().map_err(storage)?,
+                error: self.error.as_deref().map(from_text).transpose()?,
+                errors: self
+                    .errors
+                    .as_deref()
+                    .map(from_text)
+                    .transpose()?
+                    .unwrap_or_default(),
+                id: self.id,
+                transaction_id: self.transaction_id,
+                workflow: self.workflow,
+                manifest: PathBuf::from(self.manifest),
+                manifest_hash: self.manifest_hash,
+                partial: self.partial,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+                finished_at: self.finished_at,
+                lease_owner: self.lease_owner,
+                lease_until: self.lease_until,
+                cancel_requested: self.cancel_requested,
+            })
         })
     }
 }
@@ -292,36 +332,40 @@ struct StartedBody<'a> {
 }
 
 fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalError> {
-    Ok(match kind {
-        RecordKind::Started {
-            node,
-            step,
-            action,
-            attempt,
-            input,
-        } => (
-            "started",
-            Some(node.as_str()),
-            Some(action.as_str()),
-            Some(*attempt),
-            // A struct, not `json!`: the input is written as its raw text
-            // instead of being parsed into a `Value` first.
-            json_text(&StartedBody { step, input })?,
-        ),
-        RecordKind::Finished {
-            node,
-            action,
-            attempt,
-            record,
-        } => (
-            "finished",
-            Some(node.as_str()),
-            Some(action.as_str()),
-            Some(*attempt),
-            json_text(record)?,
-        ),
-        RecordKind::Event(event) => ("event", None, None, None, json_text(event)?),
-        RecordKind::Compensating(error) => ("compensating", None, None, None, json_text(error)?),
+    run_sql(|| {
+        Ok(match kind {
+            RecordKind::Started {
+                node,
+                step,
+                action,
+                attempt,
+                input,
+            } => (
+                "started",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(*attempt),
+                // A struct, not `json!`: the input is written as its raw text
+                // instead of being parsed into a `Value` first.
+                json_text(&StartedBody { step, input })?,
+            ),
+            RecordKind::Finished {
+                node,
+                action,
+                attempt,
+                record,
+            } => (
+                "finished",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(*attempt),
+                json_text(record)?,
+            ),
+            RecordKind::Event(event) => ("event", None, None, None, json_text(event)?),
+            RecordKind::Compensating(error) => {
+                ("compensating", None, None, None, json_text(error)?)
+            }
+        })
     })
 }
 
@@ -349,39 +393,40 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
 
 impl Journal for SqliteJournal {
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
-        let mut conn = self.conn();
-        // IMMEDIATE takes the write lock first: of two concurrent starts
-        // with one transaction id, the second sees the first's row.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing = tx
+        run_sql(|| {
+            let mut conn = self.conn();
+            // IMMEDIATE takes the write lock first: of two concurrent starts
+            // with one transaction id, the second sees the first's row.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing = tx
             .prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
             ))?
             .query_row(params![run.workflow, run.transaction_id], run_from_row)
             .optional()?;
-        if let Some(existing) = existing {
-            let existing = existing.parse()?;
-            if run.idempotent || !existing.status.is_final() {
-                return Ok(Begin::Existing(Box::new(existing)));
+            if let Some(existing) = existing {
+                let existing = existing.parse()?;
+                if run.idempotent || !existing.status.is_final() {
+                    return Ok(Begin::Existing(Box::new(existing)));
+                }
             }
-        }
-        let hash = sources_hash(&run.sources);
-        let stored = self
-            .stored
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&hash);
-        if !stored {
-            let files: Vec<(String, &str)> = run
-                .sources
-                .iter()
-                .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-                .collect();
-            tx.prepare_cached("INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)")?
-                .execute(params![hash, json_text(&files)?])?;
-        }
-        let now = now_ms();
-        tx.prepare_cached(
+            let hash = sources_hash(&run.sources);
+            let stored = self
+                .stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&hash);
+            if !stored {
+                let files: Vec<(String, &str)> = run
+                    .sources
+                    .iter()
+                    .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+                    .collect();
+                tx.prepare_cached("INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)")?
+                    .execute(params![hash, json_text(&files)?])?;
+            }
+            let now = now_ms();
+            tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
                                created_at, updated_at, lease_owner, lease_until)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11)",
@@ -399,89 +444,99 @@ impl Journal for SqliteJournal {
                 owner.id(),
                 now + lease.as_millis() as i64
             ])?;
-        tx.commit()?;
-        if !stored {
-            self.stored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(hash);
-        }
-        Ok(Begin::Started)
+            tx.commit()?;
+            if !stored {
+                self.stored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(hash);
+            }
+            Ok(Begin::Started)
+        })
     }
 
     fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError> {
-        let conn = self.conn();
-        // IMMEDIATE: a read-then-write transaction would get "busy" at once
-        // (no waiting) if another connection wrote in between. BEGIN and
-        // COMMIT are cached statements: this runs once per step.
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let written = (|| -> Result<bool, JournalError> {
-            let cancel: bool = conn
-                .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
-                .query_row(params![run], |row| row.get(0))
-                .optional()?
-                .unwrap_or(false);
-            let mut insert = conn.prepare_cached(
+        run_sql(|| {
+            let conn = self.conn();
+            // IMMEDIATE: a read-then-write transaction would get "busy" at once
+            // (no waiting) if another connection wrote in between. BEGIN and
+            // COMMIT are cached statements: this runs once per step.
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let written = (|| -> Result<bool, Sql> {
+                let cancel: bool = conn
+                    .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+                    .query_row(params![run], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or(false);
+                let mut insert = conn.prepare_cached(
                 "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            let at = now_us();
-            for (seq, kind) in records {
-                let (kind_name, node, action, attempt, body) = kind_columns(kind)?;
-                insert.execute(params![
-                    run,
-                    *seq as i64,
-                    at,
-                    kind_name,
-                    node,
-                    action,
-                    attempt,
-                    body
-                ])?;
+                let at = now_us();
+                for (seq, kind) in records {
+                    let (kind_name, node, action, attempt, body) = kind_columns(kind)?;
+                    insert.execute(params![
+                        run,
+                        *seq as i64,
+                        at,
+                        kind_name,
+                        node,
+                        action,
+                        attempt,
+                        body
+                    ])?;
+                }
+                conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(cancel)
+            })();
+            if written.is_err() && !conn.is_autocommit() {
+                // Nothing of a failed append stays.
+                let _ = conn.execute_batch("ROLLBACK");
             }
-            conn.prepare_cached("COMMIT")?.execute([])?;
-            Ok(cancel)
-        })();
-        if written.is_err() && !conn.is_autocommit() {
-            // Nothing of a failed append stays.
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        written
+            written
+        })
     }
 
     fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError> {
-        self.conn()
-            .prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
-            .execute(params![run, status.as_str(), now_ms()])?;
-        Ok(())
+        run_sql(|| {
+            self.conn()
+                .prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![run, status.as_str(), now_ms()])?;
+            Ok(())
+        })
     }
 
     fn finish(&self, run: &str, report: &RunReport) -> Result<(), JournalError> {
-        let now = now_ms();
-        let finished_at = report.status.is_final().then_some(now);
-        let output = report.output.as_ref().map(|o| o.text().to_string());
-        let error = report.error.as_ref().map(json_text).transpose()?;
-        let errors = (!report.errors.is_empty())
-            .then(|| json_text(&report.errors))
-            .transpose()?;
-        self.conn()
+        run_sql(|| {
+            let now = now_ms();
+            let finished_at = report.status.is_final().then_some(now);
+            let output = report.output.as_ref().map(|o| o.text().to_string());
+            let error = report.error.as_ref().map(json_text).transpose()?;
+            let errors = (!report.errors.is_empty())
+                .then(|| json_text(&report.errors))
+                .transpose()?;
+            self.conn()
             .prepare_cached(
                 "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,
                  finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
             )?
             .execute(params![run, report.status.as_str(), report.partial, output, error, errors, now, finished_at])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn run(&self, run: &str) -> Result<RunRecord, JournalError> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                params![run],
-                run_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| JournalError::UnknownRun(run.to_string()))?
-            .parse()
+        run_sql(|| {
+            Ok(self
+                .conn()
+                .query_row(
+                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                    params![run],
+                    run_from_row,
+                )
+                .optional()?
+                .ok_or_else(|| JournalError::UnknownRun(run.to_string()))?
+                .parse()?)
+        })
     }
 
     fn find_transaction(
@@ -489,7 +544,8 @@ impl Journal for SqliteJournal {
         workflow: &str,
         transaction_id: &str,
     ) -> Result<Option<RunRecord>, JournalError> {
-        self.conn()
+        run_sql(|| {
+            Ok(self.conn()
             .query_row(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
@@ -499,167 +555,193 @@ impl Journal for SqliteJournal {
             )
             .optional()?
             .map(RunRecordRow::parse)
-            .transpose()
+            .transpose()?)
+        })
     }
 
     fn records(&self, run: &str) -> Result<Vec<Record>, JournalError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(
+        run_sql(|| {
+            let conn = self.conn();
+            let mut statement = conn.prepare_cached(
             "SELECT seq, at, kind, node, action, attempt, body FROM records WHERE run = ?1 ORDER BY seq",
         )?;
-        let rows = statement.query_map(params![run], record_from_row)?;
-        let mut records = Vec::new();
-        for row in rows {
-            let (seq, at, kind, node, action, attempt, body) = row?;
-            let body = body.unwrap_or_default();
-            let action = action
-                .as_deref()
-                .and_then(Action::from_name)
-                .unwrap_or(Action::Invoke);
-            let node = node.unwrap_or_default();
-            let attempt = attempt.unwrap_or(1);
-            let kind = match kind.as_str() {
-                "started" => {
-                    let value: serde_json::Value = from_text(&body)?;
-                    RecordKind::Started {
-                        step: value["step"].as_str().unwrap_or(&node).to_string(),
-                        input: value
-                            .get("input")
-                            .filter(|v| !v.is_null())
-                            .cloned()
-                            .map(Json::from_value),
+            let rows = statement.query_map(params![run], record_from_row)?;
+            let mut records = Vec::new();
+            for row in rows {
+                let (seq, at, kind, node, action, attempt, body) = row?;
+                let body = body.unwrap_or_default();
+                let action = action
+                    .as_deref()
+                    .and_then(Action::from_name)
+                    .unwrap_or(Action::Invoke);
+                let node = node.unwrap_or_default();
+                let attempt = attempt.unwrap_or(1);
+                let kind = match kind.as_str() {
+                    "started" => {
+                        let value: serde_json::Value = from_text(&body)?;
+                        RecordKind::Started {
+                            step: value["step"].as_str().unwrap_or(&node).to_string(),
+                            input: value
+                                .get("input")
+                                .filter(|v| !v.is_null())
+                                .cloned()
+                                .map(Json::from_value),
+                            node,
+                            action,
+                            attempt,
+                        }
+                    }
+                    "finished" => RecordKind::Finished {
                         node,
                         action,
                         attempt,
-                    }
-                }
-                "finished" => RecordKind::Finished {
-                    node,
-                    action,
-                    attempt,
-                    record: from_text(&body)?,
-                },
-                "event" => RecordKind::Event(from_text(&body)?),
-                "compensating" => RecordKind::Compensating(from_text(&body)?),
-                other => return Err(storage(format!("unknown record kind '{other}'"))),
-            };
-            records.push(Record {
-                seq: seq as u64,
-                at,
-                kind,
-            });
-        }
-        Ok(records)
+                        record: from_text(&body)?,
+                    },
+                    "event" => RecordKind::Event(from_text(&body)?),
+                    "compensating" => RecordKind::Compensating(from_text(&body)?),
+                    other => return Err(storage(format!("unknown record kind '{other}'")).into()),
+                };
+                records.push(Record {
+                    seq: seq as u64,
+                    at,
+                    kind,
+                });
+            }
+            Ok(records)
+        })
     }
 
     fn sources(&self, hash: &str) -> Result<Vec<(PathBuf, String)>, JournalError> {
-        let files: String = self
-            .conn()
-            .query_row(
-                "SELECT files FROM manifests WHERE hash = ?1",
-                params![hash],
-                |row| row.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| storage(format!("the manifests of run with hash {hash} are missing")))?;
-        let files: Vec<(String, String)> = from_text(&files)?;
-        Ok(files
-            .into_iter()
-            .map(|(p, t)| (PathBuf::from(p), t))
-            .collect())
+        run_sql(|| {
+            let files: String = self
+                .conn()
+                .query_row(
+                    "SELECT files FROM manifests WHERE hash = ?1",
+                    params![hash],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| {
+                    storage(format!("the manifests of run with hash {hash} are missing"))
+                })?;
+            let files: Vec<(String, String)> = from_text(&files)?;
+            Ok(files
+                .into_iter()
+                .map(|(p, t)| (PathBuf::from(p), t))
+                .collect())
+        })
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(status) = filter.status {
-            sql.push_str(" AND status = ?");
-            args.push(status.as_str().to_string().into());
-        }
-        if let Some(workflow) = &filter.workflow {
-            sql.push_str(" AND workflow = ?");
-            args.push(workflow.clone().into());
-        }
-        if let Some(before) = &filter.before {
-            sql.push_str(" AND (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)");
-            args.push(before.clone().into());
-        }
-        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
-        args.push((filter.limit.unwrap_or(100) as i64).into());
-        let conn = self.conn();
-        let mut statement = conn.prepare(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(args), run_from_row)?;
-        rows.map(|row| row?.parse()).collect()
+        run_sql(|| {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(status) = filter.status {
+                sql.push_str(" AND status = ?");
+                args.push(status.as_str().to_string().into());
+            }
+            if let Some(workflow) = &filter.workflow {
+                sql.push_str(" AND workflow = ?");
+                args.push(workflow.clone().into());
+            }
+            if let Some(before) = &filter.before {
+                sql.push_str(
+                    " AND (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)",
+                );
+                args.push(before.clone().into());
+            }
+            sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+            args.push((filter.limit.unwrap_or(100) as i64).into());
+            let conn = self.conn();
+            let mut statement = conn.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(args), run_from_row)?;
+            let runs = rows
+                .map(|row| -> Result<RunRecord, Sql> { Ok(row?.parse()?) })
+                .collect::<Result<Vec<_>, Sql>>()?;
+            Ok(runs)
+        })
     }
 
     fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<bool, JournalError> {
-        let record = self.run(run)?;
-        let now = now_ms();
-        if record.status.is_final() || record.held_by_other(owner, now) {
-            return Ok(false);
-        }
-        // Compare-and-set on the previous owner: of two claimers, one wins.
-        let changed = self.conn().execute(
-            "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4
+        run_sql(|| {
+            let record = self.run(run)?;
+            let now = now_ms();
+            if record.status.is_final() || record.held_by_other(owner, now) {
+                return Ok(false);
+            }
+            // Compare-and-set on the previous owner: of two claimers, one wins.
+            let changed = self.conn().execute(
+                "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4
              WHERE id = ?1 AND lease_owner IS ?5",
-            params![
-                run,
-                owner.id(),
-                now + lease.as_millis() as i64,
-                now,
-                record.lease_owner
-            ],
-        )?;
-        Ok(changed == 1)
+                params![
+                    run,
+                    owner.id(),
+                    now + lease.as_millis() as i64,
+                    now,
+                    record.lease_owner
+                ],
+            )?;
+            Ok(changed == 1)
+        })
     }
 
     fn renew(&self, owner: &Owner, lease: Duration) -> Result<(), JournalError> {
-        self.conn().execute(
-            "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1",
-            params![owner.id(), now_ms() + lease.as_millis() as i64],
-        )?;
-        Ok(())
+        run_sql(|| {
+            self.conn().execute(
+                "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1",
+                params![owner.id(), now_ms() + lease.as_millis() as i64],
+            )?;
+            Ok(())
+        })
     }
 
     fn request_cancel(&self, run: &str) -> Result<(), JournalError> {
-        let changed = self.conn().execute(
-            "UPDATE runs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
-            params![run, now_ms()],
-        )?;
-        if changed == 0 {
-            return Err(JournalError::UnknownRun(run.to_string()));
-        }
-        Ok(())
+        run_sql(|| {
+            let changed = self.conn().execute(
+                "UPDATE runs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1",
+                params![run, now_ms()],
+            )?;
+            if changed == 0 {
+                return Err(JournalError::UnknownRun(run.to_string()).into());
+            }
+            Ok(())
+        })
     }
 
     fn cancel_requested(&self, run: &str) -> Result<bool, JournalError> {
-        Ok(self
-            .conn()
-            .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
-            .query_row(params![run], |row| row.get(0))
-            .optional()?
-            .unwrap_or(false))
+        run_sql(|| {
+            Ok(self
+                .conn()
+                .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+                .query_row(params![run], |row| row.get(0))
+                .optional()?
+                .unwrap_or(false))
+        })
     }
 
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let selection =
-            format!("status IN {FINAL} AND finished_at < ?1 AND (?2 IS NULL OR workflow = ?2)");
-        tx.execute(
-            &format!("DELETE FROM records WHERE run IN (SELECT id FROM runs WHERE {selection})"),
-            params![finished_before, workflow],
-        )?;
-        let pruned = tx.execute(
-            &format!("DELETE FROM runs WHERE {selection}"),
-            params![finished_before, workflow],
-        )?;
-        tx.execute(
-            "DELETE FROM manifests WHERE hash NOT IN (SELECT manifest_hash FROM runs)",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(pruned)
+        run_sql(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let selection =
+                format!("status IN {FINAL} AND finished_at < ?1 AND (?2 IS NULL OR workflow = ?2)");
+            tx.execute(
+                &format!(
+                    "DELETE FROM records WHERE run IN (SELECT id FROM runs WHERE {selection})"
+                ),
+                params![finished_before, workflow],
+            )?;
+            let pruned = tx.execute(
+                &format!("DELETE FROM runs WHERE {selection}"),
+                params![finished_before, workflow],
+            )?;
+            tx.execute(
+                "DELETE FROM manifests WHERE hash NOT IN (SELECT manifest_hash FROM runs)",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(pruned)
+        })
     }
 }
 

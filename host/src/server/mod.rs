@@ -113,7 +113,7 @@ pub fn load_workflows(
     for (file, dir) in manifests {
         let options = LoadOptions {
             extension_dirs: vec![dir.clone()],
-            ..LoadOptions::default()
+            ..crate::capabilities::registry::load_options()
         };
         let manifest = manifest::load(&file, &options).map_err(LoadProblem::Manifest)?;
         let name = manifest.workflow.name.clone();

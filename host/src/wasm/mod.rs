@@ -26,7 +26,7 @@ pub use sandbox::{HostState, Limits};
 pub use step::WasmStep;
 pub use subscriber::SubscriberComponent;
 
-use crate::wit::StepPre;
+use crate::capabilities::bindings::StepPre;
 
 /// A component failed to load.
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +90,7 @@ impl Runtime {
         let engine = engine::build(&options)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::wit::Step::add_to_linker::<_, crate::capabilities::Capabilities>(
-            &mut linker,
-            HostState::capabilities,
-        )?;
+        crate::capabilities::registry::add_to_linker(&mut linker, HostState::capabilities)?;
         let epoch = engine::EpochTicker::start(engine.clone());
         Ok(Arc::new(Runtime {
             engine,

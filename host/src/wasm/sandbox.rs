@@ -8,25 +8,11 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::stdio::Captured;
+pub use crate::app::Limits;
 use crate::capabilities::{CallCapabilities, CapabilityView};
 
 /// How much of a guest's stdout/stderr is kept per call.
 const STDIO_CAPACITY: usize = 64 * 1024;
-
-/// Per-call resource limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The most linear memory (all memories together) a call may use.
-    pub memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            memory_bytes: 128 << 20,
-        }
-    }
-}
 
 /// The data of one call's `Store`.
 pub struct HostState {

@@ -7,10 +7,11 @@ use wasmtime::{Store, Trap};
 
 use super::sandbox::{DeadlineExceeded, HostState, Limits, new_store};
 use super::{LoadedComponent, Runtime};
-use crate::capabilities::{CallCapabilities, Grants, Services, from_wit_kind};
+use crate::app::Grants;
+use crate::capabilities::bindings::{self as wit, StepResponse};
+use crate::capabilities::{CallCapabilities, Services, from_wit_kind};
 use crate::json::Json;
 use crate::saga::{FailureKind, Invoked, Step, StepCall, StepFailure};
-use crate::wit::{self, StepResponse};
 
 /// A step implemented by a WebAssembly component.
 pub struct WasmStep {

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use super::sandbox::{Limits, new_store};
 use super::{LoadError, Runtime};
-use crate::capabilities::{CallCapabilities, ConfigValues, EntityStore, Grants, Services};
+use crate::app::{ConfigValues, Grants};
+use crate::capabilities::bindings::subscriber::wasaga::step::subscription::RunEvent;
+use crate::capabilities::bindings::subscriber::{Subscriber, SubscriberPre};
+use crate::capabilities::{CallCapabilities, EntityStore, Services};
 use crate::saga::{Event, RunEvents};
-use crate::wit::subscriber::wasaga::step::subscription::RunEvent;
-use crate::wit::subscriber::{Subscriber, SubscriberPre};
 
 /// A loaded subscriber component.
 pub struct SubscriberComponent {

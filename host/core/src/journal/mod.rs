@@ -1,0 +1,265 @@
+//! The durable execution record: runs, their transitions (call attempts,
+//! events), the manifests they were started with, and leases (which host
+//! process is executing a run). Behind the [`Journal`] trait, implemented by
+//! the host's storage backends (SQLite, in the state file, is the embedded
+//! default).
+//!
+//! It may not run steps: the orchestrator writes through a
+//! [`JournalRecorder`], and `durable` drives runs.
+
+mod owner;
+mod recorder;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use owner::Owner;
+pub use recorder::{CrashPoint, JournalRecorder};
+pub use report::report_from_journal;
+
+use crate::json::Json;
+use crate::saga::{Action, CallRecord, Event, History, RunError, RunReport, RunStatus};
+
+/// A journal failure.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The storage failed.
+    #[error("journal: {0}")]
+    Storage(String),
+    /// No run has this id.
+    #[error("no run '{0}' in this state file")]
+    UnknownRun(String),
+}
+
+/// What starting a run needs.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The run's id.
+    pub id: String,
+    /// Its transaction id.
+    pub transaction_id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The top manifest file.
+    pub manifest: PathBuf,
+    /// Every file the manifest was resolved from, pinned with the run.
+    pub sources: Vec<(PathBuf, String)>,
+    /// Extension folders it was loaded with.
+    pub extension_dirs: Vec<PathBuf>,
+    /// The input.
+    pub input: Json,
+    /// The metadata.
+    pub metadata: Json,
+    /// A finished run with this transaction id returns its result (no new run).
+    pub idempotent: bool,
+}
+
+/// How a start went.
+#[derive(Debug)]
+pub enum Begin {
+    /// A new run was recorded, leased to the starter.
+    Started,
+    /// A run with this transaction id exists.
+    Existing(Box<RunRecord>),
+}
+
+/// A run as the journal holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Its id.
+    pub id: String,
+    /// Its transaction id.
+    pub transaction_id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The top manifest file.
+    pub manifest: PathBuf,
+    /// The hash of its pinned sources.
+    pub manifest_hash: String,
+    /// Extension folders it was loaded with.
+    pub extension_dirs: Vec<PathBuf>,
+    /// The input.
+    pub input: Json,
+    /// The metadata.
+    pub metadata: Json,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Done, with failures a policy let pass.
+    pub partial: bool,
+    /// The output, when done.
+    pub output: Option<Json>,
+    /// The error, when not done.
+    pub error: Option<RunError>,
+    /// Failures that did not stop it.
+    pub errors: Vec<RunError>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Unix ms, once final.
+    pub finished_at: Option<i64>,
+    /// Which process executes it, if any.
+    pub lease_owner: Option<String>,
+    /// Until when (unix ms).
+    pub lease_until: Option<i64>,
+    /// Someone asked to cancel it.
+    pub cancel_requested: bool,
+}
+
+impl RunRecord {
+    /// Whether a live process other than `me` holds the run.
+    pub fn held_by_other(&self, me: &Owner, now_ms: i64) -> bool {
+        match (&self.lease_owner, self.lease_until) {
+            (Some(owner), Some(until)) if owner != me.id() => {
+                until > now_ms && Owner::is_alive(owner)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One transition of a run, as stored.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its place in the run's history.
+    pub seq: u64,
+    /// Unix µs.
+    pub at: i64,
+    /// What happened.
+    pub kind: RecordKind,
+}
+
+/// What a record says.
+#[derive(Debug, Clone)]
+pub enum RecordKind {
+    /// A call attempt started.
+    Started {
+        /// The call.
+        node: String,
+        /// The declared step's name.
+        step: String,
+        /// Invoke or compensate.
+        action: Action,
+        /// From 1.
+        attempt: u32,
+        /// Its input (or compensation data).
+        input: Option<Json>,
+    },
+    /// A call attempt finished.
+    Finished {
+        /// The call.
+        node: String,
+        /// Invoke or compensate.
+        action: Action,
+        /// From 1.
+        attempt: u32,
+        /// The outcome.
+        record: CallRecord,
+    },
+    /// An event was emitted.
+    Event(Event),
+    /// The forward pass failed; compensation started.
+    Compensating(RunError),
+}
+
+/// Told about every transition once it is committed (live views of runs).
+pub trait Observer: Send + Sync {
+    /// Records of `run` were committed.
+    fn committed(&self, run: &str, records: &[(u64, RecordKind)]);
+    /// `run` reached `status` (it ended, paused, or started compensating).
+    fn status(&self, run: &str, status: RunStatus);
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// At most this many (newest first).
+    pub limit: Option<usize>,
+    /// Only runs created before this one (for paging).
+    pub before: Option<String>,
+}
+
+/// The durable record of runs.
+pub trait Journal: Send + Sync {
+    /// Records a new run leased to `owner`, unless a run with its
+    /// transaction id exists (atomically: two concurrent starts create one run).
+    fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError>;
+    /// Appends transitions (with the sequence numbers the run's recorder
+    /// gave them) in one transaction; returns whether someone asked to
+    /// cancel the run (read in the same transaction).
+    fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError>;
+    /// Sets a run's status (and refreshes `updated_at`).
+    fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError>;
+    /// Records how a run ended (or paused) and releases its lease.
+    fn finish(&self, run: &str, report: &RunReport) -> Result<(), JournalError>;
+    /// A run.
+    fn run(&self, run: &str) -> Result<RunRecord, JournalError>;
+    /// The newest run of a workflow with a transaction id.
+    fn find_transaction(
+        &self,
+        workflow: &str,
+        transaction_id: &str,
+    ) -> Result<Option<RunRecord>, JournalError>;
+    /// Every record of a run, in order.
+    fn records(&self, run: &str) -> Result<Vec<Record>, JournalError>;
+    /// The files a run was started with.
+    fn sources(&self, hash: &str) -> Result<Vec<(PathBuf, String)>, JournalError>;
+    /// Runs, newest first.
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError>;
+    /// Takes (or renews) the lease of a run for `owner` unless a live process
+    /// holds it; false if it could not.
+    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<bool, JournalError>;
+    /// Extends every lease `owner` holds.
+    fn renew(&self, owner: &Owner, lease: Duration) -> Result<(), JournalError>;
+    /// Asks the process executing a run to cancel it.
+    fn request_cancel(&self, run: &str) -> Result<(), JournalError>;
+    /// Whether someone asked to cancel the run.
+    fn cancel_requested(&self, run: &str) -> Result<bool, JournalError>;
+    /// Deletes finished runs (and their records) that finished before
+    /// `finished_before` (unix ms), of one workflow or all; returns how many.
+    fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError>;
+
+    /// The history the orchestrator replays to resume a run.
+    fn history(&self, run: &str) -> Result<History, JournalError> {
+        let mut history = History::default();
+        for record in self.records(run)? {
+            history.last_seq = history.last_seq.max(record.seq);
+            match record.kind {
+                RecordKind::Started {
+                    node,
+                    action,
+                    attempt,
+                    ..
+                } => history.started(&node, action, attempt),
+                RecordKind::Finished {
+                    node,
+                    action,
+                    attempt,
+                    record: outcome,
+                } => history.finished(record.seq, &node, action, attempt, outcome),
+                RecordKind::Event(event) => history.events.push(event),
+                RecordKind::Compensating(_) => {}
+            }
+        }
+        Ok(history)
+    }
+}
+
+/// Now, in unix ms.
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// Now, in unix µs.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}

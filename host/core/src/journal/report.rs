@@ -1,0 +1,76 @@
+//! A run's report rebuilt from what the journal holds: its record and every
+//! transition of every life (what `runs show` and `GET /runs/{id}` answer).
+
+use std::collections::HashMap;
+
+use super::{Journal, JournalError, RecordKind};
+use crate::json::Json;
+use crate::saga::{Action, CallRecord, Outcome, RunReport, TraceEntry};
+
+/// Rebuilds a run's report from its record and transitions.
+pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport, JournalError> {
+    let record = journal.run(run)?;
+    let mut trace = Vec::new();
+    let mut events = Vec::new();
+    // (node, action, attempt) → (started at, step, input)
+    type Start = (i64, String, Option<Json>);
+    let mut starts: HashMap<(String, Action, u32), Start> = HashMap::new();
+    for entry in journal.records(run)? {
+        match entry.kind {
+            RecordKind::Started {
+                node,
+                step,
+                action,
+                attempt,
+                input,
+            } => {
+                starts.insert((node, action, attempt), (entry.at, step, input));
+            }
+            RecordKind::Finished {
+                node,
+                action,
+                attempt,
+                record: outcome,
+            } => {
+                let (started, step, input) = starts
+                    .remove(&(node.clone(), action, attempt))
+                    .unwrap_or((entry.at, node.clone(), None));
+                let (outcome, error) = match outcome {
+                    CallRecord::Done { .. }
+                    | CallRecord::Compensated
+                    | CallRecord::Waiting { .. } => (Outcome::Ok, None),
+                    CallRecord::Skipped => (Outcome::Skipped, None),
+                    CallRecord::Failed { error, .. } => (Outcome::Error, Some(error)),
+                };
+                trace.push(TraceEntry {
+                    node: (node != step).then_some(node),
+                    step,
+                    action,
+                    attempt,
+                    outcome,
+                    input,
+                    error,
+                    started_ms: ((started - record.created_at * 1000) as f64 / 1000.0).max(0.0),
+                    duration_ms: (entry.at - started) as f64 / 1000.0,
+                });
+            }
+            RecordKind::Event(event) => events.push(event),
+            RecordKind::Compensating(_) => {}
+        }
+    }
+    let end = record.finished_at.unwrap_or(record.updated_at);
+    Ok(RunReport {
+        run: record.id,
+        workflow: record.workflow,
+        transaction_id: record.transaction_id,
+        status: record.status,
+        partial: record.partial,
+        output: record.output,
+        error: record.error,
+        errors: record.errors,
+        trace,
+        events,
+        all_events: Vec::new(),
+        duration_ms: (end - record.created_at) as f64,
+    })
+}

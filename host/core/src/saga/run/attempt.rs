@@ -1,0 +1,195 @@
+//! One call attempt, in either direction: the attempt loop invoke and
+//! compensate share (record the start, call with the step's timeout, trace,
+//! record the end, back off and try again), so the two are symmetric by
+//! construction.
+
+use super::*;
+
+/// What a call is, for the attempt loop: which step, under which name, in
+/// which direction, with what input (for a compensation: its data).
+pub(super) struct CallTarget<'a> {
+    pub step: usize,
+    pub node: &'a Arc<str>,
+    pub action: Action,
+    pub policy: &'a StepPolicy,
+    pub input: Option<&'a Json>,
+}
+
+impl Run {
+    /// Calls `target` from `attempt` on until it succeeds, fails permanently
+    /// or runs out of retries; returns its last record and the record's
+    /// sequence number. Every attempt's start and end are recorded.
+    ///
+    /// The directions differ only where the saga's rules say so: an invoke
+    /// respects the workflow's deadline and stops on a journal failure (it
+    /// must not run unrecorded), while a compensation always runs (logging a
+    /// journal failure), since undoing must not be abandoned.
+    pub(super) async fn attempts(
+        &self,
+        target: &CallTarget<'_>,
+        mut attempt: u32,
+    ) -> Result<(u64, CallRecord), Stop> {
+        let step = &self.saga.steps[target.step];
+        let invoke = target.action == Action::Invoke;
+        let policy = target.policy;
+        loop {
+            if invoke {
+                self.check_deadline(target.node)?;
+            }
+            let started_record = self.recorder.call_started(&CallStart {
+                node: target.node,
+                step: &self.saga.workflow.steps[target.step].name,
+                action: target.action,
+                attempt,
+                input: target.input,
+            });
+            match started_record {
+                Err(e) if invoke => return Err(e.into()),
+                Err(e) => tracing::error!("{e}"),
+                Ok(()) => {}
+            }
+            let context =
+                self.call_context(target.step, target.node, target.action, attempt, policy);
+            let started = Instant::now();
+            let result = if invoke {
+                let input = target.input.expect("an invoke has an input");
+                with_timeout(policy, step.invoke(input, &context))
+                    .await
+                    .map(|invoked| match invoked {
+                        // An async step's invoke starts the work; the answer comes later.
+                        Invoked::Done { output, .. } if policy.asynchronous => {
+                            CallRecord::Waiting { output }
+                        }
+                        Invoked::Done {
+                            output,
+                            compensation,
+                        } => CallRecord::Done {
+                            output,
+                            compensation,
+                        },
+                        Invoked::Skip => CallRecord::Skipped,
+                    })
+            } else {
+                with_timeout(policy, step.compensate(target.input, &context))
+                    .await
+                    .map(|()| CallRecord::Compensated)
+            };
+            let last = match &result {
+                Ok(_) => true,
+                Err(e) => e.permanent || attempt > policy.retries.max,
+            };
+            let (outcome, error) = match &result {
+                Ok(CallRecord::Skipped) => (Outcome::Skipped, None),
+                Ok(_) => (Outcome::Ok, None),
+                Err(e) => (Outcome::Error, Some(e.clone())),
+            };
+            let record = result.unwrap_or_else(|error| CallRecord::Failed { error, last });
+            self.record(
+                target.step,
+                target.node,
+                target.action,
+                attempt,
+                outcome,
+                target.input.cloned(),
+                error,
+                started,
+            );
+            let seq =
+                match self
+                    .recorder
+                    .call_finished(target.node, target.action, attempt, &record)
+                {
+                    Ok(seq) => seq,
+                    Err(e) if invoke => {
+                        // The call may have done its work: compensate it with the rest.
+                        if let Some(data) = record.compensation_data() {
+                            let seq = self.next_seq();
+                            self.push_completed(target.step, target.node, policy, Some(data), seq);
+                        }
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        0
+                    }
+                };
+            if last {
+                return Ok((seq, record));
+            }
+            tokio::time::sleep(policy.retries.delay_after(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    pub(super) fn call_context(
+        &self,
+        step: usize,
+        node: &Arc<str>,
+        action: Action,
+        attempt: u32,
+        policy: &StepPolicy,
+    ) -> StepCall {
+        StepCall {
+            workflow: self.workflow_name.clone(),
+            run_id: self.run_id.clone(),
+            transaction_id: self.transaction_id.clone(),
+            step: self.saga.workflow.steps[step].name.as_str().into(),
+            node: node.clone(),
+            action,
+            attempt,
+            metadata: self.metadata.clone(),
+            config: policy.config.clone(),
+            deadline: policy.timeout.map(|t| Instant::now() + t),
+            events: self.events.clone(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record(
+        &self,
+        step: usize,
+        node: &Arc<str>,
+        action: Action,
+        attempt: u32,
+        outcome: Outcome,
+        input: Option<Json>,
+        error: Option<StepFailure>,
+        started: Instant,
+    ) {
+        let name = &self.saga.workflow.steps[step].name;
+        let entry = TraceEntry {
+            step: name.clone(),
+            node: (**node != **name).then(|| node.to_string()),
+            action,
+            attempt,
+            outcome,
+            input,
+            error,
+            started_ms: ms(started.duration_since(self.started)),
+            duration_ms: ms(started.elapsed()),
+        };
+        tracing::info!(step = %node, action = action.as_str(), attempt, outcome = ?entry.outcome, ms = entry.duration_ms, "call");
+        self.trace.lock().expect("trace lock").push(entry);
+    }
+}
+
+/// Bounds a call by the policy's timeout. The WASM layer interrupts a guest at
+/// the same deadline; this also covers steps that are not WASM.
+async fn with_timeout<T>(
+    policy: &StepPolicy,
+    call: impl std::future::Future<Output = Result<T, StepFailure>>,
+) -> Result<T, StepFailure> {
+    match policy.timeout {
+        None => call.await,
+        Some(timeout) => match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StepFailure::new(
+                FailureKind::Timeout,
+                format!(
+                    "the call did not finish within its timeout of {}",
+                    humantime::format_duration(timeout)
+                ),
+            )),
+        },
+    }
+}
