@@ -37,3 +37,53 @@ impl Host for CapabilityView<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{call_with, grants_of};
+    use crate::saga::FailureKind;
+    use wasmtime::component::ResourceTable;
+
+    fn resolve_in(grants: &str, name: &str) -> Result<Capability, CapabilityError> {
+        let call = call_with(grants_of(grants));
+        let mut table = ResourceTable::new();
+        CapabilityView {
+            call: &call,
+            table: &mut table,
+        }
+        .resolve(name.into())
+    }
+
+    #[test]
+    fn granted_names_resolve_to_their_capabilities() {
+        let grants = "entities = [\"brand\"], events = true";
+        assert!(matches!(
+            resolve_in(grants, "brand"),
+            Ok(Capability::Entities(_))
+        ));
+        assert!(matches!(
+            resolve_in(grants, "events"),
+            Ok(Capability::Events(_))
+        ));
+        // `config` always resolves; each key is checked when read.
+        assert!(matches!(
+            resolve_in(grants, "config"),
+            Ok(Capability::Config(_))
+        ));
+    }
+
+    #[test]
+    fn an_ungranted_name_is_not_allowed_and_permanent() {
+        for name in ["product", "events"] {
+            let Err(CapabilityError::Step {
+                kind, permanent, ..
+            }) = resolve_in("entities = [\"brand\"]", name)
+            else {
+                panic!("{name} is not granted")
+            };
+            assert_eq!(kind, FailureKind::NotAllowed);
+            assert!(permanent);
+        }
+    }
+}

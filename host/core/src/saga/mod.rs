@@ -1,6 +1,6 @@
 //! The orchestrator: runs a workflow's flow (sequence, parallel, `when`,
 //! `transform`), binds step outputs to names, and on failure compensates what
-//! ran, in reverse order (DESIGN.md, semantics 1–6).
+//! ran, in reverse order (the README's "Semantics" section).
 //!
 //! It knows steps only through the [`Step`] trait, so its semantics are tested
 //! with plain Rust closures ([`FnStep`]); the WASM layer plugs in real

@@ -1,4 +1,4 @@
-//! The orchestrator's semantics (DESIGN.md 1–6), with closure steps: fast and deterministic.
+//! The orchestrator's semantics (the README's "Semantics" section), with closure steps: fast and deterministic.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
