@@ -203,3 +203,37 @@ parallel = [{ run = "spin" }, { run = "quick" }]
     assert!(quick["duration_ms"].as_f64().unwrap() < 900.0, "{quick}");
     assert_eq!(report["status"], "reverted");
 }
+
+/// JSON the host could keep as text but never read (nested past the limit,
+/// numbers out of range) is refused where it enters: a step's output fails
+/// the step, a caller's input is a usage error, and the state file stays
+/// usable for the next command (it used to panic every later `host run`).
+#[test]
+fn json_too_deep_or_out_of_range_is_refused_at_the_boundary() {
+    let sandbox = Sandbox::new();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for raw in [deep.as_str(), "{\"n\": 1e400}"] {
+        let options = format!("config = {{ raw-output = {raw:?} }}");
+        let report = assert_step_failed(&sandbox, &options, "invalid-output");
+        let message = report["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("nested deeper than 100 levels") || message.contains("out of range"),
+            "{message}"
+        );
+    }
+    let manifest = sandbox.manifest("ok.toml", &two_steps("config = { output = 1 }"));
+    let next = sandbox.run(&manifest, "{}");
+    assert_eq!(
+        next.code, 0,
+        "a later run on the same state file: {}",
+        next.stderr
+    );
+
+    let input = sandbox.run(&manifest, &deep);
+    assert_eq!(input.code, 2, "{}", input.stderr);
+    assert!(
+        input.stderr.contains("nested deeper than 100 levels"),
+        "{}",
+        input.stderr
+    );
+}

@@ -11,6 +11,11 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// The deepest nesting of arrays and objects a JSON document may have, from a
+/// guest, a caller or a file alike (serde_json itself gives up at 128, so a
+/// deeper document could be kept as text but never read).
+pub const MAX_DEPTH: usize = 100;
+
 /// An immutable JSON document, cheap to clone.
 #[derive(Clone)]
 pub struct Json(Arc<Inner>);
@@ -22,12 +27,30 @@ struct Inner {
 }
 
 impl Json {
-    /// Validates `text` as JSON and keeps it.
+    /// Validates `text` as JSON and keeps it. Validation applies the rules of
+    /// every later use (nesting at most [`MAX_DEPTH`], numbers that fit a
+    /// double, no lone surrogate in a `\u` escape), so that [`Json::value`]
+    /// can never fail on a document that was accepted here: what a guest or a
+    /// caller sends is refused at the boundary, not when a report reads it.
     pub fn parse(text: impl Into<String>) -> Result<Json, serde_json::Error> {
         let text = RawValue::from_string(text.into())?;
+        let value = OnceLock::new();
+        match scan(text.get()) {
+            Scan::Plain => {}
+            Scan::TooDeep => {
+                return Err(serde::de::Error::custom(format!(
+                    "JSON nested deeper than {MAX_DEPTH} levels"
+                )));
+            }
+            // Rare forms whose parse can fail: parse now (and keep the value).
+            Scan::NeedsParse => {
+                let parsed: Value = serde_json::from_str(text.get())?;
+                let _ = value.set(parsed);
+            }
+        }
         Ok(Json(Arc::new(Inner {
             text,
-            value: OnceLock::new(),
+            value,
             cel: OnceLock::new(),
         })))
     }
@@ -99,6 +122,69 @@ impl Json {
     /// Whether two handles share one document (no comparison of contents).
     pub fn same(&self, other: &Json) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// What a cheap scan of valid JSON text found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// Nothing a full parse could refuse.
+    Plain,
+    /// Nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// An exponent, a very long number or a `\u` escape of a surrogate: a
+    /// full parse decides.
+    NeedsParse,
+}
+
+/// Scans JSON text (already known to be well formed) for its depth and for
+/// the forms a full parse may refuse, without allocating.
+fn scan(text: &str) -> Scan {
+    let bytes = text.as_bytes();
+    let (mut depth, mut i, mut needs_parse) = (0usize, 0usize, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        let surrogate = bytes.get(i + 1) == Some(&b'u')
+                            && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+                            && matches!(
+                                bytes.get(i + 3),
+                                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+                            );
+                        needs_parse |= surrogate;
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Scan::TooDeep;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                    needs_parse |= matches!(bytes[i], b'e' | b'E');
+                }
+                needs_parse |= i - start > 20;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if needs_parse {
+        Scan::NeedsParse
+    } else {
+        Scan::Plain
     }
 }
 
@@ -189,6 +275,32 @@ mod tests {
     fn rejects_garbage() {
         assert!(Json::parse("{not json").is_err());
         assert!(Json::parse("").is_err());
+    }
+
+    #[test]
+    fn what_a_later_read_would_refuse_is_refused_when_parsed() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(Json::parse(deep(MAX_DEPTH)).is_ok());
+        let err = Json::parse(deep(MAX_DEPTH + 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("nested deeper than 100 levels"),
+            "{err}"
+        );
+        // Deeper than serde_json's own limit, inside an object and past strings.
+        let object = format!("{{\"a\": \"[[[\", \"b\": {}}}", deep(1000));
+        assert!(Json::parse(object).is_err());
+        for refused in ["1e400", "[-1e400]", "\"\\ud800\"", "{\"k\": \"\\uDFFF\"}"] {
+            assert!(Json::parse(refused).is_err(), "{refused}");
+        }
+        for accepted in [
+            "1e300",
+            "\"\\ud83d\\ude00\"",
+            "12345678901234567890123456789",
+            "\"[[[[\"",
+        ] {
+            let json = Json::parse(accepted).unwrap_or_else(|e| panic!("{accepted}: {e}"));
+            let _ = json.value();
+        }
     }
 
     #[test]

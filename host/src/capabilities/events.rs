@@ -14,6 +14,18 @@ use crate::saga::{Event, FailureKind};
 /// The key of its grant, and the name it is resolved by.
 pub const KEY: &str = "events";
 
+/// The most events one call attempt may emit.
+pub const MAX_PER_CALL: u32 = 100;
+/// The most events the steps of one run may emit together.
+pub const MAX_PER_RUN: usize = 1000;
+/// The largest payload of one event (its JSON text).
+pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
+/// The longest event name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Name prefixes the host's own lifecycle events use; a step may not emit
+/// them (a subscriber must be able to trust `run.done`).
+pub const RESERVED_PREFIXES: [&str; 3] = ["run.", "step.", "hook."];
+
 /// `events = true`: the step may emit events.
 #[derive(Debug, Clone, Copy)]
 pub struct EventsGrant;
@@ -54,6 +66,53 @@ pub fn check(call: &CallCapabilities) -> Result<(), CapabilityError> {
     }
 }
 
+/// Refuses an event past the limits, with a reserved or malformed name.
+fn check_event(call: &CallCapabilities, name: &str, data: &str) -> Result<(), CapabilityError> {
+    let refuse = |message: String| {
+        Err(CapabilityError::permanent(
+            FailureKind::InvalidArgument,
+            message,
+        ))
+    };
+    let valid_name = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/'));
+    if !valid_name {
+        return refuse(format!(
+            "'{}' is not an event name: use up to {MAX_NAME_LEN} letters, digits and . - _ : /",
+            name.escape_debug()
+        ));
+    }
+    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        return refuse(format!(
+            "event '{name}': names starting with '{prefix}' are the host's own lifecycle events"
+        ));
+    }
+    if data.len() > MAX_PAYLOAD_BYTES {
+        return refuse(format!(
+            "event '{name}': the payload is {} bytes, more than the {} KiB an event may carry",
+            data.len(),
+            MAX_PAYLOAD_BYTES >> 10
+        ));
+    }
+    let emitted = call
+        .emitted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if emitted >= MAX_PER_CALL {
+        return refuse(format!(
+            "event '{name}': a call may emit at most {MAX_PER_CALL} events"
+        ));
+    }
+    if call.events.snapshot_len() >= MAX_PER_RUN {
+        return refuse(format!(
+            "event '{name}': a run's steps may emit at most {MAX_PER_RUN} events"
+        ));
+    }
+    Ok(())
+}
+
 /// Links `events`.
 pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: ViewOf<T>) -> wasmtime::Result<()> {
     events::add_to_linker::<T, Capabilities>(linker, view)
@@ -72,6 +131,7 @@ impl HostEmitter for CapabilityView<'_> {
         data: String,
     ) -> Result<(), CapabilityError> {
         self.table.get(&handle)?;
+        check_event(self.call, &name, &data)?;
         let data = Json::parse(data).map_err(|e| {
             CapabilityError::permanent(
                 FailureKind::InvalidData,
@@ -127,6 +187,50 @@ mod tests {
             message.ends_with("grants = { entities = [\"brand\"], events = true }"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn lifecycle_names_are_the_host_s_and_events_are_bounded() {
+        let call = call_with(grants_of("events = true"));
+        let mut table = ResourceTable::new();
+        let mut view = CapabilityView {
+            call: &call,
+            table: &mut table,
+        };
+        let mut emit = |name: &str, data: String| {
+            let handle = view.table.push(EmitterHandle).unwrap();
+            view.emit(handle, name.into(), data)
+        };
+        for name in [
+            "run.done",
+            "step.completed",
+            "hook.x",
+            "",
+            "a\nb",
+            &"x".repeat(129),
+        ] {
+            let Err(CapabilityError::Step {
+                kind, permanent, ..
+            }) = emit(name, "1".into())
+            else {
+                panic!("{name:?} is refused")
+            };
+            assert_eq!(kind, FailureKind::InvalidArgument);
+            assert!(permanent);
+        }
+        let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
+        let Err(CapabilityError::Step { message, .. }) = emit("big", big) else {
+            panic!("a payload past the limit is refused")
+        };
+        assert!(message.contains("more than the 64 KiB"), "{message}");
+        for n in 0..MAX_PER_CALL {
+            emit("brand.created", n.to_string()).unwrap();
+        }
+        let Err(CapabilityError::Step { message, .. }) = emit("brand.created", "0".into()) else {
+            panic!("the call's limit holds")
+        };
+        assert!(message.contains("at most 100 events"), "{message}");
+        assert_eq!(call.events.snapshot().len(), MAX_PER_CALL as usize);
     }
 
     #[test]

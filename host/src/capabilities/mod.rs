@@ -60,6 +60,8 @@ pub struct CallCapabilities {
     pub origin: Option<Arc<str>>,
     /// How many entities this attempt has created so far.
     pub created: AtomicU32,
+    /// How many events this attempt has emitted so far.
+    pub emitted: AtomicU32,
 }
 
 /// The capabilities of one call with the store's resource table: what the

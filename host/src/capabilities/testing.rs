@@ -60,5 +60,6 @@ pub fn call_with(grants: Grants) -> CallCapabilities {
         events: Arc::default(),
         origin: None,
         created: AtomicU32::new(0),
+        emitted: AtomicU32::new(0),
     }
 }

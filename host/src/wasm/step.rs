@@ -49,6 +49,7 @@ impl WasmStep {
             events: call.events.clone(),
             origin: Some(format!("{}:{}:{}", call.run_id, call.node, call.action.as_str()).into()),
             created: Default::default(),
+            emitted: Default::default(),
         };
         new_store(
             self.runtime.engine(),

@@ -64,6 +64,7 @@ impl SubscriberComponent {
             events: Arc::new(RunEvents::default()),
             origin: None,
             created: Default::default(),
+            emitted: Default::default(),
         };
         let mut store = new_store(
             self.runtime.engine(),

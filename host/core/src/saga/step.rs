@@ -154,6 +154,12 @@ impl RunEvents {
         self.events.lock().expect("events lock").clone()
     }
 
+    /// How many events steps and hooks emitted so far.
+    pub fn snapshot_len(&self) -> usize {
+        let events = self.events.lock().expect("events lock");
+        events.iter().filter(|e| !e.lifecycle).count()
+    }
+
     /// The events steps and hooks emitted, in order.
     pub fn snapshot(&self) -> Vec<Event> {
         let events = self.events.lock().expect("events lock");

@@ -27,6 +27,9 @@ struct Config {
     alloc_mb: u64,
     trap: bool,
     garbage_output: bool,
+    /// Read by `Probe::invoke` before the SDK sees the output.
+    #[allow(dead_code)]
+    raw_output: Option<String>,
     compensate_fail_times: u32,
     compensate_fail_always: bool,
     compensate_sleep_ms: u64,
@@ -164,7 +167,8 @@ fn compensate(_data: Option<Value>, ctx: &StepContext) -> Result<(), StepError> 
 }
 
 /// The probe implements the export itself (instead of `create_step!`) so that
-/// `garbage-output` can hand the host text that is not JSON.
+/// `garbage-output` and `raw-output` can hand the host text the SDK would
+/// not produce.
 struct Probe;
 
 impl Guest for Probe {
@@ -173,6 +177,17 @@ impl Guest for Probe {
             return Ok(WitResponse::Done(
                 raw::bindings::wasaga::step::types::StepOutput {
                     output: "{this is not json".to_string(),
+                    compensation_data: None,
+                },
+            ));
+        }
+        let raw_output = serde_json::from_str::<Value>(&ctx.config)
+            .ok()
+            .and_then(|c| c.get("raw-output")?.as_str().map(String::from));
+        if let Some(output) = raw_output {
+            return Ok(WitResponse::Done(
+                raw::bindings::wasaga::step::types::StepOutput {
+                    output,
                     compensation_data: None,
                 },
             ));
