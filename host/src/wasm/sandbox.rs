@@ -42,6 +42,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes,
+                used: 0,
                 exceeded: None,
             },
             call,
@@ -69,24 +70,32 @@ impl WasiView for HostState {
 }
 
 /// Refuses memory growth past the call's limit and remembers that it did.
+/// The limit covers all of a call's memories together: a component may have
+/// several (the engine allows up to 8), and each one checked alone would
+/// let a call use several times its limit.
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
-    /// The size the guest asked for when refused.
+    /// The bytes of every memory of the call so far.
+    used: usize,
+    /// The total the guest asked for when refused.
     pub(super) exceeded: Option<usize>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.exceeded = Some(desired);
+        // Called for each memory's first allocation too (current = 0).
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.max_bytes {
+            self.exceeded = Some(total);
             // The guest's memory.grow returns -1; most guests then abort.
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -130,4 +139,33 @@ pub fn new_store(
         Ok(UpdateDeadline::Yield(1))
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_limit_covers_all_memories_together() {
+        let mut limiter = MemoryLimiter {
+            max_bytes: 120 * MIB,
+            used: 0,
+            exceeded: None,
+        };
+        // Eight memories created at 1 MiB each, then each grown to 14 MiB: 112 MiB.
+        for _ in 0..8 {
+            assert!(limiter.memory_growing(0, MIB, None).unwrap());
+        }
+        for _ in 0..8 {
+            assert!(limiter.memory_growing(MIB, 14 * MIB, None).unwrap());
+        }
+        // Any memory growing by 9 MiB more passes the call's 120 MiB.
+        assert!(!limiter.memory_growing(14 * MIB, 23 * MIB, None).unwrap());
+        assert_eq!(limiter.exceeded, Some(121 * MIB));
+        // Growth that fits is still allowed.
+        assert!(limiter.memory_growing(14 * MIB, 22 * MIB, None).unwrap());
+        assert!(!limiter.memory_growing(0, MIB, None).unwrap());
+    }
 }
