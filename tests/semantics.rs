@@ -597,7 +597,7 @@ fn an_output_that_breaks_a_step_schema_fails_the_step_and_compensates_it() {
 }
 
 #[test]
-fn the_workflow_timeout_stops_new_steps_and_compensates() {
+fn the_workflow_timeout_interrupts_the_running_step_and_compensates() {
     let sandbox = Sandbox::new();
     let text = format!(
         "[workflow]\nname = \"t\"\ntimeout = \"150ms\"\n{}{}[[flow]]\nrun = \"slow\"\n[[flow]]\nrun = \"late\"\n",
@@ -607,12 +607,14 @@ fn the_workflow_timeout_stops_new_steps_and_compensates() {
     let (code, report, calls) = run(&sandbox, &text, "{}");
     assert_eq!(code, 1);
     assert_eq!(report["error"]["kind"], "timeout");
+    // The step sleeping past the workflow's timeout is interrupted (it used
+    // to run to its end), and no later step starts.
+    let message = report["error"]["message"].as_str().unwrap();
     assert!(
-        report["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("before step 'late' could start")
+        message.contains("the workflow's timeout of 150ms"),
+        "{message}"
     );
+    assert_eq!(report["trace"][0]["outcome"], "error", "{report:#}");
     assert_eq!(calls, ["invoke slow", "compensate slow"]);
 }
 

@@ -20,7 +20,7 @@ pub use plan::{
 };
 pub use record::{CallRecord, CallStart, History, NoRecorder, RecordError, RecordedCall, Recorder};
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
-pub use run::{Durability, RunRequest, Saga};
+pub use run::{DEFAULT_CALL_TIMEOUT, Durability, RunRequest, Saga};
 pub use step::{
     Action, Event, FailureKind, FnStep, Invoked, RunEvents, Step, StepCall, StepFailure,
 };

@@ -937,6 +937,81 @@ async fn no_step_starts_after_the_workflow_timeout() {
 }
 
 #[tokio::test]
+async fn the_workflow_timeout_interrupts_a_call_in_progress() {
+    let mut f = Flow::new();
+    let first = f.step("first", Behaviour::default());
+    let stuck = f.step(
+        "stuck",
+        Behaviour {
+            sleep_ms: 10_000,
+            ..Default::default()
+        },
+    );
+    let workflow = Workflow {
+        name: "t".into(),
+        steps: f.steps.clone(),
+        flow: vec![
+            f.run_entry(first, None, None),
+            f.run_entry(stuck, None, None),
+        ]
+        .into(),
+        output: None,
+        timeout: Some(Duration::from_millis(50)),
+        output_check: None,
+    };
+    let saga = Saga::new(Arc::new(workflow), f.impls.clone());
+    let started = std::time::Instant::now();
+    let report = run(&saga, json!(0)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.status, RunStatus::Reverted);
+    let error = report.error.as_ref().unwrap();
+    assert_eq!(error.kind, FailureKind::Timeout);
+    assert!(
+        error.message.contains("the workflow's timeout of 50ms"),
+        "{}",
+        error.message
+    );
+    assert!(error.permanent);
+    assert_eq!(
+        actions(&report),
+        [
+            "invoke first",
+            "invoke stuck",
+            "compensate stuck",
+            "compensate first"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_call_without_a_timeout_gets_the_default_deadline() {
+    let mut f = Flow::new();
+    let seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    f.steps.push(StepSpec {
+        name: "k".into(),
+        policy: StepPolicy::default(),
+    });
+    f.impls.push(Arc::new(FnStep::new(move |_, call: StepCall| {
+        *seen2.lock().unwrap() = call.deadline;
+        async { Ok(Invoked::done(Json::null())) }
+    })));
+    let saga = f.saga(vec![f.run_entry(0, None, None)], None);
+    let before = std::time::Instant::now();
+    saga.run(RunRequest::new(Json::null())).await;
+    let deadline = seen.lock().unwrap().expect("every call has a deadline");
+    let left = deadline - before;
+    assert!(
+        left >= DEFAULT_CALL_TIMEOUT && left < DEFAULT_CALL_TIMEOUT + Duration::from_secs(5),
+        "{left:?}"
+    );
+}
+
+#[tokio::test]
 async fn lifecycle_events_are_emitted_in_order() {
     let mut f = Flow::new();
     let a = f.step("a", Behaviour::default());

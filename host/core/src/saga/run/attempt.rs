@@ -48,12 +48,19 @@ impl Run {
                 Err(e) => tracing::error!("{e}"),
                 Ok(()) => {}
             }
-            let context =
-                self.call_context(target.step, target.node, target.action, attempt, policy);
             let started = Instant::now();
+            let deadline = self.call_deadline(policy, invoke, started);
+            let context = self.call_context(
+                target.step,
+                target.node,
+                target.action,
+                attempt,
+                policy,
+                deadline.at,
+            );
             let result = if invoke {
                 let input = target.input.expect("an invoke has an input");
-                with_timeout(policy, step.invoke(input, &context))
+                with_deadline(&deadline, step.invoke(input, &context))
                     .await
                     .map(|invoked| match invoked {
                         // An async step's invoke starts the work; the answer comes later.
@@ -70,7 +77,7 @@ impl Run {
                         Invoked::Skip => CallRecord::Skipped,
                     })
             } else {
-                with_timeout(policy, step.compensate(target.input, &context))
+                with_deadline(&deadline, step.compensate(target.input, &context))
                     .await
                     .map(|()| CallRecord::Compensated)
             };
@@ -128,6 +135,7 @@ impl Run {
         action: Action,
         attempt: u32,
         policy: &StepPolicy,
+        deadline: Instant,
     ) -> StepCall {
         StepCall {
             workflow: self.workflow_name.clone(),
@@ -139,7 +147,7 @@ impl Run {
             attempt,
             metadata: self.metadata.clone(),
             config: policy.config.clone(),
-            deadline: policy.timeout.map(|t| Instant::now() + t),
+            deadline: Some(deadline),
             events: self.events.clone(),
         }
     }
@@ -173,23 +181,65 @@ impl Run {
     }
 }
 
-/// Bounds a call by the policy's timeout. The WASM layer interrupts a guest at
-/// the same deadline; this also covers steps that are not WASM.
-async fn with_timeout<T>(
-    policy: &StepPolicy,
+/// When a call attempt must end, and what to say if it does not.
+pub(super) struct CallDeadline {
+    /// The instant.
+    pub at: Instant,
+    /// The step's own `timeout` (or the default), or the workflow's.
+    workflow: bool,
+    timeout: Duration,
+}
+
+impl Run {
+    /// An attempt ends at its step's `timeout` (by default
+    /// [`DEFAULT_CALL_TIMEOUT`]: no call runs unbounded), and an invoke also
+    /// at the workflow's deadline. A compensation ignores the workflow's
+    /// deadline: what ran must still be undone.
+    pub(super) fn call_deadline(
+        &self,
+        policy: &StepPolicy,
+        invoke: bool,
+        now: Instant,
+    ) -> CallDeadline {
+        let timeout = policy.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
+        let own = CallDeadline {
+            at: now + timeout,
+            workflow: false,
+            timeout,
+        };
+        match self.deadline {
+            Some(workflow) if invoke && workflow < own.at => CallDeadline {
+                at: workflow,
+                workflow: true,
+                timeout: self.saga.workflow.timeout.unwrap_or_default(),
+            },
+            _ => own,
+        }
+    }
+}
+
+/// Runs `call` until `deadline`; past it, the call fails with `timeout`
+/// (permanent when it was the workflow's: no retry can finish in time).
+async fn with_deadline<T>(
+    deadline: &CallDeadline,
     call: impl std::future::Future<Output = Result<T, StepFailure>>,
 ) -> Result<T, StepFailure> {
-    match policy.timeout {
-        None => call.await,
-        Some(timeout) => match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StepFailure::new(
-                FailureKind::Timeout,
-                format!(
-                    "the call did not finish within its timeout of {}",
-                    humantime::format_duration(timeout)
-                ),
-            )),
-        },
+    match tokio::time::timeout_at(deadline.at.into(), call).await {
+        Ok(result) => result,
+        Err(_) if deadline.workflow => Err(StepFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "the workflow's timeout of {} passed while the call ran",
+                humantime::format_duration(deadline.timeout)
+            ),
+        )
+        .permanent()),
+        Err(_) => Err(StepFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "the call did not finish within its timeout of {}",
+                humantime::format_duration(deadline.timeout)
+            ),
+        )),
     }
 }

@@ -11,6 +11,9 @@ mod forward;
 
 use attempt::CallTarget;
 
+/// How long a call attempt may run when its step sets no `timeout`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
