@@ -24,7 +24,7 @@ pub mod registry;
 mod testing;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicUsize};
 
 use wasmtime::component::{HasData, ResourceTable};
 
@@ -62,6 +62,8 @@ pub struct CallCapabilities {
     pub created: AtomicU32,
     /// How many events this attempt has emitted so far.
     pub emitted: AtomicU32,
+    /// How many bytes of log this attempt has written so far.
+    pub logged: AtomicUsize,
 }
 
 /// The capabilities of one call with the store's resource table: what the

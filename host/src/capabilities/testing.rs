@@ -61,5 +61,6 @@ pub fn call_with(grants: Grants) -> CallCapabilities {
         origin: None,
         created: AtomicU32::new(0),
         emitted: AtomicU32::new(0),
+        logged: Default::default(),
     }
 }

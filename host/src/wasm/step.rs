@@ -50,6 +50,7 @@ impl WasmStep {
             origin: Some(format!("{}:{}:{}", call.run_id, call.node, call.action.as_str()).into()),
             created: Default::default(),
             emitted: Default::default(),
+            logged: Default::default(),
         };
         new_store(
             self.runtime.engine(),

@@ -65,6 +65,7 @@ impl SubscriberComponent {
             origin: None,
             created: Default::default(),
             emitted: Default::default(),
+            logged: Default::default(),
         };
         let mut store = new_store(
             self.runtime.engine(),
