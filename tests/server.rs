@@ -332,11 +332,21 @@ fn a_token_guards_every_route_but_healthz() {
             .0,
         200
     );
-    assert_eq!(
-        anonymous.get("/runs?token=s3cret").0,
-        200,
+    // Only the page and its event stream (EventSource sends no headers) take
+    // the token in the query; the API routes want the header.
+    assert_eq!(anonymous.get("/?token=s3cret").0, 200, "the page");
+    assert_ne!(
+        anonymous.get("/runs/some-run/events?token=s3cret").0,
+        401,
         "the page's event stream passes it in the query"
     );
+    for path in [
+        "/runs?token=s3cret",
+        "/workflows?token=s3cret",
+        "/openapi.json?token=s3cret",
+    ] {
+        assert_eq!(anonymous.get(path).0, 401, "{path}");
+    }
 }
 
 #[test]
@@ -620,4 +630,78 @@ fn the_runs_page_shows_the_timeline_in_a_real_browser() {
         screenshot.display()
     );
     println!("screenshot: {}", screenshot.display());
+}
+
+/// Sends `request` (HTTP/1.1 text, headers and all) to the server as is and
+/// returns its whole answer: headers a client library would set for us
+/// (`Host`, `Content-Type`) are exactly what this test needs to choose.
+fn raw(server: &Server, request: &str) -> String {
+    use std::io::Write;
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// A page on another site cannot drive a server on loopback: no run starts
+/// from a form or `text/plain` POST (browsers send those cross-site without
+/// asking), and a rebound DNS name or another origin reads nothing.
+#[test]
+fn cross_site_requests_and_foreign_host_names_are_refused() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &[]);
+    let host = server.base.trim_start_matches("http://").to_string();
+    let body = r#"{"input": {"name": "Ada"}}"#;
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let answer = raw(
+            &server,
+            &format!(
+                "POST /workflows/greet/runs HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert_eq!(status_of(&answer), 415, "{answer}");
+        assert!(answer.contains("application/json"), "{answer}");
+    }
+    assert_eq!(server.get("/runs").1["runs"], json!([]), "no run started");
+
+    let read = |headers: &str| {
+        raw(
+            &server,
+            &format!("GET /runs HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"),
+        )
+    };
+    let rebound = read("Host: evil.example\r\n");
+    assert_eq!(status_of(&rebound), 403, "{rebound}");
+    let foreign = read(&format!("Host: {host}\r\nOrigin: http://evil.example\r\n"));
+    assert_eq!(status_of(&foreign), 403, "{foreign}");
+    let own = read(&format!("Host: {host}\r\nOrigin: http://{host}\r\n"));
+    assert_eq!(status_of(&own), 200, "{own}");
+    let page = raw(
+        &server,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&page), 200);
+    let lower = page.to_ascii_lowercase();
+    for header in [
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "content-security-policy:",
+    ] {
+        assert!(lower.contains(header), "{header} in {page:.400}");
+    }
+    server.stop();
 }

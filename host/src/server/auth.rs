@@ -29,11 +29,16 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let from_query = request.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(|t| t.to_string())
-    });
+    // Only the page and its event stream take the token in the query: a
+    // query string ends up in logs and histories, a header does not.
+    let from_query = takes_query_token(&request)
+        .then(|| request.uri().query())
+        .flatten()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("token="))
+                .map(|t| t.to_string())
+        });
     let given = from_header.map(str::to_string).or(from_query);
     if given
         .as_deref()
@@ -50,6 +55,17 @@ pub async fn require_token(
         body,
     )
         .into_response()
+}
+
+/// Whether a request may carry the token as `?token=`: `GET /` (the page)
+/// and `GET /runs/{id}/events` (its live stream: `EventSource` sends no headers).
+fn takes_query_token(request: &Request) -> bool {
+    let path = request.uri().path();
+    let is_stream = path
+        .strip_prefix("/runs/")
+        .and_then(|rest| rest.strip_suffix("/events"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    request.method() == axum::http::Method::GET && (path == "/" || is_stream)
 }
 
 /// Compares without leaking where the first difference is.

@@ -6,6 +6,7 @@
 //! [`crate::durable::Host`].
 
 mod auth;
+mod guard;
 mod live;
 mod openapi;
 mod routes;

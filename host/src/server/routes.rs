@@ -43,6 +43,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             super::auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::guard::guard,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -1,0 +1,133 @@
+//! What a browser may not do to a server on this machine: start or change
+//! runs with a cross-site form or `text/plain` POST (browsers send those
+//! without asking, so every POST must be `application/json`), or read runs
+//! through a DNS name rebound to loopback (on a loopback listener only
+//! loopback `Host` and `Origin` names are served). Every answer carries the
+//! usual security headers. It may not look at a request's body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// Refuses what a hostile page could make a browser send; adds security headers.
+pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(refusal) = refusal(&request, state.config.listen) {
+        return with_security_headers(refusal);
+    }
+    with_security_headers(next.run(request).await)
+}
+
+fn refuse(status: StatusCode, message: String) -> Option<Response> {
+    Some((status, axum::Json(serde_json::json!({ "error": message }))).into_response())
+}
+
+fn refusal(request: &Request, listen: SocketAddr) -> Option<Response> {
+    let headers = request.headers();
+    if listen.ip().is_loopback() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_name(host) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this server listens on {listen} and answers only requests addressed to it \
+                     (Host: localhost or 127.0.0.1), not to '{host}'"
+                ),
+            );
+        }
+        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            let name = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .unwrap_or("");
+            if !is_loopback_name(name) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    format!("requests from pages of '{origin}' are not served"),
+                );
+            }
+        }
+    }
+    if request.method() == Method::POST {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a POST needs `Content-Type: application/json` (with a JSON body, `{}` when there is nothing to say)"
+                    .to_string(),
+            );
+        }
+    }
+    None
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_name(host_and_port: &str) -> bool {
+    let host = if let Some(rest) = host_and_port.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host_and_port
+            .rsplit_once(':')
+            .map_or(host_and_port, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn with_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn loopback_names() {
+        for name in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+        ] {
+            assert!(is_loopback_name(name), "{name}");
+        }
+        for name in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1",
+            "",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_loopback_name(name), "{name}");
+        }
+    }
+}
