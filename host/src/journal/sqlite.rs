@@ -1,6 +1,10 @@
 //! The SQLite journal (WAL mode), in the same state file as the entities:
 //! tables `runs`, `records` (one row per transition) and `manifests` (the
 //! files each run was started with).
+//!
+//! One file of ~750 lines and its tests: every `Journal` method is a few SQL
+//! statements over the same three tables, and they read best side by side
+//! (a change to the schema shows every statement it touches).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
