@@ -237,3 +237,24 @@ fn json_too_deep_or_out_of_range_is_refused_at_the_boundary() {
         input.stderr
     );
 }
+
+/// A guest that calls a method on a handle the host never handed out breaks
+/// the contract: its step fails as a permanent `trap` (no retry; it was
+/// reported as a transient `host` failure), with a message that names the
+/// misuse and carries no host backtrace.
+#[test]
+fn a_forged_handle_is_the_guest_s_fault_and_not_retried() {
+    let sandbox = Sandbox::new();
+    let report = assert_step_failed(
+        &sandbox,
+        "retries = { max = 2, interval = \"1ms\" }\nconfig = { forge-handle = true }",
+        "trap",
+    );
+    assert_eq!(report["error"]["permanent"], true, "{report:#}");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("it broke the contract: unknown handle index"),
+        "{message}"
+    );
+    assert!(!message.contains("wasm backtrace"), "{message}");
+}

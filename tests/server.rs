@@ -290,6 +290,17 @@ fn every_route_answers_with_the_right_status() {
     ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
     }
+    // The request guard's answers are documented where it can give them.
+    let start = &openapi["paths"]["/workflows/{name}/runs"]["post"]["responses"];
+    assert!(
+        start.get("415").is_some() && start.get("403").is_some(),
+        "{start:#}"
+    );
+    assert!(
+        openapi["paths"]["/runs"]["get"]["responses"]
+            .get("415")
+            .is_none()
+    );
     let (status, page) = server.get("/");
     assert_eq!(status, 200);
     assert!(

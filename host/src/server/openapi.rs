@@ -23,7 +23,7 @@ pub fn document(state: &AppState) -> Value {
     } else {
         json!([])
     };
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Wasaga",
@@ -214,5 +214,38 @@ pub fn document(state: &AppState) -> Value {
                     "next_cursor": { "type": ["string", "null"] } } }
             }
         }
-    })
+    });
+    add_guard_answers(&mut document);
+    document
+}
+
+/// What the request guard (`guard.rs`) may answer on every route: 403 for a
+/// foreign `Host` or `Origin` on a loopback listener, and on every POST 415
+/// for a body that is not `application/json`.
+fn add_guard_answers(document: &mut Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for operations in paths.values_mut() {
+        let Some(operations) = operations.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in operations.iter_mut() {
+            let Some(responses) = operation["responses"].as_object_mut() else {
+                continue;
+            };
+            responses.insert(
+                "403".into(),
+                error_response(
+                    "The request names a host or origin this loopback server does not serve.",
+                ),
+            );
+            if method == "post" {
+                responses.insert(
+                    "415".into(),
+                    error_response("The body is not `application/json`."),
+                );
+            }
+        }
+    }
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use wasmtime::{Store, Trap};
+use wasmtime::component::ResourceTableError;
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 use super::sandbox::{DeadlineExceeded, HostState, Limits, new_store};
 use super::{LoadedComponent, Runtime};
@@ -200,6 +201,24 @@ fn trap_failure(
             FailureKind::Trap,
             format!("step '{}' trapped: {trap}{last_words}", call.node),
         ),
+        // An error raised while the guest ran that is not a wasm trap: the
+        // guest broke the contract (a forged or dropped handle, a handle
+        // table past its limit). Host imports fail as step errors, never
+        // like this, so it is the guest's fault: permanent, and said
+        // without the host's backtrace.
+        None if err.downcast_ref::<WasmBacktrace>().is_some()
+            || err.downcast_ref::<ResourceTableError>().is_some() =>
+        {
+            StepFailure::new(
+                FailureKind::Trap,
+                format!(
+                    "step '{}' trapped: it broke the contract: {}{last_words}",
+                    call.node,
+                    err.root_cause()
+                ),
+            )
+            .permanent()
+        }
         None => StepFailure::new(
             FailureKind::Host,
             format!("step '{}' could not run: {err:#}{last_words}", call.node),

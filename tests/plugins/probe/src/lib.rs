@@ -30,6 +30,9 @@ struct Config {
     /// Read by `Probe::invoke` before the SDK sees the output.
     #[allow(dead_code)]
     raw_output: Option<String>,
+    /// Read by `Probe::invoke`: call a method on a handle the host never gave.
+    #[allow(dead_code)]
+    forge_handle: bool,
     compensate_fail_times: u32,
     compensate_fail_always: bool,
     compensate_sleep_ms: u64,
@@ -168,7 +171,7 @@ fn compensate(_data: Option<Value>, ctx: &StepContext) -> Result<(), StepError> 
 
 /// The probe implements the export itself (instead of `create_step!`) so that
 /// `garbage-output` and `raw-output` can hand the host text the SDK would
-/// not produce.
+/// not produce, and `forge-handle` can misuse the contract.
 struct Probe;
 
 impl Guest for Probe {
@@ -184,6 +187,14 @@ impl Guest for Probe {
         let raw_output = serde_json::from_str::<Value>(&ctx.config)
             .ok()
             .and_then(|c| c.get("raw-output")?.as_str().map(String::from));
+        if ctx.config.contains("\"forge-handle\":true") {
+            // A handle number the host never handed out: the host must trap
+            // this call, not fail or crash itself.
+            let forged = unsafe {
+                raw::bindings::wasaga::step::entities::Collection::from_handle(0x7fff_0001)
+            };
+            let _ = forged.name();
+        }
         if let Some(output) = raw_output {
             return Ok(WitResponse::Done(
                 raw::bindings::wasaga::step::types::StepOutput {
