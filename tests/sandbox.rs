@@ -258,3 +258,30 @@ fn a_forged_handle_is_the_guest_s_fault_and_not_retried() {
     );
     assert!(!message.contains("wasm backtrace"), "{message}");
 }
+
+/// What the host copies of a call's result is bounded: an output past 8 MiB
+/// fails the step (it used to be kept, journaled and reported whole), and an
+/// error message past 16 KiB is cut.
+#[test]
+fn a_huge_output_fails_and_a_huge_error_message_is_cut() {
+    let sandbox = Sandbox::new();
+    let report = assert_step_failed(&sandbox, "config = { big-kb = 9000 }", "invalid-output");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("more than the 8 MiB a call may return"),
+        "{message}"
+    );
+
+    let report = assert_step_failed(
+        &sandbox,
+        "config = { big-kb = 1024, fail-always = true, permanent = true }",
+        "unknown",
+    );
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 17 << 10, "{} bytes", message.len());
+    assert!(
+        message.ends_with("(cut: 1048576 bytes in all)"),
+        "{:.80}…",
+        &message[message.len() - 60..]
+    );
+}

@@ -249,7 +249,26 @@ fn last_words(stderr: &str) -> String {
     format!(" ({words})")
 }
 
+/// The largest output, compensation data or error compensation data a call
+/// may return (its JSON text): past it, each copy the host makes (journal,
+/// report, events) would multiply a guest's memory into the host's.
+pub const MAX_OUTPUT_BYTES: usize = 8 << 20;
+
+/// The longest error message a step may return; a longer one is cut.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 << 10;
+
 fn parse_output(text: String, what: &str) -> Result<Json, StepFailure> {
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(StepFailure::new(
+            FailureKind::InvalidOutput,
+            format!(
+                "the step returned {what} of {} bytes, more than the {} MiB a call may return",
+                text.len(),
+                MAX_OUTPUT_BYTES >> 20
+            ),
+        )
+        .permanent());
+    }
     Json::parse(text).map_err(|e| {
         StepFailure::new(
             FailureKind::InvalidOutput,
@@ -257,6 +276,22 @@ fn parse_output(text: String, what: &str) -> Result<Json, StepFailure> {
         )
         .permanent()
     })
+}
+
+/// `message`, cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary)
+/// with a note of how long it was.
+fn cut_message(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let total = message.len();
+    let cut = (0..=MAX_ERROR_MESSAGE_BYTES)
+        .rev()
+        .find(|i| message.is_char_boundary(*i))
+        .unwrap_or(0);
+    message.truncate(cut);
+    message.push_str(&format!("… (cut: {total} bytes in all)"));
+    message
 }
 
 /// A guest's `step-error` as the orchestrator's failure.
@@ -267,7 +302,7 @@ fn step_failure(err: wit::StepError) -> Result<StepFailure, StepFailure> {
         .transpose()?;
     Ok(StepFailure {
         kind: from_wit_kind(err.kind),
-        message: err.message,
+        message: cut_message(err.message),
         permanent: err.permanent,
         compensation_data,
     })

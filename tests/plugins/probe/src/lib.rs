@@ -40,6 +40,7 @@ struct Config {
     emit: Option<String>,
     log: Option<String>,
     print_kb: u64,
+    big_kb: u64,
     create: Option<Create>,
 }
 
@@ -66,10 +67,12 @@ fn error(config: &Config, default_message: String) -> StepError {
         .as_deref()
         .and_then(ErrorKind::from_name)
         .unwrap_or(ErrorKind::Unknown);
-    let mut err = StepError::new(
-        kind,
-        config.error_message.clone().unwrap_or(default_message),
-    );
+    let message = if config.big_kb > 0 {
+        "x".repeat((config.big_kb as usize) << 10)
+    } else {
+        config.error_message.clone().unwrap_or(default_message)
+    };
+    let mut err = StepError::new(kind, message);
     if config.permanent {
         err = err.permanent();
     }
@@ -137,6 +140,9 @@ fn invoke(input: Value, ctx: &StepContext) -> Result<StepResponse<Value>, StepEr
         return Ok(StepResponse::skip());
     }
     let mut output = config.output.clone().unwrap_or(Value::Null);
+    if config.big_kb > 0 {
+        output = Value::String("x".repeat((config.big_kb as usize) << 10));
+    }
     if config.echo_input {
         output = match (output, input) {
             (Value::Object(mut out), Value::Object(inp)) => {
