@@ -1,0 +1,156 @@
+//! The SQLite journal against a real database file or memory.
+
+use super::*;
+use crate::saga::{CallRecord, RunReport};
+use serde_json::json;
+
+fn new_run(id: &str, tx: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        transaction_id: tx.into(),
+        workflow: "w".into(),
+        manifest: "/m.toml".into(),
+        sources: vec![("/m.toml".into(), "[workflow]".into())],
+        extension_dirs: vec![],
+        input: Json::from_value(json!({"a": 1})),
+        metadata: Json::from_value(json!({})),
+        idempotent: true,
+    }
+}
+
+fn report(id: &str, status: RunStatus) -> RunReport {
+    RunReport {
+        run: id.into(),
+        workflow: "w".into(),
+        transaction_id: id.into(),
+        status,
+        partial: false,
+        output: Some(Json::from_value(json!(1))),
+        error: None,
+        errors: vec![],
+        trace: vec![],
+        events: vec![],
+        all_events: vec![],
+        duration_ms: 1.0,
+    }
+}
+
+#[test]
+fn a_transaction_id_starts_one_run() {
+    let journal = SqliteJournal::in_memory().unwrap();
+    let me = Owner::current();
+    let lease = Duration::from_secs(30);
+    assert!(matches!(
+        journal.begin(&new_run("r1", "t1"), &me, lease).unwrap(),
+        Begin::Started
+    ));
+    let Begin::Existing(existing) = journal.begin(&new_run("r2", "t1"), &me, lease).unwrap() else {
+        panic!("the second start finds the first")
+    };
+    assert_eq!(existing.id, "r1");
+    assert_eq!(existing.status, RunStatus::Running);
+    assert_eq!(
+        journal.sources(&existing.manifest_hash).unwrap()[0].1,
+        "[workflow]"
+    );
+}
+
+#[test]
+fn records_come_back_as_a_history() {
+    let journal = SqliteJournal::in_memory().unwrap();
+    journal
+        .begin(
+            &new_run("r1", "t1"),
+            &Owner::current(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    let started = RecordKind::Started {
+        node: "a".into(),
+        step: "a".into(),
+        action: Action::Invoke,
+        attempt: 1,
+        input: None,
+    };
+    journal.append("r1", &[(1, started)]).unwrap();
+    let done = CallRecord::Done {
+        output: Json::from_value(json!("out")),
+        compensation: None,
+    };
+    let finished = RecordKind::Finished {
+        node: "a".into(),
+        action: Action::Invoke,
+        attempt: 1,
+        record: done.clone(),
+    };
+    journal.append("r1", &[(2, finished)]).unwrap();
+    let history = journal.history("r1").unwrap();
+    let call = history.call("a", Action::Invoke).unwrap();
+    assert_eq!(call.attempts, 1);
+    assert_eq!(call.settled, Some((2, done)));
+    assert_eq!(history.last_seq, 2);
+}
+
+#[test]
+fn finishing_releases_the_lease_and_pruning_removes_old_runs() {
+    let journal = SqliteJournal::in_memory().unwrap();
+    let me = Owner::current();
+    journal
+        .begin(&new_run("r1", "t1"), &me, Duration::from_secs(30))
+        .unwrap();
+    journal
+        .finish("r1", &report("r1", RunStatus::Done))
+        .unwrap();
+    let run = journal.run("r1").unwrap();
+    assert_eq!(run.status, RunStatus::Done);
+    assert!(run.lease_owner.is_none());
+    assert!(
+        !journal.claim("r1", &me, Duration::from_secs(1)).unwrap(),
+        "a finished run is not claimed"
+    );
+    assert_eq!(journal.prune(now_ms() + 1, None).unwrap(), 1);
+    assert!(matches!(
+        journal.run("r1"),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+#[test]
+fn a_live_owner_keeps_its_run_and_a_dead_one_loses_it() {
+    let journal = SqliteJournal::in_memory().unwrap();
+    let me = Owner::current();
+    journal
+        .begin(&new_run("r1", "t1"), &me, Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        journal.claim("r1", &me, Duration::from_secs(30)).unwrap(),
+        "the owner renews"
+    );
+    // A dead process on this machine holds r2: it can be taken at once.
+    journal
+        .begin(&new_run("r2", "t2"), &me, Duration::from_secs(30))
+        .unwrap();
+    let ghost = format!(
+        "{}:{}:1",
+        me.id().rsplitn(3, ':').nth(2).unwrap(),
+        u32::MAX - 3
+    );
+    journal
+        .conn()
+        .execute(
+            "UPDATE runs SET lease_owner = ?1 WHERE id = 'r2'",
+            params![ghost],
+        )
+        .unwrap();
+    assert!(journal.claim("r2", &me, Duration::from_secs(30)).unwrap());
+    assert_eq!(
+        journal
+            .list(&RunFilter {
+                status: Some(RunStatus::Running),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        2
+    );
+}
