@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::is_valid_name;
+use super::name_problem;
 
 /// One capability's grant to one step, as parsed from the manifest.
 pub trait Grant: Any + fmt::Debug + Send + Sync {
@@ -165,12 +165,13 @@ impl GrantProblems {
 
     /// Checks that `name` follows the manifest's naming rule, as for steps.
     pub fn check_name(&mut self, span: Range<usize>, name: &str, what: &str) -> bool {
-        let valid = is_valid_name(name);
-        if !valid {
-            self.error(span, format!("'{name}' is not a valid name for {what}"))
-                .help("use letters, digits, '-' and '_', starting with a letter");
+        match name_problem(name, what) {
+            Some((message, help)) => {
+                self.error(span, message).help(help);
+                false
+            }
+            None => true,
         }
-        valid
     }
 }
 

@@ -229,6 +229,17 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     true
 }
 
+/// What is wrong with `text` as a name for `what`, and the fix; `None` when
+/// it follows the naming rule ([`is_valid_name`]).
+pub fn name_problem(text: &str, what: &str) -> Option<(String, &'static str)> {
+    (!is_valid_name(text)).then(|| {
+        (
+            format!("'{text}' is not a valid name for {what}"),
+            "use letters, digits, '-' and '_', starting with a letter",
+        )
+    })
+}
+
 /// The naming rule of steps, collections and other names a manifest declares:
 /// letters, digits, `-` and `_`, starting with a letter.
 pub fn is_valid_name(text: &str) -> bool {

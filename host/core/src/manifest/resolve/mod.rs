@@ -30,7 +30,7 @@ use super::units::{parse_duration, parse_size};
 use crate::app::{
     App, BuildSpec, ComponentSpec, ConfigValues, GrantEntry, GrantPlace, GrantProblems, Grants,
     Limits, QuerySpec, Source, StepKind, SubscriberKind, SubscriberSpec, display_path,
-    is_valid_name,
+    name_problem,
 };
 use crate::expr::Expr;
 use crate::json::Json;

@@ -6,17 +6,14 @@ use super::*;
 
 impl Resolver<'_> {
     pub(super) fn check_name(&mut self, file: &File, name: &Spanned<String>, what: &str) -> bool {
-        let text = name.get_ref();
-        let valid = is_valid_name(text);
-        if !valid {
-            self.error(
-                file,
-                name.span(),
-                format!("'{text}' is not a valid name for {what}"),
-            );
-            self.add_help("use letters, digits, '-' and '_', starting with a letter");
+        match name_problem(name.get_ref(), what) {
+            Some((message, help)) => {
+                self.error(file, name.span(), message);
+                self.add_help(help);
+                false
+            }
+            None => true,
         }
-        valid
     }
 
     pub(super) fn config_table(
