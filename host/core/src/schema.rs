@@ -17,9 +17,13 @@ impl Schema {
     /// Compiles the schema in `text` (read from `path`).
     pub fn compile(path: &Path, text: &str) -> Result<Schema, String> {
         let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-        let validator = jsonschema::validator_for(&value)
-            .map_err(|e| format!("{} is not a valid JSON Schema: {e}", path.display()))?;
+            .map_err(|e| format!("{} is not JSON: {e}", crate::app::display_path(path)))?;
+        let validator = jsonschema::validator_for(&value).map_err(|e| {
+            format!(
+                "{} is not a valid JSON Schema: {e}",
+                crate::app::display_path(path)
+            )
+        })?;
         Ok(Schema {
             path: path.to_path_buf(),
             validator,
