@@ -172,6 +172,7 @@ fn bench(c: &mut Criterion) {
             config: Json::null(),
             deadline: None,
             events: Default::default(),
+            outbound: Default::default(),
         };
         rt.block_on(step.invoke(&input, &call))
             .expect("the step succeeds");

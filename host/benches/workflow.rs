@@ -290,6 +290,7 @@ fn step_call(config: &Json) -> StepCall {
         config: config.clone(),
         deadline: None,
         events: Default::default(),
+        outbound: Default::default(),
     }
 }
 

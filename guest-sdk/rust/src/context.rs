@@ -4,8 +4,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::__private::bindings::wasaga::step::container::{self, Capability};
+use crate::__private::bindings::wasaga::step::secrets;
 use crate::__private::bindings::wasaga::step::types as wit;
-use crate::{Entities, Events, Settings, StepError};
+use crate::{Entities, Events, Http, Settings, StepError};
 
 /// Who is calling and why, and the door to the step's granted capabilities.
 #[derive(Debug, Clone)]
@@ -78,6 +79,22 @@ impl StepContext {
             Capability::Config(settings) => Ok(Settings::new(settings)),
             _ => Err(wrong_kind("config", "the config reader")),
         }
+    }
+}
+
+impl StepContext {
+    /// Outbound HTTP (`grants = { http = ["https://api.example.com"] }`).
+    /// Every request carries `Idempotency-Key: <idempotency_key>:<n>` (n
+    /// counts this call's requests) unless the step sets one.
+    pub fn http(&self) -> Http {
+        Http
+    }
+
+    /// A placeholder for the secret `name` (`grants = { secrets = ["name"] }`):
+    /// put it where the value belongs in a request (a header, the query, the
+    /// body); the host swaps the value in on requests to the secret's hosts.
+    pub fn secret(&self, name: &str) -> Result<String, StepError> {
+        secrets::placeholder(name).map_err(StepError::from_wit)
     }
 }
 

@@ -44,6 +44,11 @@
 //! [`StepContext::events`] and [`StepContext::settings`] return handles only when
 //! the manifest grants them to the step; otherwise a `not-allowed` [`StepError`]
 //! that shows the manifest line to add. [`log`] needs no grant.
+//!
+//! Outbound HTTP: [`StepContext::http`] sends requests through the standard
+//! `wasi:http` interface to the hosts the step's `http` grant allows;
+//! [`StepContext::secret`] gives a placeholder the host swaps for a secret's
+//! value on requests to that secret's hosts (the step never sees the value).
 
 // The generated bindings name this crate by its path so that the export
 // macro also works from the step author's crate.
@@ -53,6 +58,7 @@ mod context;
 mod entities;
 mod error;
 mod events;
+pub mod http;
 pub mod log;
 mod response;
 mod settings;
@@ -64,6 +70,7 @@ pub use context::StepContext;
 pub use entities::{Entities, Query};
 pub use error::{ErrorKind, StepError};
 pub use events::Events;
+pub use http::{Http, Request, Response};
 pub use response::StepResponse;
 pub use settings::Settings;
 

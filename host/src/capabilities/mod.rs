@@ -18,8 +18,10 @@ pub mod container;
 pub mod entities;
 mod error;
 pub mod events;
+pub mod http;
 pub mod log;
 pub mod registry;
+pub mod secrets;
 #[cfg(test)]
 mod testing;
 
@@ -33,6 +35,8 @@ use crate::saga::RunEvents;
 
 pub use entities::EntityStore;
 pub use error::{CapabilityError, from_wit_kind};
+pub use http::{OutboundCall, OutboundClient};
+pub use secrets::{SecretSource, SecretValues};
 
 /// The services of one workflow: shared by all its steps.
 #[derive(Clone)]
@@ -41,6 +45,10 @@ pub struct Services {
     pub entities: Arc<EntityStore>,
     /// The `[config]` table.
     pub config: Arc<ConfigValues>,
+    /// The values of the secrets the manifest declares.
+    pub secrets: Arc<SecretValues>,
+    /// The pooled outbound HTTP client (one per host process).
+    pub http: Arc<OutboundClient>,
 }
 
 /// What one call may reach: the services, the step's grants, and who it is.
@@ -64,6 +72,8 @@ pub struct CallCapabilities {
     pub emitted: AtomicU32,
     /// How many bytes of log this attempt has written so far.
     pub logged: AtomicUsize,
+    /// This attempt's outbound HTTP: secrets' placeholders, requests made.
+    pub outbound: Arc<OutboundCall>,
 }
 
 /// The capabilities of one call with the store's resource table: what the

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
-use super::{ViewOf, config, container, entities, error, events, log};
+use super::{ViewOf, config, container, entities, error, events, http, log, secrets};
 use crate::app::GrantRegistry;
 use crate::manifest::LoadOptions;
 
@@ -17,6 +17,8 @@ pub fn grants() -> GrantRegistry {
         Arc::new(entities::EntitiesGrantParser),
         Arc::new(events::EventsGrantParser),
         Arc::new(config::ConfigGrantParser),
+        Arc::new(http::HttpGrantParser),
+        Arc::new(secrets::SecretsGrantParser),
     ])
 }
 
@@ -25,13 +27,19 @@ pub fn load_options() -> LoadOptions {
     LoadOptions::new(grants())
 }
 
-/// Links every capability's imports, each over the call's view.
-pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: ViewOf<T>) -> wasmtime::Result<()> {
+/// Links every capability's imports, each over the call's view (`wasi:http`
+/// over the store's own HTTP view, as wasmtime-wasi-http links it).
+pub fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
+    linker: &mut Linker<T>,
+    view: ViewOf<T>,
+) -> wasmtime::Result<()> {
     error::add_to_linker(linker, view)?;
     log::add_to_linker(linker, view)?;
     container::add_to_linker(linker, view)?;
     entities::add_to_linker(linker, view)?;
     events::add_to_linker(linker, view)?;
     config::add_to_linker(linker, view)?;
+    secrets::add_to_linker(linker, view)?;
+    http::add_to_linker(linker)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::json::Json;
 /// A manifest whose step `a` has `grants = { GRANTS }` on line 7.
 fn manifest(grants: &str) -> String {
     format!(
-        "[workflow]\nname = \"w\"\n[config]\ngreeting = \"hello\"\n[steps.a]\ncomponent = \"a.wasm\"\ngrants = {{ {grants} }}\n[[flow]]\nrun = \"a\"\n"
+        "[workflow]\nname = \"w\"\n[config]\ngreeting = \"hello\"\n[steps.a]\ncomponent = \"a.wasm\"\ngrants = {{ {grants} }}\n[[flow]]\nrun = \"a\"\n[secrets.pay-key]\nhosts = [\"https://api.pay.example\"]\n"
     )
 }
 
@@ -53,6 +53,8 @@ pub fn call_with(grants: Grants) -> CallCapabilities {
         services: Services {
             entities: Arc::new(EntityStore::in_memory().unwrap()),
             config: Arc::new(ConfigValues::new(config)),
+            secrets: Arc::new(secret_values()),
+            http: Arc::new(super::OutboundClient::new(Default::default())),
         },
         grants: Arc::new(grants),
         node: "a".into(),
@@ -62,5 +64,22 @@ pub fn call_with(grants: Grants) -> CallCapabilities {
         created: AtomicU32::new(0),
         emitted: AtomicU32::new(0),
         logged: Default::default(),
+        outbound: Arc::new(super::OutboundCall::new(
+            "w:run-1:a:invoke".into(),
+            None,
+            Arc::default(),
+        )),
     }
+}
+
+/// `pay-key` with the value `sk_test_value`, as a secrets file gives it.
+fn secret_values() -> super::SecretValues {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets.toml");
+    std::fs::write(&path, "pay-key = \"sk_test_value\"\n").unwrap();
+    let app = load("").unwrap();
+    super::SecretSource::file(&path)
+        .unwrap()
+        .resolve(&app.secrets)
+        .unwrap()
 }

@@ -60,6 +60,14 @@ pub struct RuntimeArgs {
     /// Compile components on every start instead of caching them.
     #[arg(long)]
     no_cache: bool,
+    /// A PEM file of CA certificates that steps' HTTPS requests trust besides
+    /// the system's (for a private CA).
+    #[arg(long, value_name = "FILE", env = "WASAGA_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// A TOML file of secret values (`name = "value"`); a
+    /// WASAGA_SECRET_<NAME> variable wins over it.
+    #[arg(long, value_name = "FILE", env = "WASAGA_SECRETS")]
+    secrets: Option<PathBuf>,
 }
 
 /// A failure of the command itself (not of a workflow): exit code 2.
@@ -132,8 +140,28 @@ impl RuntimeArgs {
                 .clone()
                 .or_else(crate::wasm::ComponentCache::default_dir)
         };
-        crate::wasm::Runtime::new(Default::default(), crate::wasm::ComponentCache::new(dir))
-            .map_err(|e| UsageError(format!("error: cannot start the WebAssembly engine: {e:#}")))
+        let secrets = match &self.secrets {
+            Some(path) => crate::capabilities::SecretSource::file(path)
+                .map_err(|e| UsageError(format!("error: {e}")))?,
+            None => crate::capabilities::SecretSource::environment(),
+        };
+        let options = crate::capabilities::http::ClientOptions {
+            ca_file: self.ca_file.clone(),
+        };
+        let outside = crate::wasm::Outside::new(options, secrets);
+        if self.ca_file.is_some() {
+            // A bad CA file is a usage error now, not a failed request later.
+            outside
+                .http
+                .check()
+                .map_err(|e| UsageError(format!("error: {e}")))?;
+        }
+        crate::wasm::Runtime::with_outside(
+            Default::default(),
+            crate::wasm::ComponentCache::new(dir),
+            outside,
+        )
+        .map_err(|e| UsageError(format!("error: cannot start the WebAssembly engine: {e:#}")))
     }
 }
 

@@ -424,6 +424,14 @@ fn record_event(seq: u64, kind: &RecordKind) -> SseEvent {
         RecordKind::Compensating(error) => {
             json!({"seq": seq, "kind": "compensating", "error": error})
         }
+        RecordKind::Requests {
+            node,
+            action,
+            attempt,
+            requests,
+        } => {
+            json!({"seq": seq, "kind": "requests", "node": node, "action": action, "attempt": attempt, "requests": requests})
+        }
     };
     SseEvent::default()
         .event("record")

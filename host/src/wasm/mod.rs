@@ -27,6 +27,8 @@ pub use step::WasmStep;
 pub use subscriber::SubscriberComponent;
 
 use crate::capabilities::bindings::StepPre;
+use crate::capabilities::http::ClientOptions;
+use crate::capabilities::{OutboundClient, SecretSource};
 
 /// A component failed to load.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,9 @@ pub enum LoadError {
         /// What wasmtime said.
         message: String,
     },
+    /// A secret the manifest declares has no value on this host.
+    #[error("{0}")]
+    Secrets(String),
     /// The component does not fit the `step` world (wrong exports or imports).
     #[error(
         "{path} does not implement the wasaga:step/step world: {message}\n  (build it against wit/step.wit, e.g. with the wasaga-sdk crate)"
@@ -81,12 +86,48 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: ComponentCache,
     loaded: Mutex<HashMap<PathBuf, Arc<LoadedComponent>>>,
+    outside: Outside,
     _epoch: engine::EpochTicker,
+}
+
+/// What the host gives steps from outside itself: the pooled HTTP client
+/// and where secret values come from.
+#[derive(Debug, Clone)]
+pub struct Outside {
+    /// The outbound HTTP client all calls share.
+    pub http: Arc<OutboundClient>,
+    /// Where secrets' values are read.
+    pub secrets: SecretSource,
+}
+
+impl Default for Outside {
+    fn default() -> Outside {
+        Outside::new(ClientOptions::default(), SecretSource::environment())
+    }
+}
+
+impl Outside {
+    /// A client with `options`, secrets from `secrets`.
+    pub fn new(options: ClientOptions, secrets: SecretSource) -> Outside {
+        Outside {
+            http: Arc::new(OutboundClient::new(options)),
+            secrets,
+        }
+    }
 }
 
 impl Runtime {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(options: EngineOptions, cache: ComponentCache) -> wasmtime::Result<Arc<Runtime>> {
+        Runtime::with_outside(options, cache, Outside::default())
+    }
+
+    /// [`Runtime::new`] with this HTTP client and secret source.
+    pub fn with_outside(
+        options: EngineOptions,
+        cache: ComponentCache,
+        outside: Outside,
+    ) -> wasmtime::Result<Arc<Runtime>> {
         let engine = engine::build(&options)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -97,8 +138,19 @@ impl Runtime {
             linker,
             cache,
             loaded: Mutex::default(),
+            outside,
             _epoch: epoch,
         }))
+    }
+
+    /// The outbound HTTP client.
+    pub fn http(&self) -> &Arc<OutboundClient> {
+        &self.outside.http
+    }
+
+    /// Where secrets' values come from.
+    pub fn secrets(&self) -> &SecretSource {
+        &self.outside.secrets
     }
 
     /// The engine.

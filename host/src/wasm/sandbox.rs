@@ -1,14 +1,17 @@
 //! The per-call sandbox: the store's data (WASI context without ambient
-//! authority, resource table, memory limiter, the call's capabilities).
+//! authority, resource table, memory limiter, the call's capabilities and
+//! its outbound HTTP hook).
 
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::stdio::Captured;
 pub use crate::app::Limits;
+use crate::capabilities::http::OutboundHooks;
 use crate::capabilities::{CallCapabilities, CapabilityView};
 
 /// How much of a guest's stdout/stderr is kept per call.
@@ -20,6 +23,8 @@ pub struct HostState {
     table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
     call: CallCapabilities,
+    http: WasiHttpCtx,
+    http_hooks: OutboundHooks,
     pub(super) stdout: Captured,
     pub(super) stderr: Captured,
 }
@@ -37,6 +42,13 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // Outbound HTTP goes through the grant-checking hook only.
+        let http_hooks = OutboundHooks {
+            call: call.outbound.clone(),
+            grants: call.grants.clone(),
+            client: call.services.http.clone(),
+            node: call.node.clone(),
+        };
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -46,6 +58,8 @@ impl HostState {
                 exceeded: None,
             },
             call,
+            http: WasiHttpCtx::new(),
+            http_hooks,
             stdout,
             stderr,
         }
@@ -65,6 +79,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

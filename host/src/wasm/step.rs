@@ -10,7 +10,7 @@ use super::sandbox::{DeadlineExceeded, HostState, Limits, new_store};
 use super::{LoadedComponent, Runtime};
 use crate::app::Grants;
 use crate::capabilities::bindings::{self as wit, StepResponse};
-use crate::capabilities::{CallCapabilities, Services, from_wit_kind};
+use crate::capabilities::{CallCapabilities, OutboundCall, Services, from_wit_kind};
 use crate::json::Json;
 use crate::saga::{FailureKind, Invoked, Step, StepCall, StepFailure};
 
@@ -52,6 +52,11 @@ impl WasmStep {
             created: Default::default(),
             emitted: Default::default(),
             logged: Default::default(),
+            outbound: Arc::new(OutboundCall::new(
+                call.idempotency_key(),
+                call.deadline,
+                call.outbound.clone(),
+            )),
         };
         new_store(
             self.runtime.engine(),

@@ -43,6 +43,8 @@ impl SubscriberComponent {
             services: Services {
                 entities: Arc::new(EntityStore::in_memory().expect("an in-memory store opens")),
                 config: Arc::new(ConfigValues::default()),
+                secrets: Arc::default(),
+                http: runtime.http().clone(),
             },
         })
     }
@@ -66,6 +68,11 @@ impl SubscriberComponent {
             created: Default::default(),
             emitted: Default::default(),
             logged: Default::default(),
+            outbound: Arc::new(crate::capabilities::OutboundCall::new(
+                format!("{workflow}:{run_id}:{name}:event"),
+                None,
+                Arc::default(),
+            )),
         };
         let mut store = new_store(
             self.runtime.engine(),

@@ -37,6 +37,13 @@ pub fn load(
     entities: Arc<EntityStore>,
 ) -> Result<LoadedWorkflow, LoadError> {
     let mut steps: Vec<Arc<dyn Step>> = Vec::with_capacity(manifest.components.len());
+    // Every declared secret has its value before any step runs.
+    let secrets = Arc::new(
+        runtime
+            .secrets()
+            .resolve(&manifest.secrets)
+            .map_err(LoadError::Secrets)?,
+    );
     for spec in &manifest.components {
         let step: Arc<dyn Step> = match &spec.kind {
             StepKind::Component { path, .. } => {
@@ -44,6 +51,8 @@ pub fn load(
                 let services = Services {
                     entities: entities.clone(),
                     config: spec.config.clone(),
+                    secrets: secrets.clone(),
+                    http: runtime.http().clone(),
                 };
                 Arc::new(WasmStep::new(
                     runtime.clone(),

@@ -76,6 +76,8 @@ pub struct GrantEntry<'a> {
     offset: usize,
     /// The keys of the manifest's `[config]` table.
     config_keys: &'a [&'a str],
+    /// The secrets the manifest declares.
+    secrets: &'a [&'a str],
 }
 
 /// What a value is parsed inside of, so that spans inside it map back.
@@ -89,7 +91,18 @@ impl<'a> GrantEntry<'a> {
             text,
             offset,
             config_keys,
+            secrets: &[],
         }
+    }
+
+    /// The same entry in a manifest that declares these secrets.
+    pub fn with_secrets(self, secrets: &'a [&'a str]) -> GrantEntry<'a> {
+        GrantEntry { secrets, ..self }
+    }
+
+    /// The secrets the manifest declares (`[secrets.NAME]`).
+    pub fn secrets(&self) -> &[&str] {
+        self.secrets
     }
 
     /// The value as `T` (with `toml::Spanned` inside it where locations
@@ -121,6 +134,11 @@ impl<'a> GrantEntry<'a> {
 
     fn locate_value(&self, span: Range<usize>) -> Range<usize> {
         self.offset + span.start..self.offset + span.end
+    }
+
+    /// The value's TOML text as written.
+    pub fn text(&self) -> &str {
+        self.text
     }
 
     /// Where the whole value is written.
@@ -248,8 +266,11 @@ impl Grants {
 }
 
 /// A TOML list of names, as grants write them: `["a", "b"]`.
-pub fn toml_list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
-    let items: Vec<String> = names.into_iter().map(|s| format!("{s:?}")).collect();
+pub fn toml_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    let items: Vec<String> = names
+        .into_iter()
+        .map(|s| format!("{:?}", s.as_ref()))
+        .collect();
     format!("[{}]", items.join(", "))
 }
 

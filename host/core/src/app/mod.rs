@@ -11,6 +11,7 @@
 //! nothing it holds points back at the loader.
 
 pub mod grants;
+pub mod hosts;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,27 @@ pub struct App {
     /// Every file read (manifests, extensions, schemas) with its text, the
     /// top manifest first: what a run pins.
     pub sources: Vec<(PathBuf, String)>,
+    /// The secrets the manifests declare, by name (where each may go; the
+    /// host supplies the values).
+    pub secrets: IndexMap<String, SecretSpec>,
+}
+
+/// The environment variable a secret's value is read from:
+/// `WASAGA_SECRET_` and the name in capitals, `-` as `_`.
+pub fn secret_env_var(secret: &str) -> String {
+    format!(
+        "WASAGA_SECRET_{}",
+        secret.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// A secret as declared: `[secrets.NAME] hosts = [...]`.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    /// The only destinations its value is sent to.
+    pub hosts: Vec<hosts::HostPattern>,
+    /// `file:line` of its declaration, for messages.
+    pub declared_at: String,
 }
 
 impl App {

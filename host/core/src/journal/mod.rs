@@ -21,7 +21,9 @@ pub use recorder::{CrashPoint, JournalRecorder};
 pub use report::report_from_journal;
 
 use crate::json::Json;
-use crate::saga::{Action, CallRecord, Event, History, RunError, RunReport, RunStatus};
+use crate::saga::{
+    Action, CallRecord, Event, History, OutboundRequest, RunError, RunReport, RunStatus,
+};
 
 /// A journal failure.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +161,18 @@ pub enum RecordKind {
         /// The outcome.
         record: CallRecord,
     },
+    /// The outbound requests of a call attempt (written just before its
+    /// `Finished`, only when it made some).
+    Requests {
+        /// The call.
+        node: String,
+        /// Invoke or compensate.
+        action: Action,
+        /// From 1.
+        attempt: u32,
+        /// The requests, in order.
+        requests: Vec<OutboundRequest>,
+    },
     /// An event was emitted.
     Event(Event),
     /// The forward pass failed; compensation started.
@@ -245,7 +259,7 @@ pub trait Journal: Send + Sync {
                     record: outcome,
                 } => history.finished(record.seq, &node, action, attempt, outcome),
                 RecordKind::Event(event) => history.events.push(event),
-                RecordKind::Compensating(_) => {}
+                RecordKind::Compensating(_) | RecordKind::Requests { .. } => {}
             }
         }
         Ok(history)

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{Journal, Observer, RecordKind};
 use crate::saga::{
-    Action, CallRecord, CallStart, Event, RecordError, Recorder, RunError, RunStatus,
+    Action, CallRecord, CallStart, Event, OutboundRequest, RecordError, Recorder, RunError,
+    RunStatus,
 };
 
 /// Records one run's transitions in a journal.
@@ -125,6 +126,22 @@ impl Recorder for JournalRecorder {
         self.add(finished, pausing).map(|(seq, _)| seq)
     }
 
+    fn call_requests(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        requests: &[OutboundRequest],
+    ) -> Result<(), RecordError> {
+        let kind = RecordKind::Requests {
+            node: node.to_string(),
+            action,
+            attempt,
+            requests: requests.to_vec(),
+        };
+        self.add(kind, false).map(|_| ())
+    }
+
     fn event(&self, event: &Event) -> Result<(), RecordError> {
         // Lifecycle events follow from the records; only emitted ones are kept.
         if event.lifecycle {
@@ -195,6 +212,12 @@ impl CrashPoint {
                 attempt,
                 ..
             } => ("finished", Some(node), Some(*action), Some(*attempt)),
+            RecordKind::Requests {
+                node,
+                action,
+                attempt,
+                ..
+            } => ("requests", Some(node), Some(*action), Some(*attempt)),
             RecordKind::Event(_) => ("event", None, None, None),
             RecordKind::Compensating(_) => ("compensating", None, None, None),
         };

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{Journal, JournalError, RecordKind};
 use crate::json::Json;
-use crate::saga::{Action, CallRecord, Outcome, RunReport, TraceEntry};
+use crate::saga::{Action, CallRecord, OutboundRequest, Outcome, RunReport, TraceEntry};
 
 /// Rebuilds a run's report from its record and transitions.
 pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport, JournalError> {
@@ -15,6 +15,7 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
     // (node, action, attempt) → (started at, step, input)
     type Start = (i64, String, Option<Json>);
     let mut starts: HashMap<(String, Action, u32), Start> = HashMap::new();
+    let mut requests: HashMap<(String, Action, u32), Vec<OutboundRequest>> = HashMap::new();
     for entry in journal.records(run)? {
         match entry.kind {
             RecordKind::Started {
@@ -32,6 +33,7 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                 attempt,
                 record: outcome,
             } => {
+                let node_key = node.clone();
                 let (started, step, input) = starts
                     .remove(&(node.clone(), action, attempt))
                     .unwrap_or((entry.at, node.clone(), None));
@@ -52,7 +54,18 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                     error,
                     started_ms: ((started - record.created_at * 1000) as f64 / 1000.0).max(0.0),
                     duration_ms: (entry.at - started) as f64 / 1000.0,
+                    requests: requests
+                        .remove(&(node_key, action, attempt))
+                        .unwrap_or_default(),
                 });
+            }
+            RecordKind::Requests {
+                node,
+                action,
+                attempt,
+                requests: made,
+            } => {
+                requests.insert((node, action, attempt), made);
             }
             RecordKind::Event(event) => events.push(event),
             RecordKind::Compensating(_) => {}

@@ -23,6 +23,21 @@ pub struct Manifest {
     pub hooks: IndexMap<Spanned<String>, Vec<Spanned<Handler>>>,
     #[serde(default)]
     pub subscribers: Vec<Spanned<Subscriber>>,
+    /// Secrets by name: `[secrets.NAME] hosts = [...]` (never a value).
+    #[serde(default)]
+    pub secrets: IndexMap<Spanned<String>, Spanned<SecretSection>>,
+}
+
+/// `[secrets.NAME]`: where a secret may be sent. Its value comes from the
+/// host (environment or secrets file), never from the manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecretSection {
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    pub description: Option<String>,
+    /// Read only to refuse it with the reason.
+    pub value: Option<Spanned<toml::Value>>,
 }
 
 /// An extension manifest: hook handlers (and their config) for a workflow it

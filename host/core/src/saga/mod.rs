@@ -22,5 +22,6 @@ pub use record::{CallRecord, CallStart, History, NoRecorder, RecordError, Record
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
 pub use run::{DEFAULT_CALL_TIMEOUT, Durability, RunRequest, Saga};
 pub use step::{
-    Action, Event, FailureKind, FnStep, Invoked, RunEvents, Step, StepCall, StepFailure,
+    Action, Event, FailureKind, FnStep, Invoked, OutboundLog, OutboundRequest, RunEvents, Step,
+    StepCall, StepFailure,
 };

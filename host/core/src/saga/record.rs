@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::report::RunError;
-use super::step::{Action, Event, StepFailure};
+use super::step::{Action, Event, OutboundRequest, StepFailure};
 use crate::json::Json;
 
 /// The outcome of one call attempt, as recorded.
@@ -104,6 +104,18 @@ pub trait Recorder: Send + Sync {
         attempt: u32,
         record: &CallRecord,
     ) -> Result<u64, RecordError>;
+    /// The outbound requests of a call attempt, just before it is
+    /// [`Recorder::call_finished`] (only when it made some).
+    fn call_requests(
+        &self,
+        node: &str,
+        action: Action,
+        attempt: u32,
+        requests: &[OutboundRequest],
+    ) -> Result<(), RecordError> {
+        let _ = (node, action, attempt, requests);
+        Ok(())
+    }
     /// An event was emitted.
     fn event(&self, event: &Event) -> Result<(), RecordError>;
     /// The forward pass failed; compensation starts.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::step::{Action, Event, FailureKind, StepFailure};
+use super::step::{Action, Event, FailureKind, OutboundRequest, StepFailure};
 use crate::json::Json;
 
 /// How a run ended.
@@ -85,6 +85,9 @@ pub struct TraceEntry {
     pub started_ms: f64,
     /// How long it took.
     pub duration_ms: f64,
+    /// The outbound HTTP requests it made, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<OutboundRequest>,
 }
 
 /// The outcome of one attempt.

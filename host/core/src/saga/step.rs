@@ -105,6 +105,8 @@ pub struct StepCall {
     pub deadline: Option<Instant>,
     /// Where `events.emit` goes.
     pub events: Arc<RunEvents>,
+    /// Where the step notes the outbound requests it makes (for the trace).
+    pub outbound: Arc<OutboundLog>,
 }
 
 impl StepCall {
@@ -118,6 +120,52 @@ impl StepCall {
             self.node,
             self.action.as_str()
         )
+    }
+}
+
+/// One outbound HTTP request of a call attempt, as its trace entry lists it.
+/// The URL has no query string and no secret value (it is the URL the guest
+/// wrote, before the host put secrets in).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct OutboundRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// `scheme://host[:port]/path`.
+    pub url: String,
+    /// The response's status, when one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the request failed or was denied (with the grant that would
+    /// allow it, for a denial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// From sending to the response's headers (or the failure).
+    pub duration_ms: f64,
+}
+
+/// The outbound requests of one call attempt, noted by the step as it makes
+/// them and read by the orchestrator when the attempt ends.
+#[derive(Debug, Default)]
+pub struct OutboundLog(Mutex<Vec<OutboundRequest>>);
+
+impl OutboundLog {
+    /// Notes a request; returns its place, to [`OutboundLog::update`] it later.
+    pub fn push(&self, request: OutboundRequest) -> usize {
+        let mut requests = self.0.lock().expect("outbound log");
+        requests.push(request);
+        requests.len() - 1
+    }
+
+    /// Changes the request at `index` (its body failed after the headers came).
+    pub fn update(&self, index: usize, change: impl FnOnce(&mut OutboundRequest)) {
+        if let Some(request) = self.0.lock().expect("outbound log").get_mut(index) {
+            change(request);
+        }
+    }
+
+    /// Every request noted so far, leaving none.
+    pub fn take(&self) -> Vec<OutboundRequest> {
+        std::mem::take(&mut *self.0.lock().expect("outbound log"))
     }
 }
 

@@ -365,6 +365,18 @@ fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalError> {
                 Some(*attempt),
                 json_text(record)?,
             ),
+            RecordKind::Requests {
+                node,
+                action,
+                attempt,
+                requests,
+            } => (
+                "requests",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(*attempt),
+                json_text(requests)?,
+            ),
             RecordKind::Event(event) => ("event", None, None, None, json_text(event)?),
             RecordKind::Compensating(error) => {
                 ("compensating", None, None, None, json_text(error)?)
@@ -600,6 +612,12 @@ impl Journal for SqliteJournal {
                         action,
                         attempt,
                         record: from_text(&body)?,
+                    },
+                    "requests" => RecordKind::Requests {
+                        node,
+                        action,
+                        attempt,
+                        requests: from_text(&body)?,
                     },
                     "event" => RecordKind::Event(from_text(&body)?),
                     "compensating" => RecordKind::Compensating(from_text(&body)?),

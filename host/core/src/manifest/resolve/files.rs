@@ -54,12 +54,14 @@ impl Resolver<'_> {
             skip_targets: Vec::new(),
             extension_hooks: Vec::new(),
             workflow: authored.workflow.get_ref().name.get_ref().clone(),
+            secrets: Vec::new(),
         };
         let section = authored.workflow.get_ref();
         let name = section.name.clone();
         self.check_name(&file, &name, "a workflow name");
         let options = self.workflow_options(&file, section);
         let config = Arc::new(self.config_table(&file, &authored.config));
+        self.secrets_table(&mut file, &authored.secrets);
         for (step_name, step) in &authored.steps {
             self.check_name(&file, step_name, "a step");
             let index = self.declare_step(

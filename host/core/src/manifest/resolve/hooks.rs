@@ -113,6 +113,8 @@ impl Resolver<'_> {
             skip_targets: Vec::new(),
             extension_hooks: Vec::new(),
             workflow: file.workflow.clone(),
+            // Its handlers may be granted the workflow's secrets.
+            secrets: file.secrets.clone(),
         };
         let config = Arc::new(self.config_table(&ext, &authored.config));
         self.hook_handlers(&mut ext, &authored.hooks, &config, &authored.config);

@@ -12,6 +12,7 @@ mod files;
 mod flow;
 mod hooks;
 mod scope;
+mod secrets;
 mod steps;
 
 use std::collections::HashSet;
@@ -69,6 +70,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {
         stack: Vec::new(),
         sources: Vec::new(),
         subscribers: Vec::new(),
+        secrets: IndexMap::new(),
     };
     let resolved = resolver.file(path, "", None);
     if !resolver.errors.is_empty() {
@@ -91,6 +93,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {
         idempotent: top.options.idempotent,
         retention: top.options.retention,
         sources: resolver.sources,
+        secrets: resolver.secrets,
     })
 }
 
@@ -104,6 +107,8 @@ struct Resolver<'a> {
     stack: Vec<PathBuf>,
     sources: Vec<(PathBuf, String)>,
     subscribers: Vec<SubscriberSpec>,
+    /// Every file's `[secrets]`, by name.
+    secrets: IndexMap<String, crate::app::SecretSpec>,
 }
 
 /// One manifest file being resolved.
@@ -130,6 +135,8 @@ struct File {
     extension_hooks: Vec<(Source, Vec<Named>)>,
     /// The workflow's name.
     workflow: String,
+    /// The secrets this file declares (what its steps may be granted).
+    secrets: Vec<String>,
 }
 
 /// A name and where it is written.

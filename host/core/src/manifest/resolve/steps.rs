@@ -198,7 +198,9 @@ impl Resolver<'_> {
                 continue;
             };
             let span = value.span();
-            let entry = GrantEntry::new(&file.source.text[span.clone()], span.start, &config_keys);
+            let secrets: Vec<&str> = file.secrets.iter().map(String::as_str).collect();
+            let entry = GrantEntry::new(&file.source.text[span.clone()], span.start, &config_keys)
+                .with_secrets(&secrets);
             let mut problems = GrantProblems::default();
             let grant = parser.parse(&entry, &mut problems);
             for problem in problems.items {

@@ -81,6 +81,14 @@ impl Run {
                     .await
                     .map(|()| CallRecord::Compensated)
             };
+            let requests = context.outbound.take();
+            if !requests.is_empty()
+                && let Err(e) =
+                    self.recorder
+                        .call_requests(target.node, target.action, attempt, &requests)
+            {
+                tracing::error!("{e}");
+            }
             let last = match &result {
                 Ok(_) => true,
                 Err(e) => e.permanent || attempt > policy.retries.max,
@@ -100,6 +108,7 @@ impl Run {
                 target.input.cloned(),
                 error,
                 started,
+                requests,
             );
             let seq =
                 match self
@@ -149,6 +158,7 @@ impl Run {
             config: policy.config.clone(),
             deadline: Some(deadline),
             events: self.events.clone(),
+            outbound: Default::default(),
         }
     }
 
@@ -163,6 +173,7 @@ impl Run {
         input: Option<Json>,
         error: Option<StepFailure>,
         started: Instant,
+        requests: Vec<OutboundRequest>,
     ) {
         let name = &self.saga.workflow.steps[step].name;
         let entry = TraceEntry {
@@ -175,6 +186,7 @@ impl Run {
             error,
             started_ms: ms(started.duration_since(self.started)),
             duration_ms: ms(started.elapsed()),
+            requests,
         };
         tracing::info!(step = %node, action = action.as_str(), attempt, outcome = ?entry.outcome, ms = entry.duration_ms, "call");
         self.trace.lock().expect("trace lock").push(entry);

@@ -24,7 +24,9 @@ use serde_json::json;
 use super::plan::{Call, Entry, OnFailure, StepPolicy, Workflow};
 use super::record::{CallRecord, CallStart, History, NoRecorder, RecordError, Recorder};
 use super::report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
-use super::step::{Action, Event, FailureKind, Invoked, RunEvents, Step, StepCall, StepFailure};
+use super::step::{
+    Action, Event, FailureKind, Invoked, OutboundRequest, RunEvents, Step, StepCall, StepFailure,
+};
 use crate::expr::{EvalError, Expr, Scope};
 use crate::json::Json;
 
