@@ -4,131 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
-use common::{Sandbox, component, repo};
+use common::provider::{KEY, Provider, cart, checkout, run_with_key, state_bytes};
+use common::{Sandbox, component};
 use serde_json::{Value, json};
-
-const KEY: &str = "sk_test_5ecret_value";
-
-/// The fake payment provider of `example-plugins/payments`, on a free port.
-struct Provider {
-    child: Child,
-    port: u16,
-}
-
-impl Provider {
-    fn start(sandbox: &Sandbox, name: &str) -> Provider {
-        let mut child = Command::new("python3")
-            .arg(repo().join("example-plugins/payments/provider.py"))
-            .args(["--port", "0", "--key", KEY, "--ledger"])
-            .arg(sandbox.path(&format!("{name}-ledger.json")))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs the fake provider");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the provider said {line:?}"));
-        Provider { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn ledger(&self) -> Value {
-        ureq::get(&format!("{}/v1/ledger", self.url()))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap()
-    }
-
-    fn control(&self, settings: Value) {
-        ureq::post(&format!("{}/_control", self.url()))
-            .send_json(settings)
-            .unwrap();
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The checkout example's manifest, pointed at `provider`, with `changes`
-/// applied (pairs of text to replace).
-fn checkout(sandbox: &Sandbox, provider: &Provider, changes: &[(&str, &str)]) -> PathBuf {
-    let dir = repo().join("example-plugins/payments");
-    let mut text = std::fs::read_to_string(dir.join("checkout.toml"))
-        .unwrap()
-        .replace("127.0.0.1:8099", &format!("127.0.0.1:{}", provider.port))
-        .replace(
-            "../../target/wasm32-wasip2/release/",
-            &format!("{}/", common::wasm_dir().display()),
-        )
-        .replace("build = ", "# build = ");
-    for (from, to) in changes {
-        assert!(text.contains(from), "the manifest has {from:?}");
-        text = text.replace(from, to);
-    }
-    for step in [
-        "reserve-stock",
-        "charge-payment",
-        "create-order",
-        "notify-customer",
-    ] {
-        component(step);
-    }
-    let path = sandbox.path("checkout.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn cart(card: &str) -> String {
-    json!({"cart": "cart_1", "email": "ada@example.com", "amount": 4200, "currency": "eur",
-           "card": card, "items": [{"sku": "mug", "quantity": 2}]})
-    .to_string()
-}
-
-fn run_with_key(sandbox: &Sandbox, manifest: &std::path::Path, input: &str) -> common::Finished {
-    let output = sandbox
-        .command()
-        .env("WASAGA_SECRET_PAY_KEY", KEY)
-        .args(["run", manifest.to_str().unwrap(), "--input", input])
-        .output()
-        .unwrap();
-    common::Finished {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// Every byte of the state file (and its WAL) as text, to look for a secret.
-fn state_bytes(sandbox: &Sandbox) -> String {
-    let mut all = Vec::new();
-    for name in ["state.db", "state.db-wal"] {
-        if let Ok(bytes) = std::fs::read(sandbox.path(name)) {
-            all.extend(bytes);
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
 
 fn requests_of<'a>(report: &'a Value, step: &str, action: &str) -> Vec<&'a Value> {
     report["trace"]
@@ -427,9 +310,12 @@ fn a_secret_is_swapped_in_only_on_its_hosts() {
         json!({"method": "POST", "url": format!("{url}/v1/charges"), "json": {"amount": 1, "card": "tok_visa"},
                "secret": {"name": "pay-key", "in": place}})
     };
+    let echo = json!({"method": "POST", "url": format!("{}/echo", home.url()),
+                      "secret": {"name": "pay-key", "in": "header"}});
     let input = json!({"requests": [
         charge(&home.url(), "header"),
         charge(&elsewhere.url(), "header"),
+        echo,
     ]});
     let run = run_with_key(&sandbox, &manifest, &input.to_string());
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -446,8 +332,17 @@ fn a_secret_is_swapped_in_only_on_its_hosts() {
             .starts_with("Bearer wasaga-secret-pay-key-"),
         "{seen}"
     );
+    // A server that echoes the key back: the step's output is scrubbed.
+    assert!(
+        out[2]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer [secret pay-key]"),
+        "{out:#}"
+    );
     assert!(!state_bytes(&sandbox).contains(KEY));
     assert!(!run.stderr.contains(KEY));
+    assert!(!run.stdout.contains(KEY));
 }
 
 #[test]

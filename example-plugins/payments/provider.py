@@ -12,6 +12,7 @@ Routes:
                     card "tok_declined" -> 402 {error}
   POST /v1/refunds  {charge}                             -> 200 {id, status}
   POST /webhook     anything                             -> 204 (or the set failure)
+  POST /echo        anything                             -> 200 {authorization} (a leaky server)
   GET  /v1/ledger                                        -> the ledger
   POST /_control    {"slow_ms": N, "webhook_status": S, "big_kb": K}  (tests and tours)
 Every answer carries X-Seen-Idempotency-Key with the key it was given.
@@ -107,6 +108,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_control":
             self.server.control.update(body)
             return self.answer(200, self.server.control)
+        if path == "/echo":
+            # Echoes the Authorization header, as a careless error page might.
+            return self.answer(200, {"authorization": auth}, key)
         if path == "/webhook":
             with LOCK:
                 ledger.data["webhooks"].append(body)

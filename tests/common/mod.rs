@@ -2,6 +2,8 @@
 //! real `host` binary, read its JSON report and the SQLite state file.
 #![allow(dead_code)]
 
+pub mod provider;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -32,12 +32,26 @@ from typing import Any, Callable, Optional
 from componentize_py_types import Err
 from wit_world.imports import container as _container
 from wit_world.imports import log as _log
-from wit_world.imports import types as _types
+try:
+    # Built for the world `step-http`, componentize-py names an interface by
+    # its package when two share a name (wasaga:step/types, wasi:http/types).
+    from wit_world.imports import wasaga_step_types as _types
+except ImportError:
+    from wit_world.imports import types as _types
+from wit_world.imports import secrets as _secrets
+# Imported here, not where used: componentize-py keeps only the modules a
+# step imports while it is built. Absent for the world `step`.
+try:
+    from wit_world.imports import outgoing_handler as _outgoing
+    from wit_world.imports import streams as _streams
+    from wit_world.imports import wasi_http_types as _http
+except ImportError:
+    _outgoing = None
 
 __all__ = [
     "create_step", "StepResponse", "StepContext", "StepError", "InvalidData", "InvalidArgument", "NotFound",
     "NotAllowed", "Unauthorized", "Forbidden", "Conflict", "Duplicate", "UnexpectedState", "DatabaseError",
-    "UnknownError", "Entities", "Events", "Settings", "log",
+    "UnknownError", "Entities", "Events", "Settings", "Http", "Response", "log",
 ]
 
 _UNSET = object()
@@ -212,6 +226,158 @@ class Settings:
         return default if value is None else json.loads(value)
 
 
+class Response:
+    """An HTTP response: ``status``, ``headers`` (names in lowercase), ``body`` (bytes)."""
+
+    def __init__(self, status: int, headers: dict, body: bytes):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as error:
+            raise InvalidData(f"the response ({self.status}) is not the JSON expected: {error}") from None
+
+
+class Http:
+    """Outbound HTTP through the standard ``wasi:http/outgoing-handler``, to
+    the hosts the step's ``http`` grant allows. Each request carries
+    ``Idempotency-Key: <idempotency_key>:<n>`` unless the step sets one."""
+
+    def get(self, url: str, **options) -> Response:
+        return self.request("GET", url, **options)
+
+    def post(self, url: str, **options) -> Response:
+        return self.request("POST", url, **options)
+
+    def put(self, url: str, **options) -> Response:
+        return self.request("PUT", url, **options)
+
+    def patch(self, url: str, **options) -> Response:
+        return self.request("PATCH", url, **options)
+
+    def delete(self, url: str, **options) -> Response:
+        return self.request("DELETE", url, **options)
+
+    def request(self, method: str, url: str, *, headers: Optional[dict] = None, json: Any = _UNSET,
+                body: Optional[bytes] = None, timeout: Optional[float] = None) -> Response:
+        """Sends a request and reads the whole response. ``json`` sets a JSON
+        body; ``timeout`` (seconds) bounds the wait for the response to start."""
+        if _outgoing is None:
+            raise InvalidArgument("this step was built without wasi:http: build it for the world step-http "
+                                  "(componentize-py -d wit -w step-http ...)", permanent=True)
+
+        scheme, authority, path = _split_url(url)
+        shown = f"{method} {scheme}://{authority}{path.split('?')[0]}"
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        if json is not _UNSET:
+            body = _json.dumps(json).encode()
+            headers.setdefault("content-type", "application/json")
+        if body is not None:
+            headers["content-length"] = str(len(body))
+        fields = _http.Fields.from_list([(k, str(v).encode()) for k, v in headers.items()])
+        request = _http.OutgoingRequest(fields)
+        methods = {"GET": _http.Method_Get(), "POST": _http.Method_Post(), "PUT": _http.Method_Put(),
+                   "PATCH": _http.Method_Patch(), "DELETE": _http.Method_Delete()}
+        request.set_method(methods.get(method.upper(), _http.Method_Other(method)))
+        request.set_scheme(_http.Scheme_Https() if scheme == "https" else _http.Scheme_Http())
+        request.set_authority(authority)
+        request.set_path_with_query(path)
+        options = None
+        if timeout is not None:
+            options = _http.RequestOptions()
+            options.set_first_byte_timeout(int(timeout * 1e9))
+        outgoing = request.body()
+        try:
+            pending = _outgoing.handle(request, options)
+        except Err as err:
+            raise _http_error(shown, err.value) from None
+        stream = outgoing.write()
+        data = body or b""
+        for start in range(0, len(data), 4096):
+            stream.blocking_write_and_flush(data[start:start + 4096])
+        stream.__exit__(None, None, None)
+        _http.OutgoingBody.finish(outgoing, None)
+        pending.subscribe().block()
+        result = pending.get()
+        if result is None or isinstance(result, Err):
+            raise UnknownError(f"{shown}: no response")
+        inner = result.value
+        if isinstance(inner, Err):
+            raise _http_error(shown, inner.value)
+        response = inner.value
+        status = response.status()
+        response_headers = {}
+        for name, value in response.headers().entries():
+            response_headers.setdefault(name.lower(), value.decode("utf-8", "replace"))
+        incoming = response.consume()
+        stream = incoming.stream()
+        chunks = []
+        while True:
+            try:
+                chunks.append(stream.blocking_read(65536))
+            except Err as err:
+                if isinstance(err.value, _streams.StreamError_Closed):
+                    break
+                io_error = err.value.value
+                code = _http.http_error_code(io_error)
+                if code is not None:
+                    raise _http_error(shown, code) from None
+                text = io_error.to_debug_string()
+                if "body size exceeds limit" in text:
+                    raise InvalidData(f"{shown}: the response is too large ({text}; the step's http grant "
+                                      "sets max-response)", permanent=True) from None
+                raise UnknownError(f"{shown}: reading the body failed: {text}") from None
+        stream.__exit__(None, None, None)
+        _http.IncomingBody.finish(incoming)
+        return Response(status, response_headers, b"".join(chunks))
+
+
+_json = json
+
+
+def _split_url(url: str):
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise InvalidArgument(f"'{url}' is not a URL a step can request: use http:// or https://", permanent=True)
+    rest = rest.split("#")[0]
+    cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0] or [len(rest)])
+    authority, path = rest[:cut], rest[cut:] or "/"
+    if not authority:
+        raise InvalidArgument(f"'{url}' has no host", permanent=True)
+    if path.startswith("?"):
+        path = "/" + path
+    return scheme, authority, path
+
+
+def _http_error(shown: str, code) -> StepError:
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    if name == "HttpRequestDenied":
+        return NotAllowed(f"{shown} was denied: the step is not granted that host (the step's log and the run's "
+                          "trace show the grant to add)", permanent=True)
+    if name == "DestinationIpProhibited":
+        return NotAllowed(f"{shown} was denied: it goes to a private address its grant does not name", permanent=True)
+    if name == "HttpResponseBodySize":
+        return InvalidData(f"{shown}: the response is too large", permanent=True)
+    if "Timeout" in name:
+        return UnknownError(f"{shown} timed out")
+    if name.startswith("Tls"):
+        return UnknownError(f"{shown}: TLS failed ({name})")
+    if name == "InternalError":
+        return UnknownError(f"{shown} failed: {getattr(code, 'value', '')}", permanent=True)
+    return UnknownError(f"{shown}: the connection failed ({name})")
+
+
 class StepContext:
     """Who is calling and why, and the door to the step's granted capabilities."""
 
@@ -242,6 +408,15 @@ class StepContext:
     def settings(self) -> Settings:
         """The ``[config]`` keys granted to the step (``grants = { config = ["key"] }``)."""
         return Settings(self._resolve("config", _container.Capability_Config, "the config reader"))
+
+    def http(self) -> Http:
+        """Outbound HTTP (``grants = { http = ["https://api.example.com"] }``)."""
+        return Http()
+
+    def secret(self, name: str) -> str:
+        """A placeholder for the secret ``name`` (``grants = { secrets = ["name"] }``): put it where the
+        value belongs in a request; the host swaps the value in on requests to the secret's hosts."""
+        return _call(_secrets.placeholder, name)
 
 
 class log:

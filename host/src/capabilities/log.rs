@@ -54,6 +54,7 @@ impl Host for CapabilityView<'_> {
         let Some(message) = admit(self.call, &message) else {
             return Ok(());
         };
+        let message = self.call.scrub(&message);
         let (step, run) = (&*self.call.node, &*self.call.run_id);
         match level {
             Level::Trace => tracing::trace!(target: "step", step, run, "{message}"),

@@ -76,6 +76,18 @@ pub struct CallCapabilities {
     pub outbound: Arc<OutboundCall>,
 }
 
+impl CallCapabilities {
+    /// `text` without the values of the secrets granted to this step (see
+    /// [`SecretValues::scrub`]); borrowed, at no cost, when none is granted.
+    pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let granted = self.grants.get::<secrets::SecretsGrant>(secrets::KEY);
+        if granted.is_none() {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        self.services.secrets.scrub(granted, text)
+    }
+}
+
 /// The capabilities of one call with the store's resource table: what the
 /// WIT import implementations work on.
 pub struct CapabilityView<'a> {

@@ -6,6 +6,7 @@
 //! which the HTTP capability swaps for the values on requests to the
 //! secret's hosts. It may not send anything itself.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -217,6 +218,25 @@ impl SecretValues {
     }
 }
 
+impl SecretValues {
+    /// `text` with the value of each of `granted` replaced by
+    /// `[secret NAME]`: a guest never holds a value, but a server may echo
+    /// one back (an error page quoting the request), and what a guest logs
+    /// or returns goes to the log and the journal.
+    pub fn scrub<'a>(&self, granted: Option<&SecretsGrant>, text: &'a str) -> Cow<'a, str> {
+        let mut text = Cow::Borrowed(text);
+        for name in granted.into_iter().flat_map(|g| g.names.iter()) {
+            if let Some(secret) = self.values.get(name)
+                && !secret.value.is_empty()
+                && text.contains(&*secret.value)
+            {
+                text = Cow::Owned(text.replace(&*secret.value, &format!("[secret {name}]")));
+            }
+        }
+        text
+    }
+}
+
 /// The placeholders one call has been handed, and the secret each stands for.
 #[derive(Debug, Default)]
 pub struct Placeholders {
@@ -299,6 +319,20 @@ mod tests {
             table: &mut table,
         };
         assert_ne!(view.placeholder("pay-key".into()).unwrap(), a);
+    }
+
+    #[test]
+    fn a_granted_secret_echoed_back_is_scrubbed_from_what_the_step_says() {
+        let call = call_with(grants_of("secrets = [\"pay-key\"]"));
+        assert_eq!(
+            call.scrub("the server said: Bearer sk_test_value"),
+            "the server said: Bearer [secret pay-key]"
+        );
+        let ungranted = call_with(grants_of("config = [\"greeting\"]"));
+        assert!(matches!(
+            ungranted.scrub("sk_test_value"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -195,7 +195,11 @@ pub fn document(state: &AppState) -> Value {
                     "attempt": { "type": "integer", "minimum": 1 },
                     "outcome": { "type": "string", "enum": ["ok", "error", "skipped"] },
                     "input": {}, "error": { "oneOf": [ { "$ref": "#/components/schemas/StepError" }, { "type": "null" } ] },
-                    "started_ms": { "type": "number" }, "duration_ms": { "type": "number" } } },
+                    "started_ms": { "type": "number" }, "duration_ms": { "type": "number" },
+                    "requests": { "type": "array", "items": { "$ref": "#/components/schemas/OutboundRequest" } } } },
+                "OutboundRequest": { "type": "object", "required": ["method", "url", "duration_ms"], "properties": {
+                    "method": { "type": "string" }, "url": { "type": "string", "description": "scheme://host[:port]/path, without the query string" },
+                    "status": { "type": "integer" }, "error": { "type": "string" }, "duration_ms": { "type": "number" } } },
                 "RunReport": { "type": "object", "required": ["run", "workflow", "transaction_id", "status", "output", "error", "trace"], "properties": {
                     "run": { "type": "string" }, "workflow": { "type": "string" }, "transaction_id": { "type": "string" },
                     "status": { "$ref": "#/components/schemas/RunStatus" }, "partial": { "type": "boolean" },

@@ -65,6 +65,14 @@ impl HostState {
         }
     }
 
+    /// `text` without the values of the step's granted secrets.
+    pub fn scrub(&self, text: String) -> String {
+        match self.call.scrub(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(scrubbed) => scrubbed,
+        }
+    }
+
     /// The view the WIT imports are implemented on.
     pub fn capabilities(&mut self) -> CapabilityView<'_> {
         CapabilityView {

@@ -94,20 +94,21 @@ impl WasmStep {
         }
         .await;
         let result = finish(&mut store, call, result)?;
+        let state = store.data();
         match result {
             Ok(StepResponse::Skip) => Ok(Invoked::Skip),
             Ok(StepResponse::Done(done)) => {
-                let output = parse_output(done.output, "output")?;
+                let output = parse_output(state.scrub(done.output), "output")?;
                 let compensation = done
                     .compensation_data
-                    .map(|c| parse_output(c, "compensation data"))
+                    .map(|c| parse_output(state.scrub(c), "compensation data"))
                     .transpose()?;
                 Ok(Invoked::Done {
                     output,
                     compensation,
                 })
             }
-            Err(err) => Err(step_failure(err)?),
+            Err(err) => Err(step_failure(scrubbed(state, err))?),
         }
     }
 
@@ -127,7 +128,7 @@ impl WasmStep {
         .await;
         match finish(&mut store, call, result)? {
             Ok(()) => Ok(()),
-            Err(err) => Err(step_failure(err)?),
+            Err(err) => Err(step_failure(scrubbed(store.data(), err))?),
         }
     }
 }
@@ -157,8 +158,10 @@ fn finish<T>(
     result: wasmtime::Result<T>,
 ) -> Result<T, StepFailure> {
     let state = store.data();
-    let stdout = state.stdout.text();
-    let stderr = state.stderr.text();
+    let (stdout, dropped_out) = state.stdout.text();
+    let (stderr, dropped_err) = state.stderr.text();
+    let stdout = (state.scrub(stdout), dropped_out);
+    let stderr = (state.scrub(stderr), dropped_err);
     for (stream, (text, dropped)) in [("stdout", &stdout), ("stderr", &stderr)] {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "step", step = &*call.node, stream, "{line}");
@@ -297,6 +300,13 @@ fn cut_message(mut message: String) -> String {
     message.truncate(cut);
     message.push_str(&format!("… (cut: {total} bytes in all)"));
     message
+}
+
+/// A guest's error without the values of its granted secrets.
+fn scrubbed(state: &HostState, mut err: wit::StepError) -> wit::StepError {
+    err.message = state.scrub(err.message);
+    err.compensation_data = err.compensation_data.map(|c| state.scrub(c));
+    err
 }
 
 /// A guest's `step-error` as the orchestrator's failure.
