@@ -101,6 +101,11 @@ fn bench(c: &mut Criterion) {
             "requests": [{"url": format!("{url}/ok"), "secret": {"name": "key", "in": "header"}}]
         })))
     };
+    let plain = || {
+        RunRequest::new(Json::from_value(json!({
+            "requests": [{"url": format!("{url}/ok")}]
+        })))
+    };
     let none = || RunRequest::new(Json::from_value(json!({"requests": []})));
     // Correctness first: the step got the answer, and the trace noted it.
     let report = rt.block_on(saga.run(one()));
@@ -126,6 +131,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("native_request", |b| b.to_async(&rt).iter(native_request));
     group.bench_function("step_one_request", |b| {
         b.to_async(&rt).iter(|| saga.run(one()))
+    });
+    group.bench_function("step_one_request_no_secret", |b| {
+        b.to_async(&rt).iter(|| saga.run(plain()))
     });
     group.bench_function("step_no_request", |b| {
         b.to_async(&rt).iter(|| saga.run(none()))

@@ -296,17 +296,19 @@ class Http:
         if timeout is not None:
             options = _http.RequestOptions()
             options.set_first_byte_timeout(int(timeout * 1e9))
-        outgoing = request.body()
+        # No body at all unless there is one: an opened body without a length
+        # would go out chunked, and the request would wait for its end.
+        outgoing = request.body() if body is not None else None
         try:
             pending = _outgoing.handle(request, options)
         except Err as err:
             raise _http_error(shown, err.value) from None
-        stream = outgoing.write()
-        data = body or b""
-        for start in range(0, len(data), 4096):
-            stream.blocking_write_and_flush(data[start:start + 4096])
-        stream.__exit__(None, None, None)
-        _http.OutgoingBody.finish(outgoing, None)
+        if outgoing is not None:
+            stream = outgoing.write()
+            for start in range(0, len(body), 4096):
+                stream.blocking_write_and_flush(body[start:start + 4096])
+            stream.__exit__(None, None, None)
+            _http.OutgoingBody.finish(outgoing, None)
         pending.subscribe().block()
         result = pending.get()
         if result is None or isinstance(result, Err):

@@ -184,17 +184,24 @@ impl Request {
             let _ = options.set_first_byte_timeout(Some(nanos));
             options
         });
-        let outgoing = request.body().map_err(|_| invalid("body"))?;
+        // No body at all unless there is one: an opened body without a
+        // length would go out chunked, and the request would wait for its end.
+        let outgoing = match &self.body {
+            Some(_) => Some(request.body().map_err(|_| invalid("body"))?),
+            None => None,
+        };
         let pending = outgoing_handler::handle(request, options).map_err(fail)?;
-        {
-            let stream = outgoing.write().map_err(|_| invalid("body"))?;
-            for chunk in self.body.as_deref().unwrap_or_default().chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(|e| {
-                    StepError::unknown(format!("{shown}: sending the body failed: {e:?}"))
-                })?;
+        if let Some(outgoing) = outgoing {
+            {
+                let stream = outgoing.write().map_err(|_| invalid("body"))?;
+                for chunk in self.body.as_deref().unwrap_or_default().chunks(4096) {
+                    stream.blocking_write_and_flush(chunk).map_err(|e| {
+                        StepError::unknown(format!("{shown}: sending the body failed: {e:?}"))
+                    })?;
+                }
             }
+            OutgoingBody::finish(outgoing, None).map_err(fail)?;
         }
-        OutgoingBody::finish(outgoing, None).map_err(fail)?;
         pending.subscribe().block();
         let response = pending
             .get()
