@@ -33,6 +33,19 @@ fn the_checkout_charges_once_and_the_key_is_never_stored() {
     let report = run.report();
     assert_eq!(report["status"], "done", "{report:#}");
     assert_eq!(report["output"]["charge"], "ch_1");
+    assert_eq!(
+        run.calls(),
+        [
+            "invoke reserve-stock",
+            "invoke charge-payment",
+            "invoke create-order",
+            "invoke notify-customer"
+        ]
+    );
+    assert_eq!(report["trace"][2]["step"], "create-order");
+    let orders = sandbox.rows("order");
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].1["charge"], "ch_1");
     let ledger = provider.ledger();
     assert_eq!(
         ledger["charges"].as_object().unwrap().len(),
@@ -484,4 +497,25 @@ fn https_to_a_private_ca_works_with_ca_file_and_fails_without() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.report()["output"][0]["body"], "{\"secure\":true}");
+}
+
+/// Every `wasi:http` fields resource lives in the host's memory: a guest
+/// that hoards handles fails its step (it used to be allowed a million).
+#[test]
+fn a_guest_hoarding_handles_fails_its_step() {
+    let sandbox = Sandbox::new();
+    let manifest = probe_manifest(&sandbox, "", "");
+    let run = sandbox.run(
+        &manifest,
+        &json!({"requests": [], "hold_fields": 20000}).to_string(),
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.report();
+    assert_eq!(report["error"]["kind"], "trap", "{report:#}");
+    assert_eq!(report["error"]["permanent"], true, "{report:#}");
+    let run = sandbox.run(
+        &manifest,
+        &json!({"requests": [], "hold_fields": 5000}).to_string(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
 }

@@ -442,16 +442,15 @@ fn host_new_creates_projects_that_build_and_run_in_each_language() {
     assert!(bad.stderr.contains("is not a step name"), "{}", bad.stderr);
 }
 
-/// The checkout's charge step in Python (`example-plugins/payments/python`),
-/// swapped in for the Rust one: it charges through `wasi:http` with the
-/// secret the host swaps in, and refunds when a later step fails, as the
-/// Rust step does (`tests/http.rs`). JavaScript steps cannot make requests
-/// yet (see the README).
+/// The checkout's charge step in Python and in JavaScript
+/// (`example-plugins/payments/{python,js}`), each swapped in for the Rust
+/// one: it charges through `wasi:http` with the secret the host swaps in,
+/// and refunds when a later step fails, as the Rust step does
+/// (`tests/http.rs`).
 #[test]
-fn the_python_charge_step_charges_and_refunds_like_the_rust_one() {
+fn the_python_and_javascript_charge_steps_charge_and_refund_like_the_rust_one() {
     use common::provider::{KEY, Provider, cart, checkout, run_with_key, state_bytes};
     require_toolchains();
-    let sandbox = Sandbox::new();
     let payments = repo().join("example-plugins/payments");
     let python = target().join("python/charge_payment.wasm");
     run(Command::new("componentize-py")
@@ -470,35 +469,53 @@ fn the_python_charge_step_charges_and_refunds_like_the_rust_one() {
             "-o",
         ])
         .arg(&python));
-    let provider = Provider::start(&sandbox, "pay");
-    let rust = common::wasm_dir().join("charge_payment.wasm");
-    let manifest = checkout(
-        &sandbox,
-        &provider,
-        &[(&rust.display().to_string(), &python.display().to_string())],
-    );
-    let run = run_with_key(&sandbox, &manifest, &cart("tok_visa"));
-    assert_eq!(run.code, 0, "{}", run.stdout);
-    assert_eq!(run.report()["output"]["charge"], "ch_1");
-    let ledger = provider.ledger();
-    let key = ledger["charges"]["ch_1"]["idempotency_key"]
-        .as_str()
-        .unwrap();
-    assert!(key.ends_with(":charge-payment:invoke:1"), "{key}");
-    provider.control(serde_json::json!({"webhook_status": 500}));
-    let run = run_with_key(&sandbox, &manifest, &cart("tok_visa"));
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.report()["status"], "reverted");
-    let ledger = provider.ledger();
-    assert_eq!(ledger["charges"]["ch_2"]["refunded"], true, "{ledger:#}");
-    let run = run_with_key(&sandbox, &manifest, &cart("tok_declined"));
-    let report = run.report();
-    assert!(
-        report["error"]["message"]
+    let js = target().join("js/charge_payment.wasm");
+    run(Command::new("node")
+        .arg(repo().join("guest-sdk/js/build.mjs"))
+        .args(["--engine", "spidermonkey"])
+        .arg(payments.join("js/charge-payment.js"))
+        .arg(&js));
+    for (language, component) in [("python", &python), ("js", &js)] {
+        let sandbox = Sandbox::new();
+        let provider = Provider::start(&sandbox, "pay");
+        let rust = common::wasm_dir().join("charge_payment.wasm");
+        let manifest = checkout(
+            &sandbox,
+            &provider,
+            &[(
+                &rust.display().to_string(),
+                &component.display().to_string(),
+            )],
+        );
+        let run = run_with_key(&sandbox, &manifest, &cart("tok_visa"));
+        assert_eq!(run.code, 0, "{language}: {}", run.stdout);
+        assert_eq!(run.report()["output"]["charge"], "ch_1");
+        let ledger = provider.ledger();
+        let key = ledger["charges"]["ch_1"]["idempotency_key"]
             .as_str()
-            .unwrap()
-            .contains("declined"),
-        "{report:#}"
-    );
-    assert!(!state_bytes(&sandbox).contains(KEY));
+            .unwrap();
+        assert!(
+            key.ends_with(":charge-payment:invoke:1"),
+            "{language}: {key}"
+        );
+        provider.control(serde_json::json!({"webhook_status": 500}));
+        let run = run_with_key(&sandbox, &manifest, &cart("tok_visa"));
+        assert_eq!(run.code, 1, "{language}: {}", run.stdout);
+        assert_eq!(run.report()["status"], "reverted");
+        let ledger = provider.ledger();
+        assert_eq!(
+            ledger["charges"]["ch_2"]["refunded"], true,
+            "{language}: {ledger:#}"
+        );
+        let run = run_with_key(&sandbox, &manifest, &cart("tok_declined"));
+        let report = run.report();
+        assert!(
+            report["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("declined"),
+            "{language}: {report:#}"
+        );
+        assert!(!state_bytes(&sandbox).contains(KEY), "{language}");
+    }
 }

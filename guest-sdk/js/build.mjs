@@ -31,7 +31,13 @@ const bundle = await rolldown({
   input: resolve(entry),
   external: [/^wasaga:/, /^wasi:/],
   platform: "neutral",
-  resolve: { alias: { wasaga: join(here, "wasaga.js") } },
+  resolve: {
+    alias: {
+      wasaga: join(here, "wasaga.js"),
+      // Outbound HTTP links only on SpiderMonkey (see http-unavailable.js).
+      "wasaga-http": join(here, engine === "spidermonkey" ? "http.js" : "http-unavailable.js"),
+    },
+  },
   logLevel: "warn",
 });
 const { output } = await bundle.generate({ format: "esm" });
@@ -45,8 +51,10 @@ if (engine === "quickjs") {
   const { componentize } = await import("@bytecodealliance/componentize-js");
   ({ component } = await componentize(source, {
     witPath: wit,
-    worldName: "step",
-    // No fetch, no HTTP: a step reaches the world only through its capabilities.
+    // `step` with wasi:http/outgoing-handler, which the SDK's http.js uses.
+    worldName: "step-http",
+    // No fetch: the engine's own HTTP would bypass nothing (the host checks
+    // every request), but steps use the SDK's synchronous client.
     disableFeatures: ["http", "fetch-event"],
   }));
 }

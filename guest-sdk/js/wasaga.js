@@ -19,6 +19,11 @@
 
 import { resolve } from "wasaga:step/container@0.1.0";
 import { log as hostLog } from "wasaga:step/log@0.1.0";
+import { placeholder } from "wasaga:step/secrets@0.1.0";
+// http.js (SpiderMonkey) or http-unavailable.js (QuickJS), chosen by build.mjs.
+import { Http, Response } from "wasaga-http";
+
+export { Http, Response };
 
 const UNSET = Symbol("unset");
 
@@ -148,6 +153,10 @@ export class StepContext {
   events() { return new Events(this.#resolve("events", "events", "the event emitter")); }
   /** The [config] keys granted to the step (grants = { config = ["key"] }). */
   settings() { return new Settings(this.#resolve("config", "config", "the config reader")); }
+  /** Outbound HTTP (grants = { http = ["https://api.example.com"] }); needs --engine spidermonkey. */
+  http() { return new Http(); }
+  /** A placeholder for the secret `name` (grants = { secrets = ["name"] }): the host swaps the value in on requests to its hosts. */
+  secret(name) { return call(() => placeholder(name)); }
 }
 
 /** Log lines to the host's log, tagged with the step (no grant needed). */

@@ -17,6 +17,12 @@ use crate::capabilities::{CallCapabilities, CapabilityView};
 /// How much of a guest's stdout/stderr is kept per call.
 const STDIO_CAPACITY: usize = 64 * 1024;
 
+/// The most resource handles (capability handles, WASI streams, HTTP fields
+/// and bodies…) a call may hold at once. Each lives in host memory, so
+/// wasmtime's default of a million would let one guest take gigabytes of
+/// the host's memory with `wasi:http` fields alone; a step uses tens.
+pub const MAX_HANDLES: usize = 10_000;
+
 /// The data of one call's `Store`.
 pub struct HostState {
     wasi: WasiCtx,
@@ -49,9 +55,11 @@ impl HostState {
             client: call.services.http.clone(),
             node: call.node.clone(),
         };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
         HostState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes,
                 used: 0,

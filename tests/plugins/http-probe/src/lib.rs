@@ -3,7 +3,8 @@
 //! `{"requests": [...]}`, each `{"method", "url", "headers", "json", "text",
 //! "timeout_ms", "secret": {"name", "in": "header"|"query"|"body"}}`; with
 //! `"fail_after": true` the step fails (retryably) after its requests.
-//! Compensation makes the requests of `input.compensate`, if any.
+//! Compensation makes the requests of `input.compensate`, if any. With
+//! `"hold_fields": N` it first holds N `wasi:http` fields at once.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,6 +42,9 @@ enum Input {
         requests: Vec<Call>,
         #[serde(default)]
         fail_after: bool,
+        /// Holds this many `wasi:http` fields at once (each in host memory).
+        #[serde(default)]
+        hold_fields: u32,
         compensate: Option<Vec<Call>>,
     },
     One(Call),
@@ -97,18 +101,23 @@ fn send(call: &Call, ctx: &StepContext) -> Result<Value, StepError> {
 }
 
 fn invoke(input: Input, ctx: &StepContext) -> Result<StepResponse<Value, Value>, StepError> {
-    let (calls, fail_after, compensate) = match input {
-        Input::One(call) => (vec![call], false, None),
+    let (calls, fail_after, compensate, hold_fields) = match input {
+        Input::One(call) => (vec![call], false, None, 0),
         Input::Many {
             requests,
             fail_after,
             compensate,
-        } => (requests, fail_after, compensate),
+            hold_fields,
+        } => (requests, fail_after, compensate, hold_fields),
     };
+    let held: Vec<wasip2::http::types::Fields> = (0..hold_fields)
+        .map(|_| wasip2::http::types::Fields::new())
+        .collect();
     let mut results = Vec::new();
     for call in &calls {
         results.push(send(call, ctx)?);
     }
+    drop(held);
     if fail_after {
         return Err(StepError::unknown("failing after the requests, as asked"));
     }
