@@ -519,3 +519,35 @@ fn a_guest_hoarding_handles_fails_its_step() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+/// A general-purpose WASI HTTP client (waki), not the SDK's: the host's
+/// grant and trace apply to it all the same.
+#[test]
+fn an_ordinary_wasi_http_client_works_and_is_held_to_the_grant() {
+    let sandbox = Sandbox::new();
+    let provider = Provider::start(&sandbox, "waki");
+    let text = format!(
+        "[workflow]\nname = \"waki\"\n\n[steps.get]\ncomponent = \"{}\"\ngrants = {{ http = [\"{}\"] }}\n\n[[flow]]\nrun = \"get\"\ninput = \"input\"\nas = \"out\"\n\n[output]\nvalue = \"out\"\n",
+        component("waki-client").display(),
+        provider.url()
+    );
+    let manifest = sandbox.path("waki.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let input = json!({"url": format!("{}/v1/ledger", provider.url())});
+    let run = sandbox.run(&manifest, &input.to_string());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.report();
+    assert_eq!(report["output"]["status"], 200, "{report:#}");
+    let ledger: Value = serde_json::from_str(report["output"]["body"].as_str().unwrap()).unwrap();
+    assert!(ledger["charges"].is_object());
+    assert_eq!(requests_of(&report, "get", "invoke")[0]["status"], 200);
+    let elsewhere = json!({"url": "http://127.0.0.1:9/"});
+    let run = sandbox.run(&manifest, &elsewhere.to_string());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.report();
+    let denial = requests_of(&report, "get", "invoke")[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(denial.starts_with("denied: "), "{denial}");
+}
