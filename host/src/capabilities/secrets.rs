@@ -197,7 +197,7 @@ impl SecretSource {
             Ok(SecretValues { values })
         } else {
             Err(format!(
-                "{} secret{} without a value:\n{}",
+                "{} secret{} no value on this host:\n{}",
                 missing.len(),
                 if missing.len() == 1 { " has" } else { "s have" },
                 missing.join("\n")
