@@ -345,14 +345,11 @@ fn a_secret_is_swapped_in_only_on_its_hosts() {
             .starts_with("Bearer wasaga-secret-pay-key-"),
         "{seen}"
     );
-    // A server that echoes the key back: the step's output is scrubbed.
-    assert!(
-        out[2]["body"]
-            .as_str()
-            .unwrap()
-            .contains("Bearer [secret pay-key]"),
-        "{out:#}"
-    );
+    // A server that echoes the key back hands the step the placeholder,
+    // never the value (which it could send anywhere).
+    let echoed = out[2]["body"].as_str().unwrap();
+    assert!(echoed.contains("Bearer wasaga-secret-pay-key-"), "{out:#}");
+    assert!(!echoed.contains(KEY), "{out:#}");
     assert!(!state_bytes(&sandbox).contains(KEY));
     assert!(!run.stderr.contains(KEY));
     assert!(!run.stdout.contains(KEY));
@@ -550,4 +547,35 @@ fn an_ordinary_wasi_http_client_works_and_is_held_to_the_grant() {
         .unwrap()
         .to_string();
     assert!(denial.starts_with("denied: "), "{denial}");
+}
+
+/// A call's requests are bounded (`max-requests`): past the limit each is
+/// refused in the guest, and the trace notes the refusal once.
+#[test]
+fn requests_past_the_limit_are_refused() {
+    let sandbox = Sandbox::new();
+    let provider = Provider::start(&sandbox, "limit");
+    let manifest = probe_manifest(
+        &sandbox,
+        &format!(
+            "http = {{ allow = [\"{}\"], max-requests = 3 }}",
+            provider.url()
+        ),
+        "",
+    );
+    let one = json!({"method": "POST", "url": format!("{}/webhook", provider.url())});
+    let input = json!({"requests": [one, one, one, one, one]});
+    let run = sandbox.run(&manifest, &input.to_string());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.report();
+    let requests = requests_of(&report, "call", "invoke");
+    assert_eq!(requests.len(), 4, "{report:#}");
+    assert!(
+        requests[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 requests"),
+        "{report:#}"
+    );
+    assert_eq!(provider.ledger()["webhooks"].as_array().unwrap().len(), 3);
 }

@@ -240,7 +240,8 @@ impl SecretValues {
 /// The placeholders one call has been handed, and the secret each stands for.
 #[derive(Debug, Default)]
 pub struct Placeholders {
-    issued: Mutex<Vec<(String, Secret)>>,
+    /// (secret name, placeholder, secret), in the order handed out.
+    issued: Mutex<Vec<(String, String, Secret)>>,
 }
 
 impl Placeholders {
@@ -249,18 +250,23 @@ impl Placeholders {
     /// worthless in the next.
     fn issue(&self, name: &str, secret: &Secret) -> String {
         let mut issued = self.issued.lock().expect("placeholders");
-        let prefix = format!("wasaga-secret-{name}-");
-        if let Some((placeholder, _)) = issued.iter().find(|(p, _)| p.starts_with(&prefix)) {
+        // By name, not by the placeholder's prefix: `pay` is not `pay-key`.
+        if let Some((_, placeholder, _)) = issued.iter().find(|(n, _, _)| n == name) {
             return placeholder.clone();
         }
-        let placeholder = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
-        issued.push((placeholder.clone(), secret.clone()));
+        let placeholder = format!("wasaga-secret-{name}-{}", uuid::Uuid::new_v4().simple());
+        issued.push((name.to_string(), placeholder.clone(), secret.clone()));
         placeholder
     }
 
     /// Each placeholder handed out in this call with its secret.
     pub fn issued(&self) -> Vec<(String, Secret)> {
-        self.issued.lock().expect("placeholders").clone()
+        self.issued
+            .lock()
+            .expect("placeholders")
+            .iter()
+            .map(|(_, placeholder, secret)| (placeholder.clone(), secret.clone()))
+            .collect()
     }
 }
 
@@ -333,6 +339,19 @@ mod tests {
             ungranted.scrub("sk_test_value"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_placeholder_is_found_by_its_secret_name_not_its_prefix() {
+        let placeholders = Placeholders::default();
+        let secret = |value: &str| Secret {
+            value: value.into(),
+            hosts: Vec::new().into(),
+        };
+        let long = placeholders.issue("pay-key", &secret("long"));
+        let short = placeholders.issue("pay", &secret("short"));
+        assert_ne!(long, short);
+        assert_eq!(placeholders.issue("pay", &secret("short")), short);
     }
 
     #[test]

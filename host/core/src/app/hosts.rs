@@ -222,6 +222,12 @@ fn split_port(authority: &str) -> Result<(&str, Option<&str>), PatternError> {
             )),
         };
     }
+    if authority.matches(':').count() > 1 {
+        return Err(problem(
+            format!("'{authority}' is an IPv6 address without brackets"),
+            "write it in brackets, e.g. \"http://[::1]:8080\"",
+        ));
+    }
     Ok(match authority.rsplit_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (authority, None),
@@ -421,5 +427,6 @@ mod tests {
         assert!(error("https://api.*.example").help.contains("whole label"));
         assert!(error("https://x.example?a=1").message.contains("more than"));
         assert!(error("https://").message.contains("no host"));
+        assert!(error("http://::1").message.contains("without brackets"));
     }
 }

@@ -248,7 +248,11 @@ fn private_v6(a: Ipv6Addr) -> bool {
         (segments[7] >> 8) as u8,
         segments[7] as u8,
     );
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0; 6] {
+    // ::ffff:0:0:0/96 (IPv4-translated) embeds one too.
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || segments[..6] == [0; 6]
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0]
+    {
         return a.is_loopback() || a.is_unspecified() || private_v4(embedded);
     }
     // 2002::/16 (6to4) embeds one in segments 1 and 2.
@@ -262,6 +266,14 @@ fn private_v6(a: Ipv6Addr) -> bool {
         return private_v4(v4);
     }
     a.is_multicast()
+        // 64:ff9b:1::/48, local-use NAT64.
+        || segments[..3] == [0x64, 0xff9b, 1]
+        // 2001::/32, Teredo (an IPv4 address, obfuscated, inside).
+        || (segments[0] == 0x2001 && segments[1] == 0)
+        // 100::/64, discard-only.
+        || segments[..4] == [0x100, 0, 0, 0]
+        // fec0::/10, the old site-local.
+        || (segments[0] & 0xffc0) == 0xfec0
         // fc00::/7, unique local.
         || (segments[0] & 0xfe00) == 0xfc00
         // fe80::/10, link-local.
@@ -304,6 +316,11 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(private(address), "{address} is private");
         }

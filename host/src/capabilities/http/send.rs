@@ -75,6 +75,36 @@ impl WasiHttpHooks for OutboundHooks {
         _response_error: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> SendFuture {
         let started = Instant::now();
+        // Counted first: past the limit a request is refused without a note
+        // of its own (one says so), so a guest looping on requests cannot
+        // grow the trace or the log.
+        let ordinal = self
+            .call
+            .sent
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let limit = self
+            .grants
+            .get::<HttpGrant>(KEY)
+            .map_or(super::DEFAULT_MAX_REQUESTS, HttpGrant::max_requests);
+        if ordinal > limit {
+            let message = format!(
+                "the call made more than {limit} requests (raise it with http = {{ allow = [...], max-requests = N }})"
+            );
+            if ordinal == limit.saturating_add(1) {
+                tracing::warn!(target: "step", step = &*self.node, "refused: {message}");
+                self.call.log.push(OutboundRequest {
+                    method: request.method().to_string(),
+                    url: trace_url(request.uri()),
+                    status: None,
+                    error: Some(format!(
+                        "refused: {message}; later requests are refused too"
+                    )),
+                    duration_ms: 0.0,
+                });
+            }
+            return Box::new(async move { Err(Error::InternalError(Some(message))) });
+        }
         let url = trace_url(request.uri());
         let method = request.method().to_string();
         let log = self.call.log.clone();
@@ -93,7 +123,7 @@ impl WasiHttpHooks for OutboundHooks {
                 r.duration_ms = ms(started.elapsed());
             });
         };
-        let prepared = self.prepare(request);
+        let prepared = self.prepare(request, ordinal);
         let (request, grant) = match prepared {
             Ok(prepared) => prepared,
             Err(refused) => {
@@ -107,12 +137,15 @@ impl WasiHttpHooks for OutboundHooks {
         Box::new(async move {
             let result = send(&client, &call, request, options, &grant, started).await;
             match result {
-                Ok((response, between)) => {
+                Ok((mut response, between, bound)) => {
                     let status = response.status().as_u16();
                     log.update(index, |r| {
                         r.status = Some(status);
                         r.duration_ms = ms(started.elapsed());
                     });
+                    if !bound.is_empty() {
+                        scrub_headers(response.headers_mut(), &bound);
+                    }
                     let limit = grant.max_response();
                     let response = response.map(|body| {
                         GuardedBody {
@@ -122,6 +155,7 @@ impl WasiHttpHooks for OutboundHooks {
                             between,
                             timer: None,
                             log: Some((log, index)),
+                            scrub: (!bound.is_empty()).then(|| Echo::new(bound)),
                         }
                         .boxed_unsync()
                     });
@@ -145,20 +179,9 @@ impl OutboundHooks {
     fn prepare(
         &self,
         mut request: http::Request<WasiBody>,
+        ordinal: u32,
     ) -> Result<(http::Request<WasiBody>, HttpGrant), Refused> {
-        let ordinal = self.call.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let granted = self.grants.get::<HttpGrant>(KEY);
-        let limit = granted.map_or(super::DEFAULT_MAX_REQUESTS, HttpGrant::max_requests);
-        if ordinal > limit {
-            return Err(Refused {
-                error: Error::InternalError(Some(format!(
-                    "the call made more than {limit} requests"
-                ))),
-                message: format!(
-                    "refused: the call made more than {limit} requests (raise it with http = {{ allow = [...], max-requests = N }})"
-                ),
-            });
-        }
         let uri = request.uri().clone();
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
@@ -210,11 +233,13 @@ impl OutboundHooks {
                 ),
             });
         }
-        let authority = uri.authority().map(|a| a.as_str().to_string());
+        // host[:port], never a `user:password@` the URL may carry.
+        let host_header = match uri.port_u16() {
+            Some(port) => format!("{}:{port}", uri.host().unwrap_or_default()),
+            None => uri.host().unwrap_or_default().to_string(),
+        };
         let headers = request.headers_mut();
-        if let Some(authority) = authority
-            && let Ok(value) = HeaderValue::from_str(&authority)
-        {
+        if let Ok(value) = HeaderValue::from_str(&host_header) {
             headers.insert(HOST, value);
         }
         if !headers.contains_key(&IDEMPOTENCY_KEY)
@@ -244,13 +269,27 @@ fn destination_pattern(scheme: Scheme, host: &str, port: u16, explicit_port: boo
 /// `scheme://authority/path`, without the query string (it may hold
 /// tokens), as the guest wrote it (before any secret is swapped in).
 fn trace_url(uri: &http::Uri) -> String {
-    format!(
-        "{}://{}{}",
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    // Without `user:password@`.
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let mut url = format!(
+        "{}://{authority}{}",
         uri.scheme_str().unwrap_or("https"),
-        uri.authority().map_or("", |a| a.as_str()),
         uri.path()
-    )
+    );
+    if url.len() > MAX_TRACE_URL {
+        let cut = (0..=MAX_TRACE_URL)
+            .rev()
+            .find(|i| url.is_char_boundary(*i))
+            .unwrap_or(0);
+        url.truncate(cut);
+        url.push('…');
+    }
+    url
 }
+
+/// The longest URL a trace entry keeps (a path can be as long as a guest likes).
+const MAX_TRACE_URL: usize = 2048;
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
@@ -266,10 +305,10 @@ async fn send(
     options: Option<RequestOptions>,
     grant: &HttpGrant,
     started: Instant,
-) -> Result<(http::Response<hyper::body::Incoming>, Duration), Refused> {
+) -> Result<(http::Response<hyper::body::Incoming>, Duration, Bound), Refused> {
     let _ = grant;
     let options = options.unwrap_or_default();
-    let request = swap_secrets(call, request).await?;
+    let (request, bound) = swap_secrets(call, request).await?;
     let client = client.client().map_err(|message| Refused {
         error: Error::ConfigurationError,
         message,
@@ -295,7 +334,7 @@ async fn send(
         .unwrap_or(BETWEEN_BYTES_TIMEOUT)
         .min(BETWEEN_BYTES_TIMEOUT);
     match tokio::time::timeout_at(until.into(), client.request(request)).await {
-        Ok(Ok(response)) => Ok((response, between)),
+        Ok(Ok(response)) => Ok((response, between, bound)),
         Ok(Err(error)) => Err(classify(&error)),
         Err(_) => Err(Refused {
             error: Error::ConnectionReadTimeout,
@@ -350,16 +389,19 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Refused {
     }
 }
 
+/// The secrets swapped into one request: (placeholder, value).
+type Bound = Vec<(String, String)>;
+
 /// Puts each secret's value where its placeholder is (headers, path and
 /// query, body), but only when the request goes to one of the secret's
 /// hosts; elsewhere the placeholder goes out as it is, and is useless.
 async fn swap_secrets(
     call: &OutboundCall,
     request: http::Request<WasiBody>,
-) -> Result<http::Request<WasiBody>, Refused> {
+) -> Result<(http::Request<WasiBody>, Bound), Refused> {
     let issued = call.placeholders.issued();
     if issued.is_empty() {
-        return Ok(request);
+        return Ok((request, Vec::new()));
     }
     let uri = request.uri();
     let scheme = match uri.scheme_str() {
@@ -384,8 +426,12 @@ async fn swap_secrets(
         .map(|(placeholder, secret)| (placeholder.as_str(), secret.value()))
         .collect();
     if bound.is_empty() {
-        return Ok(request);
+        return Ok((request, Vec::new()));
     }
+    let owned: Bound = bound
+        .iter()
+        .map(|(p, v)| (p.to_string(), v.to_string()))
+        .collect();
     let (mut parts, body) = request.into_parts();
     for value in parts.headers.values_mut() {
         let Ok(text) = value.to_str() else { continue };
@@ -433,7 +479,7 @@ async fn swap_secrets(
     let body = http_body_util::Full::new(Bytes::from(body))
         .map_err(|never| match never {})
         .boxed_unsync();
-    Ok(http::Request::from_parts(parts, body))
+    Ok((http::Request::from_parts(parts, body), owned))
 }
 
 fn swap_text(text: &str, bound: &[(&str, &str)]) -> String {
@@ -476,6 +522,79 @@ struct GuardedBody {
     between: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     log: Option<(Arc<OutboundLog>, usize)>,
+    /// The secrets of the request, when it carried some: a server that
+    /// echoes one back (an error page quoting the request, a TRACE) must
+    /// not hand the value to the guest, which could send it anywhere.
+    scrub: Option<Echo>,
+}
+
+/// Replaces secret values with their placeholders in a body as it streams,
+/// holding back the last bytes of each chunk that could begin a value split
+/// across two chunks.
+struct Echo {
+    bound: Bound,
+    held: Vec<u8>,
+    keep: usize,
+    ended: bool,
+}
+
+impl Echo {
+    fn new(bound: Bound) -> Echo {
+        let keep = bound
+            .iter()
+            .map(|(_, v)| v.len())
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(1);
+        Echo {
+            bound,
+            held: Vec::new(),
+            keep,
+            ended: false,
+        }
+    }
+
+    /// Takes a chunk in; returns what may go to the guest now.
+    fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        self.held.extend_from_slice(chunk);
+        self.replace();
+        let ready = self.held.len().saturating_sub(self.keep);
+        Bytes::from(self.held.drain(..ready).collect::<Vec<u8>>())
+    }
+
+    /// The end of the body: everything held back.
+    fn finish(&mut self) -> Bytes {
+        self.ended = true;
+        self.replace();
+        Bytes::from(std::mem::take(&mut self.held))
+    }
+
+    fn replace(&mut self) {
+        for (placeholder, value) in &self.bound {
+            if let Some(swapped) = swap_bytes(&self.held, value.as_bytes(), placeholder.as_bytes())
+            {
+                self.held = swapped;
+            }
+        }
+    }
+}
+
+/// Response headers with secret values put back as their placeholders (and
+/// no `content-length`: the scrubbed body may differ in length).
+fn scrub_headers(headers: &mut http::HeaderMap, bound: &Bound) {
+    headers.remove(CONTENT_LENGTH);
+    for value in headers.values_mut() {
+        let Ok(text) = value.to_str() else { continue };
+        let mut scrubbed = text.to_string();
+        for (placeholder, secret) in bound {
+            scrubbed = scrubbed.replace(secret.as_str(), placeholder);
+        }
+        if scrubbed != text
+            && let Ok(new) = HeaderValue::from_str(&scrubbed)
+        {
+            *value = new;
+        }
+    }
 }
 
 impl GuardedBody {
@@ -496,32 +615,86 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.timer = None;
-                if let Some(data) = frame.data_ref() {
-                    this.received += data.len() as u64;
-                    if this.received > this.limit {
-                        let limit = this.limit;
-                        return this.fail(
-                            Error::HttpResponseBodySize(Some(limit)),
-                            format!(
-                                "the response body is larger than the {} bytes this step may read (raise it with http = {{ allow = [...], max-response = \"...\" }})",
-                                limit
-                            ),
-                        );
-                    }
+        if this.scrub.as_ref().is_some_and(|s| s.ended) {
+            return Poll::Ready(None);
+        }
+        loop {
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            let frame = match polled {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(None) => {
+                    return match this.scrub.as_mut() {
+                        Some(scrub) => {
+                            let rest = scrub.finish();
+                            if rest.is_empty() {
+                                Poll::Ready(None)
+                            } else {
+                                Poll::Ready(Some(Ok(Frame::data(rest))))
+                            }
+                        }
+                        None => Poll::Ready(None),
+                    };
                 }
-                Poll::Ready(Some(Ok(frame)))
+                other => return this.not_data(other, cx),
+            };
+            this.timer = None;
+            let Some(data) = frame.data_ref() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            this.received += data.len() as u64;
+            if this.received > this.limit {
+                let limit = this.limit;
+                return this.fail(
+                    Error::HttpResponseBodySize(Some(limit)),
+                    format!(
+                        "the response body is larger than the {} bytes this step may read (raise it with http = {{ allow = [...], max-response = \"...\" }})",
+                        limit
+                    ),
+                );
             }
+            let Some(scrub) = this.scrub.as_mut() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            let ready = scrub.feed(data);
+            if !ready.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(ready))));
+            }
+            // All of it held back: read on.
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.scrub {
+            // Held-back bytes are still to come until `finish`.
+            Some(scrub) => scrub.ended,
+            None => self.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.scrub {
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
+    }
+}
+
+impl GuardedBody {
+    /// An error, the end, or a wait for the next chunk (with the pause timer).
+    fn not_data(
+        &mut self,
+        polled: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match polled {
             Poll::Ready(Some(Err(error))) => {
                 let message = format!("the response body failed: {error}");
-                this.fail(Error::from(error), message)
+                self.fail(Error::from(error), message)
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(_) => Poll::Ready(None),
             Poll::Pending => {
-                let between = this.between;
-                let timer = this
+                let between = self.between;
+                let timer = self
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(between)));
                 if timer.as_mut().poll(cx).is_ready() {
@@ -529,19 +702,11 @@ impl Body for GuardedBody {
                         "timed out: the response body paused for more than {}",
                         humantime::format_duration(between)
                     );
-                    return this.fail(Error::ConnectionReadTimeout, message);
+                    return self.fail(Error::ConnectionReadTimeout, message);
                 }
                 Poll::Pending
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -557,6 +722,31 @@ mod tests {
         );
         assert_eq!(swap_bytes(b"nothing", b"PH", b"sk_1"), None);
         assert_eq!(swap_bytes(b"P", b"PH", b"sk_1"), None);
+    }
+
+    #[test]
+    fn an_echoed_secret_is_put_back_as_its_placeholder_even_split_across_chunks() {
+        let bound = vec![("PLACEHOLDER".to_string(), "sk_live_42".to_string())];
+        let mut echo = Echo::new(bound);
+        let mut out = Vec::new();
+        for chunk in [
+            &b"{\"auth\": \"Bearer sk_"[..],
+            b"live",
+            b"_42\", \"again\": \"sk_live_42\"}",
+        ] {
+            out.extend_from_slice(&echo.feed(chunk));
+        }
+        out.extend_from_slice(&echo.finish());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"auth\": \"Bearer PLACEHOLDER\", \"again\": \"PLACEHOLDER\"}"
+        );
+    }
+
+    #[test]
+    fn the_trace_url_has_no_query_and_no_credentials() {
+        let uri: http::Uri = "https://user:pw@api.pay.example/v1?x=1".parse().unwrap();
+        assert_eq!(trace_url(&uri), "https://api.pay.example/v1");
     }
 
     #[test]
