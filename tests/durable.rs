@@ -715,3 +715,61 @@ fn cancelling_a_run_in_flight_in_another_process_stops_it_and_compensates() {
     );
     assert!(calls.contains(&"compensate a".to_string()), "{calls:?}");
 }
+
+/// A run pins its components' content: a `.wasm` rebuilt between a SIGKILL
+/// and the resume is refused (naming the step and both hashes) until the
+/// operator accepts it, which the run's history then records.
+#[test]
+fn a_resume_refuses_a_component_rebuilt_since_the_run_started() {
+    let sandbox = Sandbox::new();
+    let step = sandbox.path("step.wasm");
+    std::fs::copy(common::component("probe"), &step).unwrap();
+    let manifest = sandbox.manifest(
+        "pinned.toml",
+        &format!(
+            "[workflow]\nname = \"pinned\"\n[steps.first]\ncomponent = \"{0}\"\n[steps.second]\ncomponent = \"{0}\"\n[[flow]]\nrun = \"first\"\n[[flow]]\nrun = \"second\"\n",
+            step.display()
+        ),
+    );
+    assert_eq!(
+        sandbox.run_crashing(&manifest, "{}", "finished:first:invoke"),
+        None,
+        "killed after the first step"
+    );
+    let (run, status) = sandbox.runs().pop().unwrap();
+    assert_eq!(status, "running");
+    // The same code, other bytes: a custom section appended, as a rebuild
+    // with another toolchain would differ.
+    let mut bytes = std::fs::read(&step).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x06, 0x04, b't', b'e', b's', b't', b'x']);
+    std::fs::write(&step, &bytes).unwrap();
+    let refused = sandbox.host(&["resume", "--all"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("started with other code")
+            && refused.stderr.contains("step 'first'")
+            && refused.stderr.contains("step 'second'")
+            && refused.stderr.contains("--accept-changed-components"),
+        "{}",
+        refused.stderr
+    );
+    let now = blake3_hex(&bytes);
+    assert!(refused.stderr.contains(&now), "{}", refused.stderr);
+    assert_eq!(sandbox.runs().pop().unwrap().1, "running", "nothing ran");
+    let accepted = sandbox.host(&["resume", "--all", "--accept-changed-components"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    assert_eq!(sandbox.runs().pop().unwrap().1, "done");
+    let shown = sandbox.host(&["runs", "show", &run, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let accepted_event = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "run.components-accepted")
+        .unwrap_or_else(|| panic!("the acceptance is in the history: {report:#}"));
+    assert_eq!(accepted_event["data"]["components"][0]["now"], now);
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::capabilities::EntityStore;
 use crate::journal::{
-    Begin, CrashPoint, Journal, JournalError, JournalRecorder, NewRun, Observer, Owner, RecordKind,
-    RunFilter, RunRecord, now_ms,
+    Begin, CrashPoint, Journal, JournalError, JournalRecorder, NewRun, Observer, Owner,
+    PinnedComponent, RecordKind, RunFilter, RunRecord, now_ms,
 };
 use crate::json::Json;
 use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
@@ -46,6 +46,38 @@ pub enum DurableError {
     Refused(String),
 }
 
+/// The components a run was pinned to that now hold other bytes:
+/// (as pinned, as loaded now).
+fn changed_components<'a>(
+    record: &'a RunRecord,
+    workflow: &'a LoadedWorkflow,
+) -> Vec<(&'a PinnedComponent, &'a PinnedComponent)> {
+    record
+        .components
+        .iter()
+        .filter_map(|pinned| {
+            let now = workflow.components.iter().find(|c| c.step == pinned.step)?;
+            (now.hash != pinned.hash).then_some((pinned, now))
+        })
+        .collect()
+}
+
+fn describe_changes(changed: &[(&PinnedComponent, &PinnedComponent)]) -> String {
+    changed
+        .iter()
+        .map(|(was, now)| {
+            format!(
+                "  step '{}' ({}): started with blake3 {}, the file is now blake3 {}",
+                was.step,
+                now.path.display(),
+                was.hash,
+                now.hash
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The durable host: journal, services and the WASM runtime of one state file.
 pub struct Host {
     journal: Arc<dyn Journal>,
@@ -62,6 +94,9 @@ pub struct Host {
     /// a resume (e.g. the start-up sweep of `host serve`) never executes a
     /// run twice at once.
     executing: Arc<Mutex<HashSet<String>>>,
+    /// Resume runs whose components changed since they started (the
+    /// operator said so: `--accept-changed-components`).
+    accept_changed_components: std::sync::atomic::AtomicBool,
 }
 
 /// Marks a run as executing in this process until dropped.
@@ -160,6 +195,7 @@ impl Host {
             renewal,
             observer: None,
             executing: Arc::default(),
+            accept_changed_components: Default::default(),
         }
     }
 
@@ -209,6 +245,7 @@ impl Host {
     ) -> Result<Begun, DurableError> {
         let manifest = &workflow.manifest;
         let new = NewRun {
+            components: workflow.components.clone(),
             id: request.run_id.clone(),
             transaction_id: request.transaction_id.clone(),
             workflow: manifest.workflow.name.clone(),
@@ -358,6 +395,13 @@ impl Host {
         Ok(loaded)
     }
 
+    /// Resumes runs whose components changed since they started, instead of
+    /// refusing them (each acceptance is recorded in the run's history).
+    pub fn accept_changed_components(&self, accept: bool) {
+        self.accept_changed_components
+            .store(accept, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn request_of(record: &RunRecord) -> RunRequest {
         RunRequest {
             run_id: record.id.clone(),
@@ -390,15 +434,51 @@ impl Host {
         if record.status.is_final() {
             return Ok(self.report(run)?);
         }
+        // Before the claim: a refused resume leaves the run as it was.
+        let workflow = self.pinned_workflow(&record)?;
+        let changed = changed_components(&record, &workflow);
+        let accepted = self
+            .accept_changed_components
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !changed.is_empty() && !accepted {
+            return Err(DurableError::Refused(format!(
+                "run {run} started with other code than its components hold now:\n{}\n\
+                 resuming would run new code over a half-finished saga: restore the components it \
+                 started with, or accept the change with `host resume --accept-changed-components {run}` \
+                 (or `host serve --accept-changed-components`)",
+                describe_changes(&changed)
+            )));
+        }
         if !self.journal.claim(run, &self.owner, LEASE)? {
             return Err(DurableError::Refused(format!(
                 "run {run} is being executed by another process ({})",
                 record.lease_owner.as_deref().unwrap_or("unknown")
             )));
         }
-        let workflow = self.pinned_workflow(&record)?;
         self.journal.set_status(run, RunStatus::Running)?;
-        let history = self.journal.history(run)?;
+        let mut history = self.journal.history(run)?;
+        if !changed.is_empty() {
+            // Accepted: said in the run's history, and pinned from now on.
+            tracing::warn!(
+                run,
+                "resuming with changed components, as the operator accepted:\n{}",
+                describe_changes(&changed)
+            );
+            let event = crate::saga::Event {
+                name: "run.components-accepted".into(),
+                data: crate::json::Json::from_value(serde_json::json!({
+                    "components": changed.iter().map(|(was, now)| serde_json::json!({
+                        "step": was.step, "path": now.path, "was": was.hash, "now": now.hash,
+                    })).collect::<Vec<_>>(),
+                })),
+                step: None,
+                lifecycle: false,
+            };
+            self.journal
+                .append(run, &[(history.last_seq + 1, RecordKind::Event(event))])?;
+            self.journal.set_components(run, &workflow.components)?;
+            history = self.journal.history(run)?;
+        }
         let durability = Durability {
             cancel,
             ..self.durability(run, history, now_ms() - record.created_at)

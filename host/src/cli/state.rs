@@ -18,6 +18,10 @@ pub struct StateArgs {
     /// transition).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal, global = true)]
     pub durability: DurabilityArg,
+    /// Resume runs whose components changed since they started (refused
+    /// otherwise; each acceptance is recorded in the run's history).
+    #[arg(long, global = true)]
+    pub accept_changed_components: bool,
 }
 
 /// `--durability`: the journal's sync mode as the command line names it
@@ -63,7 +67,9 @@ impl StateArgs {
     pub fn host(&self, path: &Path, runtime: &RuntimeArgs) -> Result<Host, UsageError> {
         let (journal, entities) = crate::durable::open_state(path, self.durability.into())
             .map_err(|e| UsageError(format!("error: {e}")))?;
-        Ok(Host::new(journal, entities, runtime.runtime()?))
+        let host = Host::new(journal, entities, runtime.runtime()?);
+        host.accept_changed_components(self.accept_changed_components);
+        Ok(host)
     }
 }
 

@@ -41,15 +41,27 @@ impl ComponentCache {
 
     /// The component at `path`, and whether it came from the cache.
     pub fn load(&self, engine: &Engine, path: &Path) -> Result<(Component, bool), LoadError> {
+        self.load_hashed(engine, path)
+            .map(|(component, from_cache, _)| (component, from_cache))
+    }
+
+    /// [`ComponentCache::load`], with the blake3 hash of the file's bytes
+    /// (what a run pins).
+    pub fn load_hashed(
+        &self,
+        engine: &Engine,
+        path: &Path,
+    ) -> Result<(Component, bool, String), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        let hash = blake3::hash(&bytes).to_hex().to_string();
         let started = Instant::now();
         let cached = self
             .dir
             .as_ref()
-            .map(|dir| dir.join(format!("{}.cwasm", key(engine, &bytes))));
+            .map(|dir| dir.join(format!("{}.cwasm", key(engine, &hash))));
         if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
             // SAFETY: the file is one this cache wrote with `serialize` for an
             // engine with the same compatibility hash (part of its name);
@@ -57,7 +69,7 @@ impl ComponentCache {
             match unsafe { Component::deserialize_file(engine, file) } {
                 Ok(component) => {
                     tracing::debug!(component = %path.display(), ms = started.elapsed().as_secs_f64() * 1e3, "component loaded from cache");
-                    return Ok((component, true));
+                    return Ok((component, true, hash));
                 }
                 Err(e) => {
                     tracing::warn!(file = %file.display(), "ignoring a cached component that does not load: {e}")
@@ -74,22 +86,18 @@ impl ComponentCache {
         {
             tracing::warn!(file = %file.display(), "could not cache the compiled component: {e}");
         }
-        Ok((component, false))
+        Ok((component, false, hash))
     }
 }
 
 /// `<content hash>-<engine hash>`.
-fn key(engine: &Engine, bytes: &[u8]) -> String {
+fn key(engine: &Engine, content_hash: &str) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
     env!("CARGO_PKG_VERSION").hash(&mut engine_hash);
-    format!(
-        "{}-{:016x}",
-        blake3::hash(bytes).to_hex(),
-        engine_hash.finish()
-    )
+    format!("{content_hash}-{:016x}", engine_hash.finish())
 }
 
 /// Writes atomically: a reader never sees half a file.

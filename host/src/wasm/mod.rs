@@ -70,6 +70,8 @@ pub struct LoadedComponent {
     pre: StepPre<HostState>,
     /// Whether it came from the on-disk cache instead of being compiled.
     pub from_cache: bool,
+    /// blake3 of the file's bytes when it was loaded.
+    pub hash: String,
 }
 
 impl LoadedComponent {
@@ -177,8 +179,8 @@ impl Runtime {
         if let Some(loaded) = self.loaded.lock().expect("loaded lock").get(&key) {
             return Ok(loaded.clone());
         }
-        let (component, from_cache) = self.cache.load(&self.engine, path)?;
-        let loaded = Arc::new(self.prepare(path, component, from_cache)?);
+        let (component, from_cache, hash) = self.cache.load_hashed(&self.engine, path)?;
+        let loaded = Arc::new(self.prepare(path, component, from_cache, hash)?);
         self.loaded
             .lock()
             .expect("loaded lock")
@@ -191,6 +193,7 @@ impl Runtime {
         path: &Path,
         component: Component,
         from_cache: bool,
+        hash: String,
     ) -> Result<LoadedComponent, LoadError> {
         let contract = |e: wasmtime::Error| LoadError::Contract {
             path: path.to_path_buf(),
@@ -202,6 +205,7 @@ impl Runtime {
             path: path.to_path_buf(),
             pre,
             from_cache,
+            hash,
         })
     }
 }

@@ -13,6 +13,7 @@ pub use query::QueryStep;
 
 use crate::app::{App, StepKind};
 use crate::capabilities::{EntityStore, Services};
+use crate::journal::PinnedComponent;
 use crate::json::Json;
 use crate::saga::{FailureKind, Invoked, Saga, Step, StepCall, StepFailure};
 use crate::schema::Schema;
@@ -27,6 +28,9 @@ pub struct LoadedWorkflow {
     pub saga: Saga,
     /// Who receives its runs' events.
     pub subscribers: Subscribers,
+    /// Each component step's file and content hash, as loaded: what a run
+    /// started with it pins.
+    pub components: Vec<PinnedComponent>,
 }
 
 /// Loads every component of `manifest` (compiled once, cached on disk) and
@@ -37,6 +41,7 @@ pub fn load(
     entities: Arc<EntityStore>,
 ) -> Result<LoadedWorkflow, LoadError> {
     let mut steps: Vec<Arc<dyn Step>> = Vec::with_capacity(manifest.components.len());
+    let mut components = Vec::new();
     // Every declared secret has its value before any step runs.
     let secrets = Arc::new(
         runtime
@@ -48,6 +53,11 @@ pub fn load(
         let step: Arc<dyn Step> = match &spec.kind {
             StepKind::Component { path, .. } => {
                 let component = runtime.load(path)?;
+                components.push(PinnedComponent {
+                    step: spec.step.clone(),
+                    path: path.clone(),
+                    hash: component.hash.clone(),
+                });
                 let services = Services {
                     entities: entities.clone(),
                     config: spec.config.clone(),
@@ -81,6 +91,7 @@ pub fn load(
         manifest,
         saga,
         subscribers,
+        components,
     })
 }
 

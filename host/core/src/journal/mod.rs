@@ -57,6 +57,21 @@ pub struct NewRun {
     pub metadata: Json,
     /// A finished run with this transaction id returns its result (no new run).
     pub idempotent: bool,
+    /// The content hash of each step's component, pinned with the run.
+    pub components: Vec<PinnedComponent>,
+}
+
+/// A step's component as a run started with it: a resume that finds other
+/// bytes at the path refuses (new code over a half-finished saga) unless
+/// the operator accepts the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedComponent {
+    /// The step (its declared name).
+    pub step: String,
+    /// The component's file.
+    pub path: PathBuf,
+    /// blake3 of its bytes.
+    pub hash: String,
 }
 
 /// How a start went.
@@ -81,6 +96,10 @@ pub struct RunRecord {
     pub manifest: PathBuf,
     /// The hash of its pinned sources.
     pub manifest_hash: String,
+    /// The components it started with (empty for runs journaled before
+    /// components were pinned).
+    #[serde(default)]
+    pub components: Vec<PinnedComponent>,
     /// Extension folders it was loaded with.
     pub extension_dirs: Vec<PathBuf>,
     /// The input.
@@ -211,6 +230,10 @@ pub trait Journal: Send + Sync {
     fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError>;
     /// Sets a run's status (and refreshes `updated_at`).
     fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError>;
+    /// Replaces the components a run is pinned to (an operator accepted
+    /// changed components).
+    fn set_components(&self, run: &str, components: &[PinnedComponent])
+    -> Result<(), JournalError>;
     /// Records how a run ended (or paused) and releases its lease.
     fn finish(&self, run: &str, report: &RunReport) -> Result<(), JournalError>;
     /// A run.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    Begin, Journal, JournalError, NewRun, Owner, Record, RecordKind, RunFilter, RunRecord, now_ms,
-    now_us,
+    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
+    RunRecord, now_ms, now_us,
 };
 use crate::json::Json;
 use crate::saga::{Action, RunReport, RunStatus};
@@ -95,7 +95,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at INTEGER,
     lease_owner TEXT,
     lease_until INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    components TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_transaction ON runs (workflow, transaction_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
@@ -119,7 +120,8 @@ CREATE TABLE IF NOT EXISTS manifests (
 ";
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
-     status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested";
+     status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
+     components";
 
 fn storage(message: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(message.to_string())
@@ -205,6 +207,7 @@ impl SqliteJournal {
     fn init(conn: Connection) -> Result<SqliteJournal, JournalError> {
         run_sql(|| {
             conn.execute_batch(SCHEMA)?;
+            add_missing_columns(&conn)?;
             Ok(SqliteJournal {
                 conn: Mutex::new(conn),
                 stored: Mutex::default(),
@@ -216,6 +219,18 @@ impl SqliteJournal {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Columns added after a state file may have been created: added in place
+/// (an older file keeps its runs; theirs read as empty).
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let has_components = conn
+        .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'components'")?
+        .exists([])?;
+    if !has_components {
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN components TEXT")?;
+    }
+    Ok(())
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> Result<String, JournalError> {
@@ -247,6 +262,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
         lease_owner: row.get(16)?,
         lease_until: row.get(17)?,
         cancel_requested: row.get(18)?,
+        components: row.get(19)?,
     })
 }
 
@@ -271,6 +287,7 @@ struct RunRecordRow {
     lease_owner: Option<String>,
     lease_until: Option<i64>,
     cancel_requested: bool,
+    components: Option<String>,
 }
 
 impl RunRecordRow {
@@ -302,6 +319,12 @@ impl RunRecordRow {
                 lease_owner: self.lease_owner,
                 lease_until: self.lease_until,
                 cancel_requested: self.cancel_requested,
+                components: self
+                    .components
+                    .as_deref()
+                    .map(from_text)
+                    .transpose()?
+                    .unwrap_or_default(),
             })
         })
     }
@@ -444,8 +467,8 @@ impl Journal for SqliteJournal {
             let now = now_ms();
             tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11)",
+                               created_at, updated_at, lease_owner, lease_until, components)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
                 run.id,
@@ -458,7 +481,8 @@ impl Journal for SqliteJournal {
                 run.metadata.text(),
                 now,
                 owner.id(),
-                now + lease.as_millis() as i64
+                now + lease.as_millis() as i64,
+                json_text(&run.components)?
             ])?;
             tx.commit()?;
             if !stored {
@@ -517,6 +541,19 @@ impl Journal for SqliteJournal {
             self.conn()
                 .prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
                 .execute(params![run, status.as_str(), now_ms()])?;
+            Ok(())
+        })
+    }
+
+    fn set_components(
+        &self,
+        run: &str,
+        components: &[PinnedComponent],
+    ) -> Result<(), JournalError> {
+        run_sql(|| {
+            self.conn()
+                .prepare_cached("UPDATE runs SET components = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![run, json_text(&components)?, now_ms()])?;
             Ok(())
         })
     }

@@ -15,6 +15,11 @@ fn new_run(id: &str, tx: &str) -> NewRun {
         input: Json::from_value(json!({"a": 1})),
         metadata: Json::from_value(json!({})),
         idempotent: true,
+        components: vec![PinnedComponent {
+            step: "a".into(),
+            path: "/a.wasm".into(),
+            hash: "abc".into(),
+        }],
     }
 }
 
@@ -153,4 +158,54 @@ fn a_live_owner_keeps_its_run_and_a_dead_one_loses_it() {
             .len(),
         2
     );
+}
+
+#[test]
+fn a_run_keeps_its_pinned_components_and_an_operator_can_replace_them() {
+    let journal = SqliteJournal::in_memory().unwrap();
+    let owner = Owner::current();
+    journal
+        .begin(
+            &new_run("r1", "t1"),
+            &owner,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(journal.run("r1").unwrap().components[0].hash, "abc");
+    let changed = [PinnedComponent {
+        step: "a".into(),
+        path: "/a.wasm".into(),
+        hash: "def".into(),
+    }];
+    journal.set_components("r1", &changed).unwrap();
+    assert_eq!(journal.run("r1").unwrap().components, changed);
+}
+
+#[test]
+fn a_state_file_from_before_pinned_components_gains_the_column_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // The runs table as it was before the `components` column.
+        conn.execute_batch(&SCHEMA.replace(",\n    components TEXT\n", "\n"))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status, created_at, updated_at)
+             VALUES ('old', 'old', 'w', '/m.toml', 'h', '[]', '{}', '{}', 'done', 1, 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let journal = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    let old = journal.run("old").unwrap();
+    assert!(old.components.is_empty());
+    journal
+        .begin(
+            &new_run("new", "t2"),
+            &Owner::current(),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(journal.run("new").unwrap().components.len(), 1);
 }
