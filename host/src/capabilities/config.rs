@@ -2,34 +2,18 @@
 //! Granted by `config = ["key", ...]`; each key must be set in `[config]`.
 //! Its per-workflow state is the table (`Services::config`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use toml::Spanned;
 use wasmtime::component::{Linker, Resource};
 
 use super::bindings::wasaga::step::config::{self, Host, HostSettings};
 use super::{Capabilities, CapabilityError, CapabilityView, ViewOf};
-use crate::app::grants::toml_list;
-use crate::app::{Grant, GrantEntry, GrantParser, GrantProblems, did_you_mean};
+use crate::app::{Grant, GrantEntry, GrantParser, GrantProblems};
 
 /// The key of its grant, and the name it is resolved by.
 pub const KEY: &str = "config";
 
-/// `config = ["key", ...]`: the `[config]` keys a step may read.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigGrant {
-    /// The keys.
-    pub keys: BTreeSet<String>,
-}
-
-impl Grant for ConfigGrant {
-    fn to_toml(&self) -> String {
-        format!("config = {}", toml_list(&self.keys))
-    }
-}
-
-/// Reads `config = [...]`, checking each key against `[config]`.
+/// Reads `config = [...]` (a [`crate::app::NamesGrant`]), checking each key against `[config]`.
 pub struct ConfigGrantParser;
 
 impl GrantParser for ConfigGrantParser {
@@ -42,26 +26,12 @@ impl GrantParser for ConfigGrantParser {
         entry: &GrantEntry<'_>,
         problems: &mut GrantProblems,
     ) -> Option<Arc<dyn Grant>> {
-        let keys: Vec<Spanned<String>> = entry.deserialize(problems)?;
-        let mut grant = ConfigGrant::default();
-        for key in keys {
-            let name = key.get_ref();
-            if !entry.config_keys().contains(&name.as_str()) {
-                let hint = did_you_mean(name, entry.config_keys().iter().copied())
-                    .map(|k| format!("did you mean '{k}'? "))
-                    .unwrap_or_default();
-                problems
-                    .error(
-                        entry.locate(key.span()),
-                        format!("the config key '{name}' is not set in [config]"),
-                    )
-                    .help(format!(
-                        "{hint}add it to the manifest:\n[config]\n{name} = \"...\""
-                    ));
-            }
-            grant.keys.insert(name.clone());
-        }
-        (!grant.keys.is_empty()).then(|| Arc::new(grant) as Arc<dyn Grant>)
+        entry.declared_names(problems, KEY, entry.config_keys(), |name| {
+            (
+                format!("the config key '{name}' is not set in [config]"),
+                format!("add it to the manifest:\n[config]\n{name} = \"...\""),
+            )
+        })
     }
 }
 
@@ -82,18 +52,10 @@ impl HostSettings for CapabilityView<'_> {
         key: String,
     ) -> Result<Option<String>, CapabilityError> {
         self.table.get(&handle)?;
-        let grants = &self.call.grants;
-        let granted = grants.get::<ConfigGrant>(KEY);
-        if !granted.is_some_and(|g| g.keys.contains(&key)) {
-            let mut wanted = granted.cloned().unwrap_or_default();
-            wanted.keys.insert(key.clone());
-            let what = format!("the config key '{key}'");
-            return Err(CapabilityError::not_allowed(grants.denial(
-                KEY,
-                Arc::new(wanted),
-                &what,
-            )));
-        }
+        self.call
+            .grants
+            .require_name(KEY, &key, &format!("the config key '{key}'"))
+            .map_err(CapabilityError::not_allowed)?;
         Ok(self
             .call
             .services

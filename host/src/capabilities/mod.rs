@@ -80,7 +80,7 @@ impl CallCapabilities {
     /// `text` without the values of the secrets granted to this step (see
     /// [`SecretValues::scrub`]); borrowed, at no cost, when none is granted.
     pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let granted = self.grants.get::<secrets::SecretsGrant>(secrets::KEY);
+        let granted = self.grants.get::<crate::app::NamesGrant>(secrets::KEY);
         if granted.is_none() {
             return std::borrow::Cow::Borrowed(text);
         }

@@ -7,39 +7,24 @@
 //! secret's hosts. It may not send anything itself.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
-use toml::Spanned;
 use wasmtime::component::Linker;
 
 use super::bindings::wasaga::step::secrets::{self, Host};
 use super::{Capabilities, CapabilityError, CapabilityView, ViewOf};
-use crate::app::grants::toml_list;
 use crate::app::hosts::HostPattern;
 use crate::app::{
-    Grant, GrantEntry, GrantParser, GrantProblems, SecretSpec, did_you_mean, secret_env_var,
+    Grant, GrantEntry, GrantParser, GrantProblems, NamesGrant, SecretSpec, secret_env_var,
 };
 
 /// The key of its grant.
 pub const KEY: &str = "secrets";
 
-/// `secrets = ["name", ...]`: the secrets a step may use.
-#[derive(Debug, Clone, Default)]
-pub struct SecretsGrant {
-    /// The names.
-    pub names: BTreeSet<String>,
-}
-
-impl Grant for SecretsGrant {
-    fn to_toml(&self) -> String {
-        format!("secrets = {}", toml_list(&self.names))
-    }
-}
-
-/// Reads `secrets = [...]`, checking each name against `[secrets]`.
+/// Reads `secrets = [...]` (a [`NamesGrant`]), checking each name against `[secrets]`.
 pub struct SecretsGrantParser;
 
 impl GrantParser for SecretsGrantParser {
@@ -52,26 +37,14 @@ impl GrantParser for SecretsGrantParser {
         entry: &GrantEntry<'_>,
         problems: &mut GrantProblems,
     ) -> Option<Arc<dyn Grant>> {
-        let names: Vec<Spanned<String>> = entry.deserialize(problems)?;
-        let mut grant = SecretsGrant::default();
-        for name in names {
-            let text = name.get_ref();
-            if !entry.secrets().contains(&text.as_str()) {
-                let hint = did_you_mean(text, entry.secrets().iter().copied())
-                    .map(|k| format!("did you mean '{k}'? "))
-                    .unwrap_or_default();
-                problems
-                    .error(
-                        entry.locate(name.span()),
-                        format!("the secret '{text}' is not declared"),
-                    )
-                    .help(format!(
-                        "{hint}declare it with the hosts it may be sent to:\n[secrets.{text}]\nhosts = [\"https://api.example.com\"]"
-                    ));
-            }
-            grant.names.insert(text.clone());
-        }
-        (!grant.names.is_empty()).then(|| Arc::new(grant) as Arc<dyn Grant>)
+        entry.declared_names(problems, KEY, entry.secrets(), |name| {
+            (
+                format!("the secret '{name}' is not declared"),
+                format!(
+                    "declare it with the hosts it may be sent to:\n[secrets.{name}]\nhosts = [\"https://api.example.com\"]"
+                ),
+            )
+        })
     }
 }
 
@@ -223,9 +196,9 @@ impl SecretValues {
     /// `[secret NAME]`: a guest never holds a value, but a server may echo
     /// one back (an error page quoting the request), and what a guest logs
     /// or returns goes to the log and the journal.
-    pub fn scrub<'a>(&self, granted: Option<&SecretsGrant>, text: &'a str) -> Cow<'a, str> {
+    pub fn scrub<'a>(&self, granted: Option<&NamesGrant>, text: &'a str) -> Cow<'a, str> {
         let mut text = Cow::Borrowed(text);
-        for name in granted.into_iter().flat_map(|g| g.names.iter()) {
+        for name in granted.into_iter().flat_map(|g| g.names()) {
             if let Some(secret) = self.values.get(name)
                 && !secret.value.is_empty()
                 && text.contains(&*secret.value)
@@ -277,18 +250,10 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: ViewOf<T>) -> was
 
 impl Host for CapabilityView<'_> {
     fn placeholder(&mut self, name: String) -> Result<String, CapabilityError> {
-        let grants = &self.call.grants;
-        let granted = grants.get::<SecretsGrant>(KEY);
-        if !granted.is_some_and(|g| g.names.contains(&name)) {
-            let mut wanted = granted.cloned().unwrap_or_default();
-            wanted.names.insert(name.clone());
-            let what = format!("the secret '{name}'");
-            return Err(CapabilityError::not_allowed(grants.denial(
-                KEY,
-                Arc::new(wanted),
-                &what,
-            )));
-        }
+        self.call
+            .grants
+            .require_name(KEY, &name, &format!("the secret '{name}'"))
+            .map_err(CapabilityError::not_allowed)?;
         let Some(secret) = self.call.services.secrets.get(&name) else {
             // Values are resolved at start for every declared secret.
             return Err(CapabilityError::not_allowed(format!(

@@ -7,13 +7,15 @@
 //! registered for it. This module may not name a capability either.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::name_problem;
+use super::{did_you_mean, name_problem};
+use toml::Spanned;
 
 /// One capability's grant to one step, as parsed from the manifest.
 pub trait Grant: Any + fmt::Debug + Send + Sync {
@@ -220,7 +222,95 @@ pub struct GrantPlace {
     pub line: usize,
 }
 
+/// A grant of names, the shape several capabilities share:
+/// `entities = ["brand"]`, `config = ["key"]`, `secrets = ["pay-key"]`.
+#[derive(Debug, Clone)]
+pub struct NamesGrant {
+    key: &'static str,
+    names: BTreeSet<String>,
+}
+
+impl NamesGrant {
+    /// No names yet, under `key`.
+    pub fn new(key: &'static str) -> NamesGrant {
+        NamesGrant {
+            key,
+            names: BTreeSet::new(),
+        }
+    }
+
+    /// Adds a name.
+    pub fn insert(&mut self, name: impl Into<String>) {
+        self.names.insert(name.into());
+    }
+
+    /// Whether it grants `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    /// The grant, or `None` when it names nothing.
+    pub fn into_grant(self) -> Option<Arc<dyn Grant>> {
+        (!self.names.is_empty()).then(|| Arc::new(self) as Arc<dyn Grant>)
+    }
+}
+
+impl Grant for NamesGrant {
+    fn to_toml(&self) -> String {
+        format!("{} = {}", self.key, toml_list(&self.names))
+    }
+}
+
+impl GrantEntry<'_> {
+    /// A list of names each of which the manifest must declare (`[config]`
+    /// keys, `[secrets.NAME]`): one undeclared is reported where it is
+    /// written, with `undeclared(name)` (its message and how to declare it)
+    /// and a did-you-mean among `declared`.
+    pub fn declared_names(
+        &self,
+        problems: &mut GrantProblems,
+        key: &'static str,
+        declared: &[&str],
+        undeclared: impl Fn(&str) -> (String, String),
+    ) -> Option<Arc<dyn Grant>> {
+        let names: Vec<Spanned<String>> = self.deserialize(problems)?;
+        let mut grant = NamesGrant::new(key);
+        for name in names {
+            let text = name.get_ref();
+            if !declared.contains(&text.as_str()) {
+                let hint = did_you_mean(text, declared.iter().copied())
+                    .map(|k| format!("did you mean '{k}'? "))
+                    .unwrap_or_default();
+                let (message, help) = undeclared(text);
+                problems
+                    .error(self.locate(name.span()), message)
+                    .help(format!("{hint}{help}"));
+            }
+            grant.insert(text.clone());
+        }
+        grant.into_grant()
+    }
+}
+
 impl Grants {
+    /// `Ok` when the [`NamesGrant`] under `key` holds `name`; otherwise the
+    /// `not-allowed` message showing the grant that would (see
+    /// [`Grants::denial`]), `what` naming the thing denied.
+    pub fn require_name(&self, key: &'static str, name: &str, what: &str) -> Result<(), String> {
+        let granted = self.get::<NamesGrant>(key);
+        if granted.is_some_and(|g| g.contains(name)) {
+            return Ok(());
+        }
+        let mut wanted = granted.cloned().unwrap_or_else(|| NamesGrant::new(key));
+        wanted.insert(name);
+        Err(self.denial(key, Arc::new(wanted), what))
+    }
+
     /// Adds (or replaces) the grant of capability `key`.
     pub fn insert(&mut self, key: &'static str, grant: Arc<dyn Grant>) {
         self.items.retain(|(k, _)| *k != key);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 pub use grants::{
-    Grant, GrantEntry, GrantParser, GrantPlace, GrantProblems, GrantRegistry, Grants,
+    Grant, GrantEntry, GrantParser, GrantPlace, GrantProblems, GrantRegistry, Grants, NamesGrant,
 };
 pub use source::{Source, display_path, line_col};
 

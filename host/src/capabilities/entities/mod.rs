@@ -4,7 +4,6 @@
 
 mod store;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -15,27 +14,13 @@ pub use store::{EntityStore, Filter, LIST_CAP, Query, StoreError};
 
 use super::bindings::wasaga::step::entities::{self, Host, HostCollection, ListQuery};
 use super::{CallCapabilities, Capabilities, CapabilityError, CapabilityView, ViewOf};
-use crate::app::grants::toml_list;
-use crate::app::{Grant, GrantEntry, GrantParser, GrantProblems};
+use crate::app::{Grant, GrantEntry, GrantParser, GrantProblems, NamesGrant};
 use store::parse;
 
 /// The key of its grant.
 pub const KEY: &str = "entities";
 
-/// `entities = ["brand", ...]`: the collections a step may resolve by name.
-#[derive(Debug, Clone, Default)]
-pub struct EntitiesGrant {
-    /// The collections.
-    pub collections: BTreeSet<String>,
-}
-
-impl Grant for EntitiesGrant {
-    fn to_toml(&self) -> String {
-        format!("entities = {}", toml_list(&self.collections))
-    }
-}
-
-/// Reads `entities = [...]`: names that follow the naming rule and are not
+/// Reads `entities = [...]` (a [`NamesGrant`]): names that follow the naming rule and are not
 /// names the container resolves to another capability.
 pub struct EntitiesGrantParser;
 
@@ -50,7 +35,7 @@ impl GrantParser for EntitiesGrantParser {
         problems: &mut GrantProblems,
     ) -> Option<Arc<dyn Grant>> {
         let names: Vec<Spanned<String>> = entry.deserialize(problems)?;
-        let mut grant = EntitiesGrant::default();
+        let mut grant = NamesGrant::new(KEY);
         for name in names {
             let (span, text) = (entry.locate(name.span()), name.get_ref());
             if super::container::RESERVED.contains(&text.as_str()) {
@@ -60,28 +45,23 @@ impl GrantParser for EntitiesGrantParser {
                         "grant it with `{text} = ...` in `grants`, and name the collection otherwise"
                     ));
             } else if problems.check_name(span, text, "an entities collection") {
-                grant.collections.insert(text.clone());
+                grant.insert(text.clone());
             }
         }
-        (!grant.collections.is_empty()).then(|| Arc::new(grant) as Arc<dyn Grant>)
+        grant.into_grant()
     }
 }
 
 /// Whether the call may reach `collection`; the `not-allowed` error naming
 /// the grant if not.
 pub fn check(call: &CallCapabilities, collection: &str) -> Result<()> {
-    let granted = call.grants.get::<EntitiesGrant>(KEY);
-    if granted.is_some_and(|g| g.collections.contains(collection)) {
-        return Ok(());
-    }
-    let mut wanted = granted.cloned().unwrap_or_default();
-    wanted.collections.insert(collection.to_string());
-    let what = format!("the entities collection '{collection}'");
-    Err(CapabilityError::not_allowed(call.grants.denial(
-        KEY,
-        Arc::new(wanted),
-        &what,
-    )))
+    call.grants
+        .require_name(
+            KEY,
+            collection,
+            &format!("the entities collection '{collection}'"),
+        )
+        .map_err(CapabilityError::not_allowed)
 }
 
 /// Links `entities`.
