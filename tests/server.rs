@@ -716,3 +716,49 @@ fn cross_site_requests_and_foreign_host_names_are_refused() {
     }
     server.stop();
 }
+
+/// A client that trickles its headers (slowloris) is cut off at the header
+/// timeout, and connections past `--max-connections` wait instead of
+/// exhausting the server's file descriptors; the server keeps answering.
+#[test]
+fn half_sent_requests_are_cut_off_and_connections_are_capped() {
+    use std::io::Write;
+    let sandbox = Sandbox::new();
+    let server = Server::start(
+        &sandbox,
+        &[&brand_dir()],
+        &["--header-timeout", "1s", "--max-connections", "4"],
+    );
+    let address = server.base.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "cut off at the 1 s header timeout, not before and not never: {waited:?}"
+    );
+    // Four idle connections take every slot; a fifth is accepted only when
+    // one of them is cut off at its header timeout.
+    let idle: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let answer = raw(
+        &server,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for a slot: {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}

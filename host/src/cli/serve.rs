@@ -32,6 +32,12 @@ pub struct ServeArgs {
     /// The largest request body accepted (e.g. 1MiB).
     #[arg(long, default_value = "1MiB", value_name = "SIZE")]
     max_body: String,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    header_timeout: String,
+    /// The most connections open at once (more wait to be accepted).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
     /// Do not resume the state file's unfinished runs on start.
     #[arg(long)]
     no_resume: bool,
@@ -46,6 +52,13 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
         .map_err(|e| UsageError(format!("error: --wait-timeout: {e}")))?;
     let body_limit = crate::manifest::parse_size(&args.max_body)
         .map_err(|e| UsageError(format!("error: --max-body: {e}")))?;
+    let header_timeout = crate::manifest::parse_duration(&args.header_timeout)
+        .map_err(|e| UsageError(format!("error: --header-timeout: {e}")))?;
+    if args.max_connections == 0 {
+        return Err(UsageError(
+            "error: --max-connections must be at least 1".into(),
+        ));
+    }
     if !args.listen.ip().is_loopback() && args.token.is_none() {
         tracing::warn!(listen = %args.listen, "listening beyond loopback without --token: anyone who can reach it can run workflows");
     }
@@ -76,6 +89,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
             wait_timeout,
             body_limit,
             resume: !args.no_resume,
+            header_timeout,
+            max_connections: args.max_connections,
         },
         active: AtomicUsize::new(0),
     });

@@ -38,6 +38,12 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Whether to resume the state file's unfinished runs on start.
     pub resume: bool,
+    /// How long a client may take to send a request's headers (a client
+    /// that trickles them would hold a connection forever).
+    pub header_timeout: Duration,
+    /// The most connections open at once; past it, new ones wait to be
+    /// accepted (file descriptors are finite).
+    pub max_connections: usize,
 }
 
 /// A workflow served under its name.
@@ -159,9 +165,7 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         });
     }
     let app = routes::router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    accept(listener, app, &state.config).await;
     // Give runs in flight a moment to reach their end; the rest resume later.
     for _ in 0..40 {
         if state.active.load(Ordering::SeqCst) == 0 {
@@ -177,6 +181,52 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Serves connections until the shutdown signal, each with a header-read
+/// timeout, at most `max_connections` at once; then lets the open ones
+/// finish their requests (up to 10 s).
+async fn accept(listener: tokio::net::TcpListener, app: axum::Router, config: &ServeConfig) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or times out is its own business.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+    }
 }
 
 async fn shutdown_signal() {
