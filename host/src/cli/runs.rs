@@ -336,6 +336,17 @@ pub fn timeline(report: &RunReport) -> String {
         if let Some(error) = &entry.error {
             out.push_str(&format!("              {error}\n"));
         }
+        for request in &entry.requests {
+            let outcome = match (&request.status, &request.error) {
+                (_, Some(error)) => error.clone(),
+                (Some(status), None) => status.to_string(),
+                (None, None) => "no answer".to_string(),
+            };
+            out.push_str(&format!(
+                "              -> {} {}  {outcome}  {:.1}ms\n",
+                request.method, request.url, request.duration_ms
+            ));
+        }
     }
     if let Some(error) = &report.error {
         out.push_str(&format!("error: {}: {}\n", error.kind, error.message));
@@ -347,4 +358,64 @@ pub fn timeline(report: &RunReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{OutboundRequest, RunStatus, TraceEntry};
+
+    #[test]
+    fn the_timeline_lists_each_calls_outbound_requests() {
+        let entry = TraceEntry {
+            step: "charge".into(),
+            node: None,
+            action: Action::Invoke,
+            attempt: 1,
+            outcome: Outcome::Ok,
+            input: None,
+            error: None,
+            started_ms: 0.0,
+            duration_ms: 12.0,
+            requests: vec![
+                OutboundRequest {
+                    method: "POST".into(),
+                    url: "https://api.pay.example/v1/charges".into(),
+                    status: Some(201),
+                    error: None,
+                    duration_ms: 9.5,
+                },
+                OutboundRequest {
+                    method: "GET".into(),
+                    url: "http://127.0.0.1:9/".into(),
+                    status: None,
+                    error: Some("denied: not granted".into()),
+                    duration_ms: 0.1,
+                },
+            ],
+        };
+        let report = RunReport {
+            run: "r".into(),
+            workflow: "w".into(),
+            transaction_id: "r".into(),
+            status: RunStatus::Done,
+            partial: false,
+            output: None,
+            error: None,
+            errors: Vec::new(),
+            trace: vec![entry],
+            events: Vec::new(),
+            all_events: Vec::new(),
+            duration_ms: 12.0,
+        };
+        let text = timeline(&report);
+        assert!(
+            text.contains("-> POST https://api.pay.example/v1/charges  201  9.5ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-> GET http://127.0.0.1:9/  denied: not granted"),
+            "{text}"
+        );
+    }
 }
