@@ -159,7 +159,10 @@ fn probe_dir(sandbox: &Sandbox) -> PathBuf {
 fn every_route_answers_with_the_right_status() {
     let sandbox = Sandbox::new();
     let server = Server::start(&sandbox, &[&brand_dir(), &probe_dir(&sandbox)], &[]);
-    assert_eq!(server.get("/healthz"), (200, json!({"status": "ok"})));
+    assert_eq!(
+        server.get("/healthz"),
+        (200, json!({"status": "ok", "event_streams": 0}))
+    );
 
     let (status, workflows) = server.get("/workflows");
     assert_eq!(status, 200);
@@ -761,4 +764,54 @@ fn half_sent_requests_are_cut_off_and_connections_are_capped() {
         started.elapsed()
     );
     drop(idle);
+}
+
+/// An event stream whose client went away ends at once (each used to live
+/// on until its run ended, waking every second), and at most
+/// `--max-event-streams` are open at a time (more get 503).
+#[test]
+fn event_streams_end_with_their_client_and_are_capped() {
+    use std::io::Write;
+    let sandbox = Sandbox::new();
+    let server = Server::start(
+        &sandbox,
+        &[&probe_dir(&sandbox)],
+        &["--max-event-streams", "2"],
+    );
+    let (status, body, _) = server.post("/workflows/approval/runs?wait=false", json!({}));
+    assert_eq!(status, 202, "{body}");
+    let run = body["run"].as_str().unwrap().to_string();
+    let address = server.base.trim_start_matches("http://").to_string();
+    let open = || {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET /runs/{run}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .unwrap();
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).unwrap();
+        (stream, String::from_utf8_lossy(&first).into_owned())
+    };
+    let streams = |server: &Server| server.get("/healthz").1["event_streams"].as_u64().unwrap();
+    // The run waits for an answer: its stream stays open.
+    for _ in 0..5 {
+        let (stream, head) = open();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(streams(&server), 1);
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while streams(&server) != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stream's task outlived its client"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (_a, head_a) = open();
+    let (_b, head_b) = open();
+    let (_c, head_c) = open();
+    assert!(head_a.starts_with("HTTP/1.1 200") && head_b.starts_with("HTTP/1.1 200"));
+    assert!(head_c.starts_with("HTTP/1.1 503"), "{head_c}");
 }

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// The most connections open at once (more wait to be accepted).
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_connections: usize,
+    /// The most run event streams open at once (more get 503).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_event_streams: usize,
     /// Do not resume the state file's unfinished runs on start.
     #[arg(long)]
     no_resume: bool,
@@ -91,8 +94,10 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
             resume: !args.no_resume,
             header_timeout,
             max_connections: args.max_connections,
+            max_event_streams: args.max_event_streams,
         },
         active: AtomicUsize::new(0),
+        event_streams: Default::default(),
     });
     crate::server::serve(state)
         .await

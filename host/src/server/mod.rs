@@ -44,6 +44,8 @@ pub struct ServeConfig {
     /// The most connections open at once; past it, new ones wait to be
     /// accepted (file descriptors are finite).
     pub max_connections: usize,
+    /// The most run event streams (SSE) open at once; past it, `503`.
+    pub max_event_streams: usize,
 }
 
 /// A workflow served under its name.
@@ -66,6 +68,8 @@ pub struct AppState {
     pub config: ServeConfig,
     /// Runs executing in this process.
     pub active: AtomicUsize,
+    /// Event streams open now (each holds a task until its client goes).
+    pub event_streams: Arc<AtomicUsize>,
 }
 
 /// A problem found while loading the manifests to serve.

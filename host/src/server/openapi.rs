@@ -105,7 +105,8 @@ pub fn document(state: &AppState) -> Value {
                     "responses": {
                         "200": { "description": "An event stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
                         "401": error_response("A token is required."),
-                        "404": error_response("No such run.")
+                        "404": error_response("No such run."),
+                        "503": error_response("As many event streams are open as --max-event-streams allows.")
                     }
                 }
             },
@@ -157,7 +158,9 @@ pub fn document(state: &AppState) -> Value {
                     "summary": "Liveness (no token needed)",
                     "operationId": "health",
                     "security": [],
-                    "responses": { "200": { "description": "Serving.", "content": { "application/json": { "schema": { "type": "object" } } } } }
+                    "responses": { "200": { "description": "Serving, with the number of event streams open.", "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["status", "event_streams"],
+                        "properties": { "status": { "type": "string" }, "event_streams": { "type": "integer" } } } } } } }
                 }
             },
             "/openapi.json": {

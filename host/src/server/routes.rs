@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -130,8 +130,32 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page/index.html"))
 }
 
-async fn healthz() -> axum::Json<Value> {
-    axum::Json(json!({ "status": "ok" }))
+async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "status": "ok",
+        "event_streams": state.event_streams.load(Ordering::Relaxed),
+    }))
+}
+
+/// Counts an open event stream while it lives.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    /// A slot, unless `max` streams are open already.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<StreamSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(count.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn openapi(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
@@ -451,12 +475,23 @@ async fn run_events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let slot = StreamSlot::take(&state.event_streams, state.config.max_event_streams)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} event streams are open, the most this server allows (--max-event-streams); try again later",
+                    state.config.max_event_streams
+                ),
+            )
+        })?;
     // Subscribe before reading the journal: nothing falls between the two.
     let mut updates = state.live.subscribe();
     let record = state.host.journal().run(&id)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(256);
     let journal = state.host.journal().clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let mut last = 0u64;
         let send_since = |last: &mut u64| -> Vec<SseEvent> {
             let mut events = Vec::new();
@@ -478,7 +513,13 @@ async fn run_events(
             return;
         }
         loop {
-            let update = match tokio::time::timeout(Duration::from_secs(1), updates.recv()).await {
+            // A client that went away ends the task at once (it used to
+            // live on, waking every second, until the run ended).
+            let update = tokio::select! {
+                _ = sender.closed() => return,
+                update = tokio::time::timeout(Duration::from_secs(1), updates.recv()) => update,
+            };
+            let update = match update {
                 Ok(Ok(update)) => update,
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => {
                     // Missed updates (or a quiet second): catch up from the journal.
