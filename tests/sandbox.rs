@@ -285,3 +285,49 @@ fn a_huge_output_fails_and_a_huge_error_message_is_cut() {
         &message[message.len() - 60..]
     );
 }
+
+/// An expression that would be quadratic in a caller's input is refused
+/// before it runs (CEL cannot be interrupted once it does): the run fails
+/// with kind `expression` at once, and the step before it is compensated.
+/// The same expression over a small input runs.
+#[test]
+fn an_expression_over_its_budget_fails_fast_and_compensates() {
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "quadratic.toml",
+        r#"
+[workflow]
+name = "quadratic"
+
+[steps.before]
+component = "{probe}"
+config = { output = { ok = true } }
+
+[[flow]]
+run = "before"
+
+[[flow]]
+transform = "input.xs.map(a, input.xs.map(b, a * b))"
+as = "table"
+
+[output]
+value = "size(table)"
+"#,
+    );
+    let small = sandbox.run(&manifest, r#"{"xs": [1, 2, 3]}"#);
+    assert_eq!(small.code, 0, "{}", small.stderr);
+    assert_eq!(small.report()["output"], 3);
+
+    let xs: Vec<u32> = (0..20_000).collect();
+    let started = Instant::now();
+    let large = sandbox.run(&manifest, &json!({ "xs": xs }).to_string());
+    assert_eq!(large.code, 1, "{}", large.stderr);
+    let report = large.report();
+    assert_eq!(report["status"], "reverted", "{report:#}");
+    assert_eq!(report["error"]["kind"], "expression", "{report:#}");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(message.contains("over its budget"), "{message}");
+    assert_eq!(large.calls(), ["invoke before", "compensate before"]);
+    // 4·10⁸ multiplications would take minutes; refusing takes a parse.
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

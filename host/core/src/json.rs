@@ -24,6 +24,7 @@ struct Inner {
     text: Box<RawValue>,
     value: OnceLock<Value>,
     cel: OnceLock<cel::Value>,
+    shape: OnceLock<Vec<usize>>,
 }
 
 impl Json {
@@ -52,7 +53,18 @@ impl Json {
             text,
             value,
             cel: OnceLock::new(),
+            shape: OnceLock::new(),
         })))
+    }
+
+    /// Fails when the document nests deeper than [`MAX_DEPTH`] (a value
+    /// built by the host, such as an expression's result, is checked before
+    /// it is journaled: a later [`Json::parse`] of its text must succeed).
+    pub fn check_depth(&self) -> Result<(), String> {
+        match scan(self.text()) {
+            Scan::TooDeep => Err(format!("its result nests deeper than {MAX_DEPTH} levels")),
+            _ => Ok(()),
+        }
     }
 
     /// Wraps an already parsed value.
@@ -62,6 +74,7 @@ impl Json {
             text,
             value: OnceLock::from(value),
             cel: OnceLock::new(),
+            shape: OnceLock::new(),
         }))
     }
 
@@ -112,6 +125,41 @@ impl Json {
     /// The value as CEL sees it (converted on first use).
     pub fn cel(&self) -> &cel::Value {
         self.0.cel.get_or_init(|| to_cel(self.value()))
+    }
+
+    /// Level by level (the value itself first), the length of the longest
+    /// list, map or string: what an expression's price is computed from
+    /// (found on first use).
+    pub fn shape(&self) -> &[usize] {
+        self.0.shape.get_or_init(|| {
+            let mut shape: Vec<usize> = Vec::new();
+            let mut stack = vec![(self.value(), 0usize)];
+            while let Some((value, level)) = stack.pop() {
+                let length = match value {
+                    Value::String(s) => s.len(),
+                    Value::Array(items) => {
+                        stack.extend(items.iter().map(|item| (item, level + 1)));
+                        items.len()
+                    }
+                    Value::Object(map) => {
+                        for (key, item) in map {
+                            stack.push((item, level + 1));
+                            if shape.len() <= level + 1 {
+                                shape.resize(level + 2, 0);
+                            }
+                            shape[level + 1] = shape[level + 1].max(key.len());
+                        }
+                        map.len()
+                    }
+                    _ => 0,
+                };
+                if shape.len() <= level {
+                    shape.resize(level + 1, 0);
+                }
+                shape[level] = shape[level].max(length);
+            }
+            shape
+        })
     }
 
     /// Whether this is JSON `null`.

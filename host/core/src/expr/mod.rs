@@ -10,6 +10,27 @@ use std::sync::{Arc, LazyLock};
 
 use crate::json::Json;
 
+mod cost;
+
+pub use cost::{MAX_COST, MAX_NESTING};
+
+/// The longest expression text (a mapping or a condition, not a program;
+/// longer ones belong in a step).
+pub const MAX_SOURCE: usize = 8 * 1024;
+
+/// The largest result an expression may produce, as JSON text (a step's
+/// output has the same bound).
+pub const MAX_RESULT: usize = 8 << 20;
+
+/// The price past which an evaluation moves off its async worker thread
+/// (about 15 ms of work; cheaper ones are not worth the hand-over).
+const OFF_WORKER_COST: f64 = 100_000.0;
+
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// The CEL environment: the standard library, built once per process.
 static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
 
@@ -90,6 +111,15 @@ impl Expr {
                 variables,
             });
         }
+        if source.len() > MAX_SOURCE {
+            return Err(CompileError {
+                message: format!(
+                    "the expression is {} bytes long, more than {MAX_SOURCE}; move this logic into a step",
+                    source.len()
+                ),
+                offset: None,
+            });
+        }
         let program = ENV.compile(source).map_err(|errors| {
             let first = errors.errors.first();
             CompileError {
@@ -99,6 +129,14 @@ impl Expr {
                 offset: first.and_then(|e| offset_of(source, e.pos)),
             }
         })?;
+        if cost::nesting(program.expression(), MAX_NESTING) > MAX_NESTING {
+            return Err(CompileError {
+                message: format!(
+                    "the expression nests deeper than {MAX_NESTING} levels; split it with a transform step"
+                ),
+                offset: None,
+            });
+        }
         let mut free = std::collections::BTreeSet::new();
         free_variables(program.expression(), &mut Vec::new(), &mut free);
         let variables = free.into_iter().collect();
@@ -124,21 +162,51 @@ impl Expr {
         match &self.kind {
             Kind::Path(path) => self.eval_path(path, scope),
             Kind::Cel(program) => {
-                let mut context = cel::Context::with_env(ENV.clone());
-                for name in &self.variables {
-                    if let Some(value) = scope.get(name) {
-                        context.add_variable_from_value(name.as_str(), value.cel().clone());
-                    }
+                let price = cost::price(program.expression(), &|name| {
+                    scope.get(name).map_or_else(Vec::new, |value| {
+                        value.shape().iter().map(|&n| n as f64).collect()
+                    })
+                });
+                if price.cost > MAX_COST {
+                    return Err(self.error(format!(
+                        "over its budget: evaluating it over these values could take {:.0} steps, more than {MAX_COST:.0} (a comprehension over a large list, nested or repeated); filter the data in a step first",
+                        price.cost
+                    )));
                 }
-                let value = program
-                    .execute(&context)
-                    .map_err(|e| self.error(e.to_string()))?;
-                let json = value
-                    .json()
-                    .map_err(|e| self.error(format!("the result is not JSON: {e}")))?;
-                Ok(Json::from_value(json))
+                // A costly evaluation leaves its async worker to the runtime's
+                // other tasks while it runs (the I/O of every other run).
+                if price.cost > OFF_WORKER_COST && on_multi_thread_runtime() {
+                    return tokio::task::block_in_place(|| self.run(program, scope));
+                }
+                self.run(program, scope)
             }
         }
+    }
+
+    fn run(&self, program: &cel::Program, scope: &Scope) -> Result<Json, EvalError> {
+        let mut context = cel::Context::with_env(ENV.clone());
+        for name in &self.variables {
+            if let Some(value) = scope.get(name) {
+                context.add_variable_from_value(name.as_str(), value.cel().clone());
+            }
+        }
+        let value = program
+            .execute(&context)
+            .map_err(|e| self.error(e.to_string()))?;
+        let json = value
+            .json()
+            .map_err(|e| self.error(format!("the result is not JSON: {e}")))?;
+        // The result goes where a step's output goes (journal, next input),
+        // so it obeys the same rules.
+        let json = Json::from_value(json);
+        if json.text().len() > MAX_RESULT {
+            return Err(self.error(format!(
+                "its result is {} bytes of JSON, more than {MAX_RESULT}",
+                json.text().len()
+            )));
+        }
+        json.check_depth().map_err(|e| self.error(e))?;
+        Ok(json)
     }
 
     /// Evaluates a condition: the result must be a boolean.
@@ -370,5 +438,93 @@ mod tests {
             expr.eval(&scope).unwrap(),
             json!({"id": "b1", "name": "Acme"}).into()
         );
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+    use serde_json::json;
+
+    /// Runs `f` on a thread with a tokio worker's stack (2 MiB), where
+    /// `host serve` evaluates expressions.
+    fn on_worker_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+    }
+
+    #[test]
+    fn long_chains_are_refused_at_compile_time_not_overflowing_the_stack() {
+        let sum = vec!["1"; 20_000].join("+");
+        let err = on_worker_stack(move || Expr::compile(&sum).unwrap_err());
+        assert!(err.message.contains("bytes long"), "{err}");
+        // The longest accepted text, as deep as it can be made.
+        let deep = vec!["1"; MAX_SOURCE / 2].join("+");
+        let err = on_worker_stack(move || Expr::compile(&deep).unwrap_err());
+        assert!(err.message.contains("nests deeper"), "{err}");
+        let calls = format!("{}x{}", "size(".repeat(2000), ")".repeat(2000));
+        let err = on_worker_stack(move || Expr::compile(&calls).unwrap_err());
+        assert!(!err.message.is_empty());
+        let selects = format!("x{}", ".a".repeat(4000));
+        on_worker_stack(move || Expr::compile(&format!("{selects} + 1")).unwrap_err());
+        // A shallow expression with many terms is fine.
+        let flat = format!("[{}]", vec!["1"; 1000].join(","));
+        let value = on_worker_stack(move || {
+            Expr::compile(&flat)
+                .unwrap()
+                .eval(&Scope::default())
+                .unwrap()
+        });
+        assert_eq!(value.value().as_array().unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn a_quadratic_expression_over_a_large_input_is_refused_before_it_runs() {
+        let expr = Expr::compile("input.xs.map(a, input.xs.map(b, a + b))").unwrap();
+        let small = Scope::with_input(Json::from_value(json!({"xs": [1, 2, 3]})));
+        assert_eq!(expr.eval(&small).unwrap().value()[0], json!([2, 3, 4]));
+        let xs: Vec<u32> = (0..10_000).collect();
+        let large = Scope::with_input(Json::from_value(json!({ "xs": xs })));
+        let started = std::time::Instant::now();
+        let err = expr.eval(&large).unwrap_err();
+        assert!(err.message.contains("over its budget"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // The same list mapped once is within budget.
+        let linear = Expr::compile("input.xs.map(a, a * 2)").unwrap();
+        assert_eq!(
+            linear
+                .eval(&large)
+                .unwrap()
+                .value()
+                .as_array()
+                .unwrap()
+                .len(),
+            10_000
+        );
+    }
+}
+
+#[cfg(test)]
+mod results {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_result_too_deep_to_journal_is_an_error() {
+        let mut deep = json!(1);
+        for _ in 0..98 {
+            deep = json!([deep]);
+        }
+        let scope = Scope::with_input(Json::from_value(json!({ "d": deep })));
+        assert!(Expr::compile("[input.d]").unwrap().eval(&scope).is_ok());
+        let err = Expr::compile("[[[input.d]]]")
+            .unwrap()
+            .eval(&scope)
+            .unwrap_err();
+        assert!(err.message.contains("deeper than"), "{err}");
     }
 }

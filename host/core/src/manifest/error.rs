@@ -11,6 +11,9 @@ use crate::app::{Source, display_path, line_col};
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
 
+/// The longest manifest line shown under an error.
+const MAX_SHOWN_LINE: usize = 4096;
+
 /// One problem in a manifest.
 #[derive(Debug, Clone)]
 pub struct ManifestError {
@@ -31,6 +34,24 @@ impl ManifestError {
     /// A problem at `span` of the manifest text.
     pub fn at(source: &Source, span: Range<usize>, message: impl Into<String>) -> ManifestError {
         let span = clamp(span, source.text.len());
+        let line_start = source.text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source.text[span.start..]
+            .find('\n')
+            .map_or(source.text.len(), |i| span.start + i);
+        // A line this long cannot be shown usefully (and miette's renderer
+        // panics on a label past column 65,535): the heading's line:column
+        // says where.
+        if line_end - line_start > MAX_SHOWN_LINE || span.len() > MAX_SHOWN_LINE {
+            return ManifestError {
+                file: source.path.clone(),
+                position: Some(line_col(&source.text, span.start)),
+                message: message.into(),
+                help: None,
+                label: String::new(),
+                span: None,
+                source: None,
+            };
+        }
         ManifestError {
             file: source.path.clone(),
             position: Some(line_col(&source.text, span.start)),

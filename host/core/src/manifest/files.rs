@@ -4,6 +4,27 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The largest manifest (or schema) file read.
+pub const MAX_MANIFEST: usize = 1 << 20;
+
+/// A file's bytes as text, or an error that says where the first byte that
+/// is not UTF-8 is.
+pub fn text_of(bytes: Vec<u8>) -> std::io::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text: line {line}, column {column} (byte {}) is not valid UTF-8; save the file as UTF-8",
+                valid.len()
+            ),
+        )
+    })
+}
+
 /// A source of manifest files.
 pub trait Files: Send + Sync {
     /// The text of the file at `path`.
@@ -18,7 +39,18 @@ pub struct Disk;
 
 impl Files for Disk {
     fn read(&self, path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(MAX_MANIFEST as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() > MAX_MANIFEST {
+            return Err(std::io::Error::other(format!(
+                "it is larger than {} MiB, the most a manifest may be",
+                MAX_MANIFEST >> 20
+            )));
+        }
+        text_of(bytes)
     }
 
     fn tomls(&self, dir: &Path) -> Vec<PathBuf> {

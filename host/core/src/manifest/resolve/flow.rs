@@ -447,6 +447,31 @@ impl Resolver<'_> {
             self.add_help("a workflow cannot contain itself; remove one of the `workflow` entries in the cycle");
             return None;
         }
+        if self.stack.len() >= MAX_NESTING {
+            self.error(
+                file,
+                path.span(),
+                format!("nested workflows go deeper than {MAX_NESTING} levels"),
+            )
+            .label("one level too many");
+            self.add_help("flatten the chain: nest fewer workflows inside each other");
+            return None;
+        }
+        self.nested_files += 1;
+        if self.nested_files > MAX_NESTED_FILES {
+            // Said once: a file nesting another twice, and so on, doubles at
+            // every level, and the rest of the count is the same mistake.
+            if self.nested_files == MAX_NESTED_FILES + 1 {
+                self.error(
+                    file,
+                    path.span(),
+                    format!("more than {MAX_NESTED_FILES} nested workflows in all"),
+                )
+                .label("past the limit here");
+                self.add_help("every `workflow` entry copies the nested flow; a workflow nested twice at each of several levels multiplies: nest each one once");
+            }
+            return None;
+        }
         let input = match &entry.input {
             Some(expr) => Some(self.expression(file, expr, names)?),
             None => None,

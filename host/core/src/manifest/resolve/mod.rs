@@ -68,6 +68,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {
         steps: Vec::new(),
         components: Vec::new(),
         stack: Vec::new(),
+        nested_files: 0,
         sources: Vec::new(),
         subscribers: Vec::new(),
         secrets: IndexMap::new(),
@@ -97,6 +98,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {
     })
 }
 
+/// How deep nested workflows may go (the loader recurses once per level).
+const MAX_NESTING: usize = 32;
+
+/// How many nested workflow entries one manifest may resolve in all (each
+/// copies the nested flow into the plan).
+const MAX_NESTED_FILES: usize = 1000;
+
 struct Resolver<'a> {
     options: &'a LoadOptions,
     errors: ManifestErrors,
@@ -105,6 +113,8 @@ struct Resolver<'a> {
     components: Vec<ComponentSpec>,
     /// The nesting chain, to reject cycles.
     stack: Vec<PathBuf>,
+    /// How many nested workflow entries were resolved so far.
+    nested_files: usize,
     sources: Vec<(PathBuf, String)>,
     subscribers: Vec<SubscriberSpec>,
     /// Every file's `[secrets]`, by name.
