@@ -149,10 +149,14 @@ fn a_granted_capability_works() {
     let run = sandbox.run(&manifest, r#"{"id": "b1"}"#);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report = run.report();
-    assert_eq!(
-        report["events"],
-        json!([{"name": "brand.created", "data": {"id": "b1"}, "step": "a"}])
-    );
+    let emitted = json!([{"name": "brand.created", "data": {"id": "b1"}, "step": "a"}]);
+    assert_eq!(report["events"], emitted);
+    // Journaled with the run: the stored report has them too.
+    let run_id = report["run"].as_str().unwrap();
+    let shown = sandbox.host(&["runs", "show", run_id, "--json"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let stored: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(stored["events"], emitted, "{stored:#}");
 }
 
 #[test]

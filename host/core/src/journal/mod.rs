@@ -198,6 +198,63 @@ pub enum RecordKind {
     Compensating(RunError),
 }
 
+impl RecordKind {
+    /// A record from the columns every journal stores it in: its kind's
+    /// name, the call it belongs to (node, action, attempt) and its JSON
+    /// body. What a resume reads back, so a damaged row is an error, never a
+    /// panic or a value that breaks a later read.
+    pub fn decode(
+        kind: &str,
+        node: Option<String>,
+        action: Option<&str>,
+        attempt: Option<u32>,
+        body: &str,
+    ) -> Result<RecordKind, String> {
+        #[derive(serde::Deserialize)]
+        struct StartedBody {
+            step: Option<String>,
+            input: Option<Box<serde_json::value::RawValue>>,
+        }
+        let action = action.and_then(Action::from_name).unwrap_or(Action::Invoke);
+        let node = node.unwrap_or_default();
+        let attempt = attempt.unwrap_or(1);
+        let bad = |e: serde_json::Error| format!("a damaged '{kind}' record: {e}");
+        Ok(match kind {
+            "started" => {
+                let started: StartedBody = serde_json::from_str(body).map_err(bad)?;
+                let input = match started.input {
+                    Some(raw) if raw.get() != "null" => {
+                        Some(Json::parse(raw.get().to_string()).map_err(bad)?)
+                    }
+                    _ => None,
+                };
+                RecordKind::Started {
+                    step: started.step.unwrap_or_else(|| node.clone()),
+                    input,
+                    node,
+                    action,
+                    attempt,
+                }
+            }
+            "finished" => RecordKind::Finished {
+                node,
+                action,
+                attempt,
+                record: serde_json::from_str(body).map_err(bad)?,
+            },
+            "requests" => RecordKind::Requests {
+                node,
+                action,
+                attempt,
+                requests: serde_json::from_str(body).map_err(bad)?,
+            },
+            "event" => RecordKind::Event(serde_json::from_str(body).map_err(bad)?),
+            "compensating" => RecordKind::Compensating(serde_json::from_str(body).map_err(bad)?),
+            other => return Err(format!("unknown record kind '{other}'")),
+        })
+    }
+}
+
 /// Told about every transition once it is committed (live views of runs).
 pub trait Observer: Send + Sync {
     /// Records of `run` were committed.

@@ -185,15 +185,40 @@ pub struct Event {
     pub lifecycle: bool,
 }
 
-/// The events of one run, in emission order.
-#[derive(Debug, Default)]
+/// The events of one run, in emission order; each new one is also handed to
+/// the run's recorder, so the journal holds what steps emitted (a resumed
+/// run has them, and reports show them).
+#[derive(Default)]
 pub struct RunEvents {
     events: Mutex<Vec<Event>>,
+    recorder: Option<Arc<dyn super::Recorder>>,
+}
+
+impl std::fmt::Debug for RunEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunEvents")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunEvents {
+    /// The events of a run that records them with `recorder`, starting with
+    /// those already journaled (a resumed run's), which are not recorded again.
+    pub fn recorded(recorder: Arc<dyn super::Recorder>, journaled: &[Event]) -> RunEvents {
+        RunEvents {
+            events: Mutex::new(journaled.to_vec()),
+            recorder: Some(recorder),
+        }
+    }
+
     /// Records an event.
     pub fn emit(&self, event: Event) {
+        if let Some(recorder) = &self.recorder
+            && let Err(e) = recorder.event(&event)
+        {
+            tracing::error!("{e}");
+        }
         self.events.lock().expect("events lock").push(event);
     }
 

@@ -18,7 +18,7 @@ use super::{
     RunRecord, now_ms, now_us,
 };
 use crate::json::Json;
-use crate::saga::{Action, RunReport, RunStatus};
+use crate::saga::{RunReport, RunStatus};
 use rows::{
     RunRecordRow, from_text, json_text, kind_columns, record_from_row, run_from_row, sources_hash,
 };
@@ -432,43 +432,8 @@ impl Journal for SqliteJournal {
             for row in rows {
                 let (seq, at, kind, node, action, attempt, body) = row?;
                 let body = body.unwrap_or_default();
-                let action = action
-                    .as_deref()
-                    .and_then(Action::from_name)
-                    .unwrap_or(Action::Invoke);
-                let node = node.unwrap_or_default();
-                let attempt = attempt.unwrap_or(1);
-                let kind = match kind.as_str() {
-                    "started" => {
-                        let value: serde_json::Value = from_text(&body)?;
-                        RecordKind::Started {
-                            step: value["step"].as_str().unwrap_or(&node).to_string(),
-                            input: value
-                                .get("input")
-                                .filter(|v| !v.is_null())
-                                .cloned()
-                                .map(Json::from_value),
-                            node,
-                            action,
-                            attempt,
-                        }
-                    }
-                    "finished" => RecordKind::Finished {
-                        node,
-                        action,
-                        attempt,
-                        record: from_text(&body)?,
-                    },
-                    "requests" => RecordKind::Requests {
-                        node,
-                        action,
-                        attempt,
-                        requests: from_text(&body)?,
-                    },
-                    "event" => RecordKind::Event(from_text(&body)?),
-                    "compensating" => RecordKind::Compensating(from_text(&body)?),
-                    other => return Err(storage(format!("unknown record kind '{other}'")).into()),
-                };
+                let kind = RecordKind::decode(&kind, node, action.as_deref(), attempt, &body)
+                    .map_err(storage)?;
                 records.push(Record {
                     seq: seq as u64,
                     at,

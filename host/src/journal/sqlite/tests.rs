@@ -1,7 +1,7 @@
 //! The SQLite journal against a real database file or memory.
 
 use super::*;
-use crate::saga::{CallRecord, RunReport};
+use crate::saga::{Action, CallRecord, RunReport};
 use serde_json::json;
 
 fn new_run(id: &str, tx: &str) -> NewRun {

@@ -135,10 +135,10 @@ impl Saga {
             .workflow
             .timeout
             .map(|t| started + t.saturating_sub(durability.elapsed));
-        let events = Arc::new(RunEvents::default());
-        for event in &durability.history.events {
-            events.emit(event.clone());
-        }
+        let events = Arc::new(RunEvents::recorded(
+            durability.recorder.clone(),
+            &durability.history.events,
+        ));
         let fresh = durability.history.is_empty();
         let run = Arc::new(Run {
             saga: self.clone(),
@@ -380,9 +380,6 @@ impl Run {
 
     /// Emits an event of the run (recorded, and delivered to subscribers later).
     fn emit(&self, event: Event) {
-        if let Err(e) = self.recorder.event(&event) {
-            tracing::error!("{e}");
-        }
         self.events.emit(event);
     }
 
