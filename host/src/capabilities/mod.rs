@@ -70,6 +70,10 @@ pub struct CallCapabilities {
     pub created: AtomicU32,
     /// How many events this attempt has emitted so far.
     pub emitted: AtomicU32,
+    /// How many entity writes (creates, updates, deletes) this attempt made.
+    pub entity_writes: AtomicU32,
+    /// How many bytes of entity data this attempt wrote.
+    pub entity_bytes: AtomicUsize,
     /// How many bytes of log this attempt has written so far.
     pub logged: AtomicUsize,
     /// This attempt's outbound HTTP: secrets' placeholders, requests made.

@@ -63,6 +63,8 @@ pub fn call_with(grants: Grants) -> CallCapabilities {
         origin: None,
         created: AtomicU32::new(0),
         emitted: AtomicU32::new(0),
+        entity_writes: Default::default(),
+        entity_bytes: Default::default(),
         logged: Default::default(),
         outbound: Arc::new(super::OutboundCall::new(
             "w:run-1:a:invoke".into(),

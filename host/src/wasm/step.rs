@@ -51,6 +51,8 @@ impl WasmStep {
             origin: Some(format!("{}:{}:{}", call.run_id, call.node, call.action.as_str()).into()),
             created: Default::default(),
             emitted: Default::default(),
+            entity_writes: Default::default(),
+            entity_bytes: Default::default(),
             logged: Default::default(),
             outbound: Arc::new(OutboundCall::new(
                 call.idempotency_key(),

@@ -67,6 +67,8 @@ impl SubscriberComponent {
             origin: None,
             created: Default::default(),
             emitted: Default::default(),
+            entity_writes: Default::default(),
+            entity_bytes: Default::default(),
             logged: Default::default(),
             outbound: Arc::new(crate::capabilities::OutboundCall::new(
                 format!("{workflow}:{run_id}:{name}:event"),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{ManifestError, ManifestErrors};
-pub use files::{Disk, Files, Snapshot};
+pub use files::{Disk, Files, MAX_MANIFEST, Snapshot, text_of};
 pub use units::{parse_duration, parse_size};
 
 pub use crate::app::Source;

@@ -5,6 +5,7 @@
 mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use toml::Spanned;
@@ -15,6 +16,7 @@ pub use store::{EntityStore, Filter, LIST_CAP, Query, StoreError};
 use super::bindings::wasaga::step::entities::{self, Host, HostCollection, ListQuery};
 use super::{CallCapabilities, Capabilities, CapabilityError, CapabilityView, ViewOf};
 use crate::app::{Grant, GrantEntry, GrantParser, GrantProblems, NamesGrant};
+use crate::saga::FailureKind;
 use store::parse;
 
 /// The key of its grant.
@@ -89,9 +91,50 @@ type Result<T> = std::result::Result<T, CapabilityError>;
 
 impl Host for CapabilityView<'_> {}
 
+/// The most entity writes (creates, updates, deletes, restores) one call
+/// attempt may make.
+pub const MAX_WRITES_PER_CALL: u32 = 1_000;
+
+/// The largest entity (or update) one write may carry, as JSON text.
+pub const MAX_ENTITY_BYTES: usize = 1 << 20;
+
+/// The most entity data one call attempt may write in all.
+pub const MAX_BYTES_PER_CALL: usize = 16 << 20;
+
 impl CapabilityView<'_> {
     fn collection(&self, handle: &Resource<CollectionHandle>) -> Result<String> {
         Ok(self.table.get(handle)?.name.clone())
+    }
+
+    /// Counts one write of `bytes` of data against the call's budget (the
+    /// state file is shared by every run: one call may not fill the disk).
+    fn charge_write(&self, bytes: usize) -> Result<()> {
+        let refuse = |message: String| {
+            Err(CapabilityError::permanent(
+                FailureKind::InvalidArgument,
+                message,
+            ))
+        };
+        if bytes > MAX_ENTITY_BYTES {
+            return refuse(format!(
+                "an entity write carries {bytes} bytes, more than the {} MiB one may",
+                MAX_ENTITY_BYTES >> 20
+            ));
+        }
+        let writes = self.call.entity_writes.fetch_add(1, Ordering::Relaxed);
+        if writes >= MAX_WRITES_PER_CALL {
+            return refuse(format!(
+                "a call may make at most {MAX_WRITES_PER_CALL} entity writes"
+            ));
+        }
+        let written = self.call.entity_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if written > MAX_BYTES_PER_CALL {
+            return refuse(format!(
+                "a call may write at most {} MiB of entity data",
+                MAX_BYTES_PER_CALL >> 20
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +145,7 @@ impl HostCollection for CapabilityView<'_> {
 
     fn create(&mut self, handle: Resource<CollectionHandle>, data: String) -> Result<String> {
         let name = self.collection(&handle)?;
+        self.charge_write(data.len())?;
         let data = parse(&data, "the new entity")?;
         let ordinal = self
             .call
@@ -128,6 +172,7 @@ impl HostCollection for CapabilityView<'_> {
         data: String,
     ) -> Result<String> {
         let name = self.collection(&handle)?;
+        self.charge_write(data.len())?;
         let data = parse(&data, "the update")?;
         Ok(self
             .call
@@ -139,11 +184,13 @@ impl HostCollection for CapabilityView<'_> {
 
     fn delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<()> {
         let name = self.collection(&handle)?;
+        self.charge_write(id.len())?;
         Ok(self.call.services.entities.delete(&name, &id)?)
     }
 
     fn soft_delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
         let name = self.collection(&handle)?;
+        self.charge_write(id.len())?;
         Ok(self
             .call
             .services
@@ -154,6 +201,7 @@ impl HostCollection for CapabilityView<'_> {
 
     fn restore(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
         let name = self.collection(&handle)?;
+        self.charge_write(id.len())?;
         Ok(self.call.services.entities.restore(&name, &id)?.to_string())
     }
 
@@ -195,6 +243,56 @@ mod tests {
     use crate::capabilities::testing::{call_with, grants_of, load_errors};
     use crate::saga::FailureKind;
     use wasmtime::component::ResourceTable;
+
+    /// One call cannot fill the shared state file: its writes are counted
+    /// (1,000), each is at most 1 MiB, and all of them at most 16 MiB.
+    #[test]
+    fn a_call_s_entity_writes_are_bounded() {
+        fn create(view: &mut CapabilityView<'_>, data: String) -> Result<String> {
+            let handle = view
+                .table
+                .push(CollectionHandle {
+                    name: "brand".into(),
+                })
+                .unwrap();
+            view.create(handle, data)
+        }
+        let counted = call_with(grants_of("entities = [\"brand\"]"));
+        let mut table = ResourceTable::new();
+        let mut view = CapabilityView {
+            call: &counted,
+            table: &mut table,
+        };
+        let mut written = 0;
+        let err = loop {
+            match create(&mut view, "{}".into()) {
+                Ok(_) => written += 1,
+                Err(e) => break format!("{e:?}"),
+            }
+        };
+        assert!(err.contains("at most 1000 entity writes"), "{err}");
+        assert_eq!(written, MAX_WRITES_PER_CALL);
+
+        let sized = call_with(grants_of("entities = [\"brand\"]"));
+        let mut table = ResourceTable::new();
+        let mut view = CapabilityView {
+            call: &sized,
+            table: &mut table,
+        };
+        let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(MAX_ENTITY_BYTES));
+        let err = format!("{:?}", create(&mut view, big).unwrap_err());
+        assert!(err.contains("more than the 1 MiB"), "{err}");
+        let half = format!("{{\"blob\":\"{}\"}}", "x".repeat(MAX_ENTITY_BYTES / 2));
+        let mut written = 0;
+        let err = loop {
+            match create(&mut view, half.clone()) {
+                Ok(_) => written += 1,
+                Err(e) => break format!("{e:?}"),
+            }
+        };
+        assert!(err.contains("at most 16 MiB"), "{err}");
+        assert_eq!(written, 31);
+    }
 
     #[test]
     fn a_granted_collection_is_reached_through_its_handle() {

@@ -188,9 +188,17 @@ impl EntityStore {
                 created_at TEXT NOT NULL,
                 updated_at TEXT NOT NULL,
                 deleted_at TEXT,
+                created_by TEXT,
                 PRIMARY KEY (collection, id)
             );",
         )?;
+        // `created_by` came later: add it to a state file made before.
+        let has_created_by = conn
+            .prepare("SELECT 1 FROM pragma_table_info('entities') WHERE name = 'created_by'")?
+            .exists([])?;
+        if !has_created_by {
+            conn.execute_batch("ALTER TABLE entities ADD COLUMN created_by TEXT")?;
+        }
         Ok(EntityStore {
             conn: Mutex::new(conn),
         })
@@ -231,16 +239,40 @@ impl EntityStore {
             ),
         };
         let at = now();
+        // Which create of which call made a derived row: a later attempt of
+        // that call finds its own row, while a row another step planted at
+        // the id it could compute is not taken for it.
+        let creator = origin
+            .filter(|_| derived)
+            .map(|(call, ordinal)| format!("{call}\n{ordinal}"));
         let inserted = self.conn().execute(
-            "INSERT INTO entities (collection, id, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+            "INSERT INTO entities (collection, id, data, created_at, updated_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
              ON CONFLICT DO NOTHING",
-            params![collection, id, Value::Object(map).to_string(), at],
+            params![collection, id, Value::Object(map).to_string(), at, creator],
         )?;
         if inserted == 0 && derived {
-            // Stored by an earlier attempt of this very call.
-            return self
-                .fetch(collection, &id, true)?
-                .ok_or_else(|| not_found(collection, &id));
+            let created_by: Option<String> = self
+                .conn()
+                .query_row(
+                    "SELECT created_by FROM entities WHERE collection = ?1 AND id = ?2",
+                    params![collection, id],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .flatten();
+            if created_by == creator {
+                // Stored by an earlier attempt of this very call.
+                return self
+                    .fetch(collection, &id, true)?
+                    .ok_or_else(|| not_found(collection, &id));
+            }
+            return Err(StoreError::permanent(
+                FailureKind::Duplicate,
+                format!(
+                    "{collection} '{id}' already exists and was not created by this call (another step stored a row at the id this create derives)"
+                ),
+            ));
         }
         if inserted == 0 {
             return Err(StoreError::permanent(
@@ -402,8 +434,12 @@ fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     Ok(Value::Object(entity))
 }
 
+/// A guest's JSON, under the rules of every JSON that enters the host
+/// (nesting, numbers): what is stored can always be read back into a report.
 pub(super) fn parse(data: &str, what: &str) -> Result<Value> {
-    serde_json::from_str(data).map_err(|e| invalid(format!("{what} is not JSON: {e}")))
+    let json = crate::json::Json::parse(data.to_string())
+        .map_err(|e| invalid(format!("{what} is not JSON: {e}")))?;
+    Ok(json.value().clone())
 }
 
 #[cfg(test)]
@@ -462,6 +498,30 @@ mod tests {
             ),
             FailureKind::Duplicate
         );
+    }
+
+    /// A step granted the same collection can compute the id a later step's
+    /// create will derive (the hash's inputs are the run's call keys) and
+    /// plant a row there first. That row is not taken for the later create's
+    /// own: the create fails as a duplicate instead of returning planted data.
+    #[test]
+    fn a_row_planted_at_a_derived_id_is_not_taken_for_the_creates_own() {
+        let store = EntityStore::in_memory().unwrap();
+        let victim = "run1:charge:invoke";
+        let planted_id = derived_id("payment", victim, 0);
+        store
+            .create_once(
+                "payment",
+                json!({"id": planted_id, "amount": 0, "status": "paid"}),
+                Some(("run1:attacker:invoke", 0)),
+            )
+            .unwrap();
+        let err = store
+            .create_once("payment", json!({"amount": 100}), Some((victim, 0)))
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Duplicate);
+        assert!(err.message.contains("not created by this call"), "{err}");
+        assert_eq!(store.get("payment", &planted_id).unwrap()["amount"], 0);
     }
 
     #[test]
