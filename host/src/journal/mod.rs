@@ -4,5 +4,5 @@
 
 mod sqlite;
 
-pub use sqlite::{SqliteJournal, SyncMode};
+pub use sqlite::{Gated, RESTART_AT, SqliteJournal, SyncMode, WAL_BOUND, lock_gated, watch_log};
 pub use wasaga_core::journal::*;

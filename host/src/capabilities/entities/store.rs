@@ -167,10 +167,15 @@ impl EntityStore {
     fn open_once(path: &Path) -> std::result::Result<EntityStore, rusqlite::Error> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // As the journal does: a new state file gives freed pages back.
+        conn.pragma_update(None, "auto_vacuum", "incremental")?;
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "normal")?;
         // The journal's connection checkpoints the shared log in the background.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", crate::journal::WAL_BOUND as i64)?;
+        let mut conn = conn;
+        crate::journal::watch_log(&mut conn, crate::journal::RESTART_AT)?;
         EntityStore::init(conn)
     }
 
@@ -204,10 +209,8 @@ impl EntityStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn conn(&self) -> crate::journal::Gated<'_> {
+        crate::journal::lock_gated(&self.conn)
     }
 
     /// Stores a new entity; returns it with its managed fields.

@@ -1,0 +1,90 @@
+//! The checkpoint gate and bell: every use of a state-file connection in
+//! this process holds the gate shared; the checkpointer holds it alone for
+//! the moment it restarts the write-ahead log, and is woken by the bell when
+//! a commit leaves the log past the restart size. It owns no SQL.
+//!
+//! A restarting checkpoint must find no writer between two transactions and
+//! no reader on an old snapshot; under sustained load SQLite's busy handler
+//! alone lost that race every time (the log grew past 500 MB in the load
+//! test). Uses of a connection are short and never nested, so a shared hold
+//! per use costs an uncontended atomic and cannot deadlock.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+static GATE: RwLock<()> = RwLock::new(());
+
+/// Rung when the log has grown past the restart size.
+static BELL: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+/// Rings for the checkpointer when a commit leaves `log_bytes` in the log
+/// past `restart_at` (from the connection's commit hook, so a burst of writes
+/// is met at once, not at the next poll: at full speed the writers add some
+/// 150 MB of log a second).
+pub fn watch(conn: &mut Connection, restart_at: u64) -> rusqlite::Result<()> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+    conn.wal_hook(Some(
+        move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            if pages.max(0) as u64 * page_size.max(512) as u64 > restart_at {
+                *BELL.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                BELL.1.notify_all();
+            }
+            Ok(())
+        },
+    ))
+}
+
+/// Waits until the bell rings or `timeout` passes; says whether it rang.
+pub fn wait(timeout: Duration) -> bool {
+    let rung = BELL.0.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut rung, _) = BELL
+        .1
+        .wait_timeout_while(rung, timeout, |rung| !*rung)
+        .unwrap_or_else(|p| p.into_inner());
+    std::mem::take(&mut *rung)
+}
+
+/// A connection in use, with the gate held shared.
+pub struct Gated<'a> {
+    // Fields drop in order: the connection is released before the gate.
+    conn: MutexGuard<'a, Connection>,
+    _gate: RwLockReadGuard<'static, ()>,
+}
+
+/// Takes `conn`, holding the gate shared while it is in use.
+pub fn lock(conn: &Mutex<Connection>) -> Gated<'_> {
+    let gate = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Gated {
+        conn: conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        _gate: gate,
+    }
+}
+
+/// Holds the gate shared, with no connection (a checkpointer's passive turn).
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Holds the gate alone: no connection of this process is in use until it
+/// is dropped.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    GATE.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Deref for Gated<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Gated<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
