@@ -2,7 +2,8 @@
 # Installs what the tests need beyond Rust (idempotent; skips what is there):
 # the wasm32-wasip2 target; Debian's Chromium (the browser test) and clang +
 # wasi-libc (the C step); npm packages (playwright-core, the JavaScript
-# SDK's componentizers); componentize-py (Python steps); wit-bindgen-cli
+# SDK's componentizers); componentize-py (Python steps); schemathesis (the
+# OpenAPI contract test); wit-bindgen-cli
 # (the C step's bindings). Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,8 @@ echo "--- npm: playwright-core (the browser test, no browser download), the Java
 (cd tests/browser && npm ci --no-audit --no-fund)
 (cd guest-sdk/js && npm ci --no-audit --no-fund)
 
-echo "--- PyPI: componentize-py (Python steps)"
-pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+echo "--- PyPI: componentize-py (Python steps), schemathesis (the OpenAPI contract test)"
+pip install --quiet --disable-pip-version-check componentize-py==0.25.1 schemathesis==4.32.5
 
 echo "--- crates.io: wit-bindgen-cli (the C step's bindings)"
 if ! wit-bindgen --version 2> /dev/null | grep -q "0.63.0"; then

@@ -4,156 +4,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Sandbox;
+use common::server::Server;
 use serde_json::{Value, json};
-
-/// A running `host serve`.
-struct Server {
-    child: Child,
-    base: String,
-    token: Option<String>,
-}
-
-impl Server {
-    fn start(sandbox: &Sandbox, dirs: &[&Path], extra: &[&str]) -> Server {
-        let mut args: Vec<String> = vec!["serve".into()];
-        args.extend(dirs.iter().map(|d| d.display().to_string()));
-        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(&args)
-            .env("WASAGA_STATE", sandbox.state())
-            .env("WASAGA_CACHE_DIR", common::cache_dir())
-            .env_remove("WASAGA_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("no address: {line:?}"))
-            .to_string();
-        let token = extra
-            .iter()
-            .position(|a| *a == "--token")
-            .map(|i| extra[i + 1].to_string());
-        Server { child, base, token }
-    }
-
-    fn agent(&self) -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into()
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        let mut request = self.agent().get(&format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let mut response = request.call().unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value, Option<String>) {
-        let mut request = self.agent().post(&format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let mut response = request.send_json(&body).unwrap();
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_string());
-        let text = response.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            location,
-        )
-    }
-
-    /// Polls a run until it is final.
-    fn wait_final(&self, run: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, report) = self.get(&format!("/runs/{run}"));
-            if status == 200
-                && ["done", "reverted", "failed", "cancelled"]
-                    .contains(&report["status"].as_str().unwrap_or(""))
-            {
-                return report;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run} did not finish: {report}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) {
-        // SIGTERM: a graceful stop.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn brand_dir() -> PathBuf {
     common::repo().join("example-plugins").join("brand")
 }
 
-/// A folder of probe manifests for the tests below.
-fn probe_dir(sandbox: &Sandbox) -> PathBuf {
-    let dir = sandbox.path("workflows");
-    std::fs::create_dir_all(&dir).unwrap();
-    let write = |name: &str, text: &str| {
-        let text = text.replace("{probe}", &common::component("probe").display().to_string());
-        std::fs::write(dir.join(name), text).unwrap();
-    };
-    std::fs::write(dir.join("greeting.schema.json"), r#"{"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "minLength": 2}}}"#).unwrap();
-    write(
-        "greet.toml",
-        "[workflow]\nname = \"greet\"\ninput-schema = \"greeting.schema.json\"\n[steps.hello]\ncomponent = \"{probe}\"\nconfig = { echo-input = true, output = { greeted = true } }\n[[flow]]\nrun = \"hello\"\nas = \"h\"\n[output]\nvalue = \"h\"\n",
-    );
-    write(
-        "slow.toml",
-        "[workflow]\nname = \"slow\"\n[steps.one]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 300, output = 1 }\n[steps.two]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 300, output = 2 }\n[steps.three]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 300, output = 3 }\n[[flow]]\nrun = \"one\"\n[[flow]]\nrun = \"two\"\n[[flow]]\nrun = \"three\"\nas = \"last\"\n[output]\nvalue = \"last\"\n",
-    );
-    write(
-        "approval.toml",
-        "[workflow]\nname = \"approval\"\n[steps.ask]\ncomponent = \"{probe}\"\nasync = true\nconfig = { output = 1 }\n[steps.after]\ncomponent = \"{probe}\"\nconfig = { echo-input = true }\n[[flow]]\nrun = \"ask\"\nas = \"answer\"\n[[flow]]\nrun = \"after\"\ninput = \"answer\"\nas = \"a\"\n[output]\nvalue = \"a\"\n",
-    );
-    write(
-        "compensates.toml",
-        "[workflow]\nname = \"compensates\"\n[steps.reserve]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 40, output = { reserved = true } }\n[steps.charge]\ncomponent = \"{probe}\"\nretries = { max = 1 }\nconfig = { sleep-ms = 40, fail-always = true, error-kind = \"conflict\", error-message = \"card declined\" }\n[[flow]]\nrun = \"reserve\"\n[[flow]]\nrun = \"charge\"\n",
-    );
-    dir
-}
+use common::server::probe_dir;
 
 #[test]
 fn every_route_answers_with_the_right_status() {
@@ -690,7 +554,24 @@ fn cross_site_requests_and_foreign_host_names_are_refused() {
         assert_eq!(status_of(&answer), 415, "{answer}");
         assert!(answer.contains("application/json"), "{answer}");
     }
+    // A bodiless cross-site POST (`fetch` with `mode: "no-cors"`) carries no
+    // Content-Type; the browser says it is cross-site.
+    let bodiless = raw(
+        &server,
+        &format!(
+            "POST /workflows/greet/runs HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: cross-site\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status_of(&bodiless), 403, "{bodiless}");
     assert_eq!(server.get("/runs").1["runs"], json!([]), "no run started");
+    // A POST to a route that takes none is a 405, not a 415.
+    let wrong_method = raw(
+        &server,
+        &format!(
+            "POST /runs HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status_of(&wrong_method), 405, "{wrong_method}");
 
     let read = |headers: &str| {
         raw(

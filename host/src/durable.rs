@@ -678,13 +678,18 @@ pub fn parse_answer_error(text: &str) -> Result<StepFailure, String> {
         kind: Option<FailureKind>,
         message: String,
         #[serde(default)]
-        compensation_data: Option<serde_json::Value>,
+        compensation_data: Option<Box<serde_json::value::RawValue>>,
     }
     let given: Given = serde_json::from_str(text).map_err(|e| {
         format!("the error is not {{\"kind\"?: \"...\", \"message\": \"...\"}}: {e}")
     })?;
     let mut failure =
         StepFailure::new(given.kind.unwrap_or(FailureKind::Unknown), given.message).permanent();
-    failure.compensation_data = given.compensation_data.map(Json::from_value);
+    // Checked by `Json::parse`, like every JSON that enters.
+    failure.compensation_data = given
+        .compensation_data
+        .map(|raw| Json::parse(raw.get().to_string()))
+        .transpose()
+        .map_err(|e| format!("the error's compensation_data: {e}"))?;
     Ok(failure)
 }

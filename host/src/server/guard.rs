@@ -1,6 +1,7 @@
 //! What a browser may not do to a server on this machine: start or change
-//! runs with a cross-site form or `text/plain` POST (browsers send those
-//! without asking, so every POST must be `application/json`), or read runs
+//! runs with a cross-site POST (refused when the browser says it is one) or a
+//! form or `text/plain` body (browsers send those without asking, so a POST
+//! body must be `application/json`), or read runs
 //! through a DNS name rebound to loopback (on a loopback listener only
 //! loopback `Host` and `Origin` names are served). Every answer carries the
 //! usual security headers. It may not look at a request's body.
@@ -56,21 +57,47 @@ fn refusal(request: &Request, listen: SocketAddr) -> Option<Response> {
             }
         }
     }
+    // Browsers say where a request comes from; a cross-site POST is a page
+    // acting on the user's behalf, whatever its body.
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if request.method() == Method::POST && cross_site {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "a cross-site POST is not served".to_string(),
+        );
+    }
+    None
+}
+
+/// On the routes that take a POST: a body must be `application/json`
+/// (browsers send form and `text/plain` bodies cross-site without asking).
+/// A POST with no body and no `Content-Type` (a cancel, say) needs neither.
+pub async fn json_posts(request: Request, next: Next) -> Response {
     if request.method() == Method::POST {
-        let json = headers
-            .get(header::CONTENT_TYPE)
+        let headers = request.headers();
+        let content_type = headers.get(header::CONTENT_TYPE);
+        let json = content_type
             .and_then(|c| c.to_str().ok())
             .and_then(|c| c.split(';').next())
             .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return refuse(
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|l| l.to_str().ok())
+                .is_some_and(|l| l.trim() != "0");
+        if !json && (content_type.is_some() || has_body) {
+            return (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "a POST needs `Content-Type: application/json` (with a JSON body, `{}` when there is nothing to say)"
-                    .to_string(),
-            );
+                axum::Json(serde_json::json!({
+                    "error": "a POST body must be `Content-Type: application/json`"
+                })),
+            )
+                .into_response();
         }
     }
-    None
+    next.run(request).await
 }
 
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.

@@ -53,7 +53,7 @@ pub fn document(state: &AppState) -> Value {
                         "401": error_response("A token is required."),
                         "404": error_response("No such workflow."),
                         "413": { "description": "The body is larger than the server accepts." },
-                        "422": report_response("The run failed and was compensated (reverted), or a compensation failed too (failed).")
+                        "422": report_response("The run failed and was compensated (reverted), or a compensation failed too (failed); also the recorded result of an earlier run with this transaction id that ended so.")
                     }
                 }
             },
@@ -103,7 +103,7 @@ pub fn document(state: &AppState) -> Value {
                     "operationId": "runEvents",
                     "parameters": [run_id],
                     "responses": {
-                        "200": { "description": "An event stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                        "200": { "description": "An event stream.", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/RunEvent" } } } },
                         "401": error_response("A token is required."),
                         "404": error_response("No such run."),
                         "503": error_response("As many event streams are open as --max-event-streams allows.")
@@ -135,7 +135,8 @@ pub fn document(state: &AppState) -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": {
                         "type": "object", "required": ["error"],
                         "properties": { "error": { "type": "object", "required": ["message"],
-                            "properties": { "kind": { "type": "string" }, "message": { "type": "string" } } } } } } } },
+                            "properties": { "kind": { "$ref": "#/components/schemas/ErrorKind" }, "message": { "type": "string" },
+                                            "compensation_data": {} } } } } } } },
                     "responses": {
                         "422": report_response("The run was compensated."),
                         "400": error_response("A bad body."),
@@ -181,11 +182,21 @@ pub fn document(state: &AppState) -> Value {
                     "error": { "type": "string" }, "violations": { "type": "array", "items": { "type": "string" } } } },
                 "StartRun": { "type": "object", "additionalProperties": false, "properties": {
                     "input": { "description": "The workflow input (any JSON)." },
-                    "transaction_id": { "type": "string", "description": "A run with a transaction id that already ran returns its recorded result." },
-                    "metadata": { "type": "object" } } },
+                    "transaction_id": { "type": ["string", "null"], "description": "A run with a transaction id that already ran returns its recorded result." },
+                    "metadata": { "type": ["object", "null"] } } },
                 "Accepted": { "type": "object", "required": ["run", "status", "location"], "properties": {
                     "run": { "type": "string" }, "status": { "const": "running" }, "location": { "type": "string" } } },
                 "RunStatus": { "type": "string", "enum": ["running", "waiting", "compensating", "done", "reverted", "failed", "cancelled"] },
+                "ErrorKind": { "type": "string", "enum": [
+                    "invalid-data", "invalid-argument", "not-found", "not-allowed", "unauthorized", "forbidden",
+                    "conflict", "duplicate", "unexpected-state", "database", "unknown", "timeout", "trap",
+                    "out-of-memory", "invalid-output", "expression", "cancelled", "host"] },
+                "RunEvent": { "type": "object", "required": ["data"],
+                    "description": "One Server-Sent Event: `record` (a journal record: a call started or finished, an event emitted) or `status` (the run's status changed; the stream ends at a final one).",
+                    "properties": {
+                        "event": { "type": "string", "enum": ["record", "status"] },
+                        "id": { "type": "string", "description": "The record's sequence number (resume with Last-Event-ID)." },
+                        "data": { "type": "string", "contentMediaType": "application/json", "description": "The record or the status, as JSON." } } },
                 "StepError": { "type": "object", "required": ["kind", "message", "permanent"], "properties": {
                     "kind": { "type": "string" }, "message": { "type": "string" }, "permanent": { "type": "boolean" }, "compensation_data": {} } },
                 "RunError": { "type": "object", "required": ["kind", "message", "permanent"], "properties": {
@@ -227,8 +238,8 @@ pub fn document(state: &AppState) -> Value {
 }
 
 /// What the request guard (`guard.rs`) may answer on every route: 403 for a
-/// foreign `Host` or `Origin` on a loopback listener, and on every POST 415
-/// for a body that is not `application/json`.
+/// foreign `Host` or `Origin` on a loopback listener (and a cross-site POST),
+/// and on every POST 415 for a body that is not `application/json`.
 fn add_guard_answers(document: &mut Value) {
     let Some(paths) = document["paths"].as_object_mut() else {
         return;
@@ -244,13 +255,13 @@ fn add_guard_answers(document: &mut Value) {
             responses.insert(
                 "403".into(),
                 error_response(
-                    "The request names a host or origin this loopback server does not serve.",
+                    "The request names a host or origin this loopback server does not serve, or is a cross-site POST.",
                 ),
             );
             if method == "post" {
                 responses.insert(
                     "415".into(),
-                    error_response("The body is not `application/json`."),
+                    error_response("The request has a body that is not `application/json`."),
                 );
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -39,6 +40,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/steps/{step}/success", post(step_success))
         .route("/runs/{id}/steps/{step}/failure", post(step_failure))
+        // Only on routes that exist: a POST elsewhere is a 404 or 405.
+        .route_layer(axum::middleware::from_fn(super::guard::json_posts))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::auth::require_token,
@@ -49,6 +52,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// A query string that does not parse: a JSON 400 like every other error
+/// (axum's own answer is `text/plain`).
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
 }
 
 /// An error answer: a status and `{"error": message, ...}`.
@@ -192,19 +201,21 @@ struct WaitQuery {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
-    #[serde(default)]
-    input: Value,
+    /// Kept as text and checked by `Json::parse`, like every JSON that
+    /// enters (serde_json alone accepts nesting a later read refuses).
+    input: Option<Box<serde_json::value::RawValue>>,
     transaction_id: Option<String>,
-    metadata: Option<Value>,
+    metadata: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// `POST /workflows/{name}/runs`.
 async fn start_run(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let Some(served) = state.workflows.get(&name) else {
         let names: Vec<&String> = state.workflows.keys().collect();
         return Err(ApiError {
@@ -214,7 +225,7 @@ async fn start_run(
     };
     let body: StartBody = if body.is_empty() {
         StartBody {
-            input: json!({}),
+            input: None,
             transaction_id: None,
             metadata: None,
         }
@@ -226,7 +237,12 @@ async fn start_run(
             )
         })?
     };
-    let input = Json::from_value(body.input);
+    // No input (an empty body, or `{}`) is `{}`, the same either way.
+    let input = match &body.input {
+        None => Json::from_value(json!({})),
+        Some(raw) => Json::parse(raw.get().to_string())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the input: {e}")))?,
+    };
     if let Some(schema) = &served.workflow.manifest.input_schema {
         let violations = schema.violations(input.value());
         if !violations.is_empty() {
@@ -240,14 +256,16 @@ async fn start_run(
     if let Some(tx) = body.transaction_id {
         request.transaction_id = tx;
     }
-    if let Some(metadata) = body.metadata {
-        if !metadata.is_object() {
+    if let Some(raw) = &body.metadata {
+        let metadata = Json::parse(raw.get().to_string())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the metadata: {e}")))?;
+        if !metadata.value().is_object() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "metadata must be a JSON object",
             ));
         }
-        request.metadata = Json::from_value(metadata);
+        request.metadata = metadata;
     }
     let begun = state
         .host
@@ -322,15 +340,22 @@ fn summary(run: &RunRecord) -> Value {
 /// `GET /runs`.
 async fn list_runs(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+    let Query(query) = query.map_err(bad_query)?;
+    let status = match query.status.as_deref() {
         Some(name) => Some(RunStatus::from_name(name).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, format!("'{name}' is not a status (running, waiting, compensating, done, reverted, failed, cancelled)"))
         })?),
         None => None,
     };
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be from 1 to 500, not {limit}"),
+        ));
+    }
     let filter = RunFilter {
         status,
         workflow: query.workflow.filter(|w| !w.is_empty()),
@@ -366,8 +391,8 @@ async fn cancel_run(
 
 #[derive(Deserialize, Default)]
 struct SuccessBody {
-    #[serde(default)]
-    output: Value,
+    /// Checked by `Json::parse`, like every JSON that enters.
+    output: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -391,9 +416,14 @@ async fn step_success(
             )
         })?
     };
+    let output = match &body.output {
+        None => Json::null(),
+        Some(raw) => Json::parse(raw.get().to_string())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the output: {e}")))?,
+    };
     let report = state
         .host
-        .answer(&id, &step, Answer::Succeed(Json::from_value(body.output)))
+        .answer(&id, &step, Answer::Succeed(output))
         .await?;
     Ok(report_response(&report))
 }
