@@ -696,3 +696,70 @@ fn event_streams_end_with_their_client_and_are_capped() {
     assert!(head_a.starts_with("HTTP/1.1 200") && head_b.starts_with("HTTP/1.1 200"));
     assert!(head_c.starts_with("HTTP/1.1 503"), "{head_c}");
 }
+
+/// A cancel interrupts a call in progress instead of waiting for it: a step
+/// that would sleep for a minute ends at once and is compensated, with what
+/// ran before it. Asked of this server over HTTP, the call ends at once;
+/// asked with `host cancel` from another process (which can only write the
+/// journal), within the server's one-second look at it.
+#[test]
+fn a_cancel_interrupts_a_call_in_progress() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("stuck");
+    std::fs::create_dir_all(&dir).unwrap();
+    let probe = common::component("probe").display().to_string();
+    std::fs::write(
+        dir.join("stuck.toml"),
+        format!(
+            "[workflow]\nname = \"stuck\"\n[steps.first]\ncomponent = \"{probe}\"\nconfig = {{ output = 1 }}\n\
+             [steps.stuck]\ncomponent = \"{probe}\"\ntimeout = \"10m\"\nconfig = {{ sleep-ms = 60000, output = 2 }}\n\
+             [[flow]]\nrun = \"first\"\n[[flow]]\nrun = \"stuck\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&sandbox, &[&dir], &[]);
+    let start_stuck = || {
+        let (_, accepted, _) = server.post("/workflows/stuck/runs?wait=false", json!({}));
+        let run = accepted["run"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Until `stuck` has started.
+        while !server.get(&format!("/runs/{run}")).1["trace"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|c| c["step"] == "first"))
+        {
+            assert!(Instant::now() < deadline, "step first never finished");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        run
+    };
+    let expect_interrupted = |report: &Value| {
+        assert_eq!(report["status"], "cancelled", "{report}");
+        assert_eq!(
+            common::calls_of(report),
+            [
+                "invoke first",
+                "invoke stuck",
+                "compensate stuck",
+                "compensate first"
+            ],
+            "{report}"
+        );
+        let stuck = &report["trace"][1];
+        assert_eq!(stuck["error"]["kind"], "cancelled", "{report}");
+        assert!(
+            stuck["duration_ms"].as_f64().unwrap() < 30_000.0,
+            "{report}"
+        );
+    };
+
+    let here = start_stuck();
+    let (status, cancelled, _) = server.post(&format!("/runs/{here}/cancel"), json!({}));
+    assert_eq!(status, 422, "{cancelled}");
+    expect_interrupted(&cancelled);
+
+    let elsewhere = start_stuck();
+    let cancel = sandbox.host(&["cancel", &elsewhere]);
+    assert_eq!(cancel.code, 1, "{}", cancel.stderr);
+    expect_interrupted(&server.wait_final(&elsewhere));
+}

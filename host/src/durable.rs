@@ -3,7 +3,7 @@
 //! their journal (pinned to the manifests they started with), cancels runs,
 //! answers async steps, and rebuilds reports from the journal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +16,8 @@ use crate::journal::{
 use crate::json::Json;
 use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
 use crate::saga::{
-    Action, CallRecord, Durability, FailureKind, RunReport, RunRequest, RunStatus, StepFailure,
+    Action, CallRecord, CancelSignal, Durability, FailureKind, RunReport, RunRequest, RunStatus,
+    StepFailure,
 };
 use crate::wasm::{LoadError, Runtime};
 use crate::workflow::{self, LoadedWorkflow};
@@ -88,22 +89,29 @@ pub struct Host {
     /// Workflows loaded from pinned manifests, by manifest hash.
     pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
     renewal: tokio::task::JoinHandle<()>,
+    /// Hands a cancel written to the journal to the runs executing here.
+    cancel_watch: tokio::task::JoinHandle<()>,
     observer: Option<Arc<dyn Observer>>,
     /// Runs this process is executing right now. The lease says which
     /// process holds a run; this says whether this one is already at it, so
     /// a resume (e.g. the start-up sweep of `host serve`) never executes a
     /// run twice at once.
-    executing: Arc<Mutex<HashSet<String>>>,
+    executing: Executions,
     /// Resume runs whose components changed since they started (the
     /// operator said so: `--accept-changed-components`).
     accept_changed_components: std::sync::atomic::AtomicBool,
 }
 
+/// The runs this process executes, each with its cancel signal.
+type Executions = Arc<Mutex<HashMap<String, CancelSignal>>>;
+
 /// Marks a run as executing in this process until dropped.
 #[derive(Debug)]
 pub struct Executing {
-    runs: Arc<Mutex<HashSet<String>>>,
+    runs: Executions,
     run: String,
+    /// Cancels the run's calls in flight.
+    signal: CancelSignal,
 }
 
 impl Drop for Executing {
@@ -115,9 +123,14 @@ impl Drop for Executing {
     }
 }
 
+/// How often a run executing here looks for a cancel asked of another
+/// process (which can only write it to the journal).
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
 impl Drop for Host {
     fn drop(&mut self) {
         self.renewal.abort();
+        self.cancel_watch.abort();
     }
 }
 
@@ -185,6 +198,27 @@ impl Host {
                 }
             })
         };
+        let executing = Executions::default();
+        let cancel_watch = {
+            let (journal, executing) = (journal.clone(), executing.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CANCEL_POLL).await;
+                    let runs: Vec<(String, CancelSignal)> = executing
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .filter(|(_, signal)| !signal.is_cancelled())
+                        .map(|(run, signal)| (run.clone(), signal.clone()))
+                        .collect();
+                    for (run, signal) in runs {
+                        if journal.cancel_requested(&run).unwrap_or(false) {
+                            signal.cancel();
+                        }
+                    }
+                }
+            })
+        };
         Host {
             journal,
             entities,
@@ -193,8 +227,9 @@ impl Host {
             crash: CrashPoint::from_env(),
             pinned: Mutex::default(),
             renewal,
+            cancel_watch,
             observer: None,
-            executing: Arc::default(),
+            executing,
             accept_changed_components: Default::default(),
         }
     }
@@ -276,9 +311,10 @@ impl Host {
         detach_background: bool,
     ) -> Result<Started, DurableError> {
         match begun {
-            Begun::Fresh(run, _executing) => {
+            Begun::Fresh(run, executing) => {
                 let durability = Durability {
                     detach_background,
+                    interrupt: executing.signal.clone(),
                     ..self.durability(&run, crate::saga::History::default(), 0)
                 };
                 Ok(Started::Ran(
@@ -315,6 +351,7 @@ impl Host {
             elapsed: Duration::from_millis(elapsed_ms.max(0) as u64),
             detach_background: false,
             cancel: false,
+            interrupt: CancelSignal::default(),
         }
     }
 
@@ -428,7 +465,7 @@ impl Host {
         &self,
         run: &str,
         cancel: bool,
-        _executing: Executing,
+        executing: Executing,
     ) -> Result<RunReport, DurableError> {
         let record = self.journal.run(run)?;
         if record.status.is_final() {
@@ -481,6 +518,7 @@ impl Host {
         }
         let durability = Durability {
             cancel,
+            interrupt: executing.signal.clone(),
             ..self.durability(run, history, now_ms() - record.created_at)
         };
         self.execute(&workflow, Self::request_of(&record), durability)
@@ -536,8 +574,11 @@ impl Host {
             _ => {}
         }
         if self.busy_elsewhere(&record) {
-            // The process executing it notices before its next call.
+            // Journaled for the recorder, which reads it with every commit;
+            // a call in flight is interrupted at once here, or within a
+            // second by the process executing it.
             self.journal.request_cancel(run)?;
+            self.interrupt(run);
             return self.wait_final(run).await;
         }
         if record.status == RunStatus::Done {
@@ -608,10 +649,22 @@ impl Host {
     /// Marks `run` as executing here, unless it already is.
     fn mark_executing(&self, run: &str) -> Option<Executing> {
         let mut runs = self.executing.lock().unwrap_or_else(|e| e.into_inner());
-        runs.insert(run.to_string()).then(|| Executing {
+        if runs.contains_key(run) {
+            return None;
+        }
+        let signal = CancelSignal::default();
+        runs.insert(run.to_string(), signal.clone());
+        Some(Executing {
             runs: self.executing.clone(),
             run: run.to_string(),
+            signal,
         })
+    }
+
+    /// Interrupts `run` if this process executes it; says whether it did.
+    fn interrupt(&self, run: &str) -> bool {
+        let runs = self.executing.lock().unwrap_or_else(|e| e.into_inner());
+        runs.get(run).map(CancelSignal::cancel).is_some()
     }
 
     fn executing_or_refuse(&self, run: &str) -> Result<Executing, DurableError> {
@@ -630,7 +683,7 @@ impl Host {
                 .executing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&record.id)
+                .contains_key(&record.id)
     }
 
     /// Waits until a run held by another process ends; returns its report.

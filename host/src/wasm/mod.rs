@@ -9,6 +9,7 @@
 mod cache;
 mod engine;
 mod sandbox;
+mod slots;
 mod stdio;
 mod step;
 mod subscriber;
@@ -89,6 +90,7 @@ pub struct Runtime {
     cache: ComponentCache,
     loaded: Mutex<HashMap<PathBuf, Arc<LoadedComponent>>>,
     outside: Outside,
+    slots: slots::InvokeSlots,
     _epoch: engine::EpochTicker,
 }
 
@@ -131,6 +133,7 @@ impl Runtime {
         outside: Outside,
     ) -> wasmtime::Result<Arc<Runtime>> {
         let engine = engine::build(&options)?;
+        let slots = slots::InvokeSlots::new(options.max_instances);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::capabilities::registry::add_to_linker(&mut linker, HostState::capabilities)?;
@@ -141,8 +144,15 @@ impl Runtime {
             cache,
             loaded: Mutex::default(),
             outside,
+            slots,
             _epoch: epoch,
         }))
+    }
+
+    /// Waits for a sandbox slot for an invoke of `workflow` (compensations
+    /// take none: a share of the pool is theirs).
+    pub async fn invoke_slot(&self, workflow: &Arc<str>) -> slots::InvokeSlot {
+        self.slots.invoke(workflow).await
     }
 
     /// The outbound HTTP client.

@@ -86,6 +86,7 @@ impl WasmStep {
         input: &Json,
         call: &StepCall,
     ) -> Result<Invoked, StepFailure> {
+        let _slot = self.runtime.invoke_slot(&call.workflow).await;
         let mut store = self.store(call);
         let result = async {
             let instance = self.component.pre.instantiate_async(&mut store).await?;

@@ -6,6 +6,7 @@
 //! with plain Rust closures ([`FnStep`]); the WASM layer plugs in real
 //! components. It may not touch manifests, WASM or storage.
 
+mod cancel;
 mod plan;
 mod record;
 mod report;
@@ -15,6 +16,7 @@ mod step;
 #[cfg(test)]
 mod tests;
 
+pub use cancel::CancelSignal;
 pub use plan::{
     Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
 };

@@ -936,6 +936,71 @@ async fn no_step_starts_after_the_workflow_timeout() {
     assert_eq!(actions(&report), ["invoke slow", "compensate slow"]);
 }
 
+/// A cancel while a call runs interrupts it (a step stuck for 10 s ends at
+/// once), starts nothing more, and compensates what ran, the interrupted
+/// step included: the run ends `cancelled`.
+#[tokio::test]
+async fn a_cancel_interrupts_a_call_in_progress_and_compensates() {
+    let mut f = Flow::new();
+    let first = f.step("first", Behaviour::default());
+    let stuck = f.step(
+        "stuck",
+        Behaviour {
+            sleep_ms: 10_000,
+            ..Default::default()
+        },
+    );
+    let never = f.step("never", Behaviour::default());
+    let workflow = Workflow {
+        name: "t".into(),
+        steps: f.steps.clone(),
+        flow: vec![
+            f.run_entry(first, None, None),
+            f.run_entry(stuck, None, None),
+            f.run_entry(never, None, None),
+        ]
+        .into(),
+        output: None,
+        timeout: None,
+        output_check: None,
+    };
+    let saga = Saga::new(Arc::new(workflow), f.impls.clone());
+    let interrupt = CancelSignal::default();
+    let canceller = tokio::spawn({
+        let interrupt = interrupt.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            interrupt.cancel();
+        }
+    });
+    let started = std::time::Instant::now();
+    let report = saga
+        .run_durably(
+            RunRequest::new(Json::from_value(json!(0))),
+            Durability {
+                interrupt,
+                ..Durability::default()
+            },
+        )
+        .await;
+    canceller.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.status, RunStatus::Cancelled, "{report:?}");
+    assert_eq!(
+        actions(&report),
+        [
+            "invoke first",
+            "invoke stuck",
+            "compensate stuck",
+            "compensate first"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_workflow_timeout_interrupts_a_call_in_progress() {
     let mut f = Flow::new();

@@ -35,6 +35,12 @@ impl Run {
         loop {
             if invoke {
                 self.check_deadline(target.node)?;
+                if self.interrupt.is_cancelled() {
+                    return Err(Stop::Fail(Failure {
+                        step: Some(target.node.to_string()),
+                        error: cancelled_error(),
+                    }));
+                }
             }
             let started_record = self.recorder.call_started(&CallStart {
                 node: target.node,
@@ -60,22 +66,32 @@ impl Run {
             );
             let result = if invoke {
                 let input = target.input.expect("an invoke has an input");
-                with_deadline(&deadline, step.invoke(input, &context))
-                    .await
-                    .map(|invoked| match invoked {
-                        // An async step's invoke starts the work; the answer comes later.
-                        Invoked::Done { output, .. } if policy.asynchronous => {
-                            CallRecord::Waiting { output }
-                        }
-                        Invoked::Done {
-                            output,
-                            compensation,
-                        } => CallRecord::Done {
-                            output,
-                            compensation,
-                        },
-                        Invoked::Skip => CallRecord::Skipped,
-                    })
+                // A cancel interrupts the call (its sandbox is dropped, as at
+                // a deadline); compensations are never interrupted.
+                let call = with_deadline(&deadline, step.invoke(input, &context));
+                let interrupted = async {
+                    self.interrupt.cancelled().await;
+                    Err(cancelled_error())
+                };
+                tokio::select! {
+                    biased;
+                    result = call => result,
+                    result = interrupted => result,
+                }
+                .map(|invoked| match invoked {
+                    // An async step's invoke starts the work; the answer comes later.
+                    Invoked::Done { output, .. } if policy.asynchronous => {
+                        CallRecord::Waiting { output }
+                    }
+                    Invoked::Done {
+                        output,
+                        compensation,
+                    } => CallRecord::Done {
+                        output,
+                        compensation,
+                    },
+                    Invoked::Skip => CallRecord::Skipped,
+                })
             } else {
                 with_deadline(&deadline, step.compensate(target.input, &context))
                     .await
@@ -228,6 +244,16 @@ impl Run {
             _ => own,
         }
     }
+}
+
+/// How an invoke ends when its run is cancelled (permanent: the run is
+/// being undone).
+fn cancelled_error() -> StepFailure {
+    StepFailure::new(
+        FailureKind::Cancelled,
+        "the run was cancelled while the call ran",
+    )
+    .permanent()
 }
 
 /// Runs `call` until `deadline`; past it, the call fails with `timeout`

@@ -76,6 +76,10 @@ pub struct Durability {
     pub detach_background: bool,
     /// Cancel the run: no new call starts, and what ran is compensated.
     pub cancel: bool,
+    /// Cancels the run while it executes: an invoke in flight is
+    /// interrupted (and fails as `cancelled`), no new one starts, and what
+    /// ran is compensated.
+    pub interrupt: super::CancelSignal,
 }
 
 impl Default for Durability {
@@ -86,6 +90,7 @@ impl Default for Durability {
             elapsed: Duration::ZERO,
             detach_background: false,
             cancel: false,
+            interrupt: super::CancelSignal::default(),
         }
     }
 }
@@ -157,6 +162,7 @@ impl Saga {
             history: durability.history,
             detach_background: durability.detach_background,
             cancel: durability.cancel,
+            interrupt: durability.interrupt,
         });
         if fresh {
             run.lifecycle("run.started", request.input.clone(), None);
@@ -371,6 +377,8 @@ struct Run {
     history: History,
     detach_background: bool,
     cancel: bool,
+    /// Set when the run is cancelled while it executes.
+    interrupt: super::CancelSignal,
 }
 
 impl Run {
