@@ -115,12 +115,22 @@ impl Flow {
     }
 
     fn saga(&self, flow: Vec<Entry>, output: Option<&str>) -> Saga {
+        self.saga_within(flow, output, None)
+    }
+
+    /// [`Flow::saga`] with a workflow `timeout`.
+    fn saga_within(
+        &self,
+        flow: Vec<Entry>,
+        output: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Saga {
         let workflow = Workflow {
             name: "test".into(),
             steps: self.steps.clone(),
             flow: flow.into(),
             output: output.map(|o| Expr::compile(o).unwrap()),
-            timeout: None,
+            timeout,
             output_check: None,
         };
         Saga::new(Arc::new(workflow), self.impls.clone())
@@ -921,15 +931,11 @@ async fn no_step_starts_after_the_workflow_timeout() {
         },
     );
     let next = f.step("next", Behaviour::default());
-    let workflow = Workflow {
-        name: "t".into(),
-        steps: f.steps.clone(),
-        flow: vec![f.run_entry(slow, None, None), f.run_entry(next, None, None)].into(),
-        output: None,
-        timeout: Some(Duration::from_millis(30)),
-        output_check: None,
-    };
-    let saga = Saga::new(Arc::new(workflow), f.impls.clone());
+    let saga = f.saga_within(
+        vec![f.run_entry(slow, None, None), f.run_entry(next, None, None)],
+        None,
+        Some(Duration::from_millis(30)),
+    );
     let report = run(&saga, json!(0)).await;
     assert_eq!(report.status, RunStatus::Reverted);
     assert_eq!(report.error.as_ref().unwrap().kind, FailureKind::Timeout);
@@ -941,30 +947,8 @@ async fn no_step_starts_after_the_workflow_timeout() {
 /// step included: the run ends `cancelled`.
 #[tokio::test]
 async fn a_cancel_interrupts_a_call_in_progress_and_compensates() {
-    let mut f = Flow::new();
-    let first = f.step("first", Behaviour::default());
-    let stuck = f.step(
-        "stuck",
-        Behaviour {
-            sleep_ms: 10_000,
-            ..Default::default()
-        },
-    );
-    let never = f.step("never", Behaviour::default());
-    let workflow = Workflow {
-        name: "t".into(),
-        steps: f.steps.clone(),
-        flow: vec![
-            f.run_entry(first, None, None),
-            f.run_entry(stuck, None, None),
-            f.run_entry(never, None, None),
-        ]
-        .into(),
-        output: None,
-        timeout: None,
-        output_check: None,
-    };
-    let saga = Saga::new(Arc::new(workflow), f.impls.clone());
+    let (f, flow) = stuck_after_first(&["never"]);
+    let saga = f.saga(flow, None);
     let interrupt = CancelSignal::default();
     let canceller = tokio::spawn({
         let interrupt = interrupt.clone();
@@ -990,19 +974,11 @@ async fn a_cancel_interrupts_a_call_in_progress_and_compensates() {
         started.elapsed()
     );
     assert_eq!(report.status, RunStatus::Cancelled, "{report:?}");
-    assert_eq!(
-        actions(&report),
-        [
-            "invoke first",
-            "invoke stuck",
-            "compensate stuck",
-            "compensate first"
-        ]
-    );
+    assert_eq!(actions(&report), INTERRUPTED);
 }
 
-#[tokio::test]
-async fn the_workflow_timeout_interrupts_a_call_in_progress() {
+/// `first`, then `stuck` (a call of 10 s), then steps named `then`.
+fn stuck_after_first(then: &[&str]) -> (Flow, Vec<Entry>) {
     let mut f = Flow::new();
     let first = f.step("first", Behaviour::default());
     let stuck = f.step(
@@ -1012,19 +988,29 @@ async fn the_workflow_timeout_interrupts_a_call_in_progress() {
             ..Default::default()
         },
     );
-    let workflow = Workflow {
-        name: "t".into(),
-        steps: f.steps.clone(),
-        flow: vec![
-            f.run_entry(first, None, None),
-            f.run_entry(stuck, None, None),
-        ]
-        .into(),
-        output: None,
-        timeout: Some(Duration::from_millis(50)),
-        output_check: None,
-    };
-    let saga = Saga::new(Arc::new(workflow), f.impls.clone());
+    let mut flow = vec![
+        f.run_entry(first, None, None),
+        f.run_entry(stuck, None, None),
+    ];
+    for name in then {
+        let step = f.step(name, Behaviour::default());
+        flow.push(f.run_entry(step, None, None));
+    }
+    (f, flow)
+}
+
+/// The calls of a run whose `stuck` step was interrupted.
+const INTERRUPTED: [&str; 4] = [
+    "invoke first",
+    "invoke stuck",
+    "compensate stuck",
+    "compensate first",
+];
+
+#[tokio::test]
+async fn the_workflow_timeout_interrupts_a_call_in_progress() {
+    let (f, flow) = stuck_after_first(&[]);
+    let saga = f.saga_within(flow, None, Some(Duration::from_millis(50)));
     let started = std::time::Instant::now();
     let report = run(&saga, json!(0)).await;
     assert!(
@@ -1041,15 +1027,7 @@ async fn the_workflow_timeout_interrupts_a_call_in_progress() {
         error.message
     );
     assert!(error.permanent);
-    assert_eq!(
-        actions(&report),
-        [
-            "invoke first",
-            "invoke stuck",
-            "compensate stuck",
-            "compensate first"
-        ]
-    );
+    assert_eq!(actions(&report), INTERRUPTED);
 }
 
 #[tokio::test]
