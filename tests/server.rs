@@ -563,6 +563,15 @@ fn cross_site_requests_and_foreign_host_names_are_refused() {
         ),
     );
     assert_eq!(status_of(&bodiless), 403, "{bodiless}");
+    // A page on another local port is "same-site" for the browser, but not
+    // this server's own.
+    let other_port = raw(
+        &server,
+        &format!(
+            "POST /workflows/greet/runs HTTP/1.1\r\nHost: {host}\r\nOrigin: http://localhost:1\r\nSec-Fetch-Site: same-site\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status_of(&other_port), 403, "{other_port}");
     assert_eq!(server.get("/runs").1["runs"], json!([]), "no run started");
     // A POST to a route that takes none is a 405, not a 415.
     let wrong_method = raw(

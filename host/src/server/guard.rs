@@ -57,16 +57,34 @@ fn refusal(request: &Request, listen: SocketAddr) -> Option<Response> {
             }
         }
     }
-    // Browsers say where a request comes from; a cross-site POST is a page
-    // acting on the user's behalf, whatever its body.
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    if request.method() == Method::POST && cross_site {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "a cross-site POST is not served".to_string(),
-        );
+    // A POST may come from a page only when it is this server's own: the
+    // browser says where a request comes from (`Sec-Fetch-Site`), and a
+    // page's `Origin` must name exactly this host and port (a page on
+    // another local port is "same-site", not same-origin). A bodiless POST
+    // needs no preflight, so this is what keeps other pages out.
+    if request.method() == Method::POST {
+        let site_ok = headers
+            .get("sec-fetch-site")
+            .is_none_or(|v| matches!(v.as_bytes(), b"same-origin" | b"none"));
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let origin_ok = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .is_none_or(|origin| {
+                origin
+                    .strip_prefix("http://")
+                    .or_else(|| origin.strip_prefix("https://"))
+                    .is_some_and(|name| name.eq_ignore_ascii_case(host))
+            });
+        if !site_ok || !origin_ok {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "a POST from another site's or port's page is not served".to_string(),
+            );
+        }
     }
     None
 }

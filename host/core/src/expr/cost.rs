@@ -85,6 +85,20 @@ const SCALAR: &[&str] = &[
     "has",
 ];
 
+/// Functions that read a field or an element: their result is one level
+/// below their first argument (`a[i]`, `a.?f`, `a[?i]`; found in review:
+/// an optional read used to hide a list's length).
+const SELECTORS: &[&str] = &["_[_]", "_?._", "_[?_]"];
+
+/// Functions that return one of their arguments (an optional's value).
+const UNWRAP: &[&str] = &[
+    "orValue",
+    "or",
+    "value",
+    "optional.of",
+    "optional.ofNonZeroValue",
+];
+
 fn below(shape: &[f64]) -> Shape {
     shape.get(1..).unwrap_or_default().to_vec()
 }
@@ -183,13 +197,20 @@ impl Pricer<'_> {
                     .map(|part| self.price(part))
                     .collect();
                 let cost = parts.iter().map(|p| p.cost + p.length()).sum::<f64>() + 1.0;
-                let shape = if call.func_name == "_[_]" && call.target.is_none() {
+                let name = call.func_name.as_str();
+                let shape = if SELECTORS.contains(&name) && !parts.is_empty() {
                     below(&parts[0].shape)
-                } else if SCALAR.contains(&call.func_name.as_str()) {
+                } else if SCALAR.contains(&name) {
                     vec![0.0]
-                } else if call.func_name == "_?_:_" && parts.len() == 3 {
+                } else if name == "_?_:_" && parts.len() == 3 {
                     combine(&parts[1].shape, &parts[2].shape, f64::max)
-                } else {
+                } else if UNWRAP.contains(&name) {
+                    // One of its arguments, as it is.
+                    parts
+                        .iter()
+                        .fold(Shape::new(), |acc, p| combine(&acc, &p.shape, f64::max))
+                } else if name == "_+_" {
+                    // Concatenation: the lengths add up, level by level.
                     let mut shape = parts
                         .iter()
                         .fold(Shape::new(), |acc, p| combine(&acc, &p.shape, |a, b| a + b));
@@ -197,6 +218,21 @@ impl Pricer<'_> {
                         shape.push(0.0);
                     }
                     shape[0] += 1.0;
+                    shape
+                } else {
+                    // Anything else (`string()`, a conversion, ...): as long
+                    // as everything it was given, at any level.
+                    let mut shape = parts
+                        .iter()
+                        .fold(Shape::new(), |acc, p| combine(&acc, &p.shape, |a, b| a + b));
+                    let widest: f64 = parts
+                        .iter()
+                        .map(|p| p.shape.iter().copied().fold(0.0, f64::max))
+                        .sum();
+                    if shape.is_empty() {
+                        shape.push(0.0);
+                    }
+                    shape[0] = shape[0].max(widest) + 1.0;
                     shape
                 };
                 Price { cost, shape }

@@ -528,3 +528,44 @@ mod results {
         assert!(err.message.contains("deeper than"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod priced {
+    use super::*;
+    use serde_json::json;
+
+    fn refused(source: &str, input: serde_json::Value) {
+        let scope = Scope::with_input(Json::from_value(input));
+        let err = Expr::compile(source).unwrap().eval(&scope).unwrap_err();
+        assert!(err.message.contains("over its budget"), "{source}: {err}");
+    }
+
+    /// Found in review: an optional field read (`input.?xs`) hid a list's
+    /// length from the price.
+    #[test]
+    fn optional_reads_are_priced_like_field_reads() {
+        let zeros = vec![0; 100_000];
+        refused(
+            "input.?xs.orValue([]).map(a, input.?xs.orValue([]).exists(b, b == a))",
+            json!({ "xs": zeros }),
+        );
+    }
+
+    #[test]
+    fn everyday_mappings_over_thousands_of_items_run() {
+        let items: Vec<_> = (0..10_000)
+            .map(|i| json!({"id": format!("item-{i}"), "price": i, "qty": 2}))
+            .collect();
+        let scope = Scope::with_input(Json::from_value(
+            json!({ "items": items, "meta": {"shop": "s1"} }),
+        ));
+        for source in [
+            "input.items.map(i, i.price * i.qty)",
+            "input.items.filter(i, i.qty > 1).map(i, {'id': i.id, 'shop': input.meta.shop})",
+            "input.items.exists(i, i.id == 'item-9999')",
+        ] {
+            let value = Expr::compile(source).unwrap().eval(&scope);
+            assert!(value.is_ok(), "{source}: {value:?}");
+        }
+    }
+}

@@ -148,7 +148,12 @@ impl Run {
             if last {
                 return Ok((seq, record));
             }
-            tokio::time::sleep(policy.retries.delay_after(attempt)).await;
+            // A cancel during the back-off ends the wait (the next attempt
+            // then stops before it starts).
+            tokio::select! {
+                _ = tokio::time::sleep(policy.retries.delay_after(attempt)) => {}
+                _ = self.interrupt.cancelled(), if invoke => {}
+            }
             attempt += 1;
         }
     }
