@@ -23,8 +23,8 @@ pub const MAX_SOURCE: usize = 8 * 1024;
 pub const MAX_RESULT: usize = 8 << 20;
 
 /// The price past which an evaluation moves off its async worker thread
-/// (about 15 ms of work; cheaper ones are not worth the hand-over).
-const OFF_WORKER_COST: f64 = 100_000.0;
+/// (a few milliseconds of work; cheaper ones are not worth the hand-over).
+const OFF_WORKER_COST: f64 = 200_000.0;
 
 fn on_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
@@ -162,11 +162,21 @@ impl Expr {
         match &self.kind {
             Kind::Path(path) => self.eval_path(path, scope),
             Kind::Cel(program) => {
-                let price = cost::price(program.expression(), &|name| {
-                    scope.get(name).map_or_else(Vec::new, |value| {
-                        value.shape().iter().map(|&n| n as f64).collect()
-                    })
-                });
+                let price = cost::price_with_copies(
+                    program.expression(),
+                    &|name| {
+                        scope.get(name).map_or_else(Vec::new, |value| {
+                            value.shape().iter().map(|&n| n as f64).collect()
+                        })
+                    },
+                    &|name, fields| {
+                        let mut value = scope.get(name)?.value();
+                        for field in fields {
+                            value = value.get(field)?;
+                        }
+                        Some(cost::weigh(value, MAX_COST))
+                    },
+                );
                 if price.cost > MAX_COST {
                     return Err(self.error(format!(
                         "over its budget: evaluating it over these values could take {:.0} steps, more than {MAX_COST:.0} (a comprehension over a large list, nested or repeated); filter the data in a step first",
@@ -541,13 +551,26 @@ mod priced {
     }
 
     /// Found in review: an optional field read (`input.?xs`) hid a list's
-    /// length from the price.
+    /// length, and copies and deep comparisons were charged by length alone.
     #[test]
-    fn optional_reads_are_priced_like_field_reads() {
+    fn optional_reads_copies_and_deep_comparisons_are_priced() {
         let zeros = vec![0; 100_000];
         refused(
             "input.?xs.orValue([]).map(a, input.?xs.orValue([]).exists(b, b == a))",
             json!({ "xs": zeros }),
+        );
+        let xs = vec![0; 4000];
+        refused(
+            "input.xs.map(x, input.s)",
+            json!({ "xs": xs, "s": "x".repeat(1 << 20) }),
+        );
+        let ys: Vec<Vec<u32>> = (0..1000)
+            .map(|i| (0..1000).map(|j| i * j).collect())
+            .collect();
+        let xs: Vec<Vec<u32>> = (0..500).map(|i| vec![i; 1000]).collect();
+        refused(
+            "input.xs.filter(x, x in input.ys)",
+            json!({ "xs": xs, "ys": ys }),
         );
     }
 
