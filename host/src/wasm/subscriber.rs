@@ -76,6 +76,10 @@ impl SubscriberComponent {
                 Arc::default(),
             )),
         };
+        // A delivery takes a slot as an invoke does (as one more workflow),
+        // so runs ending in bulk cannot use up the compensations' share.
+        let subscribers: Arc<str> = Arc::from("(subscribers)");
+        let _slot = self.runtime.invoke_slot(&subscribers).await;
         let mut store = new_store(
             self.runtime.engine(),
             call,
