@@ -554,7 +554,7 @@ impl Host {
     /// compensated. Refused for a failed run (its compensation already
     /// failed) and for one already compensated.
     pub async fn cancel(&self, run: &str) -> Result<RunReport, DurableError> {
-        let record = self.journal.run(run)?;
+        let mut record = self.journal.run(run)?;
         match record.status {
             RunStatus::Failed => {
                 return Err(DurableError::Refused(format!(
@@ -579,7 +579,14 @@ impl Host {
             // second by the process executing it.
             self.journal.request_cancel(run)?;
             self.interrupt(run);
-            return self.wait_final(run).await;
+            let report = self.wait_final(run).await?;
+            if !matches!(report.status, RunStatus::Waiting | RunStatus::Done) {
+                return Ok(report);
+            }
+            // It paused or finished before it saw the cancel: cancel it here
+            // (found in review: the answer said "waiting" while the cancel
+            // stayed pending for a later answer to act on).
+            record = self.journal.run(run)?;
         }
         if record.status == RunStatus::Done {
             // A finished run is reopened for its compensation.
