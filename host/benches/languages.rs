@@ -173,6 +173,7 @@ fn bench(c: &mut Criterion) {
             deadline: None,
             events: Default::default(),
             outbound: Default::default(),
+            fence: None,
         };
         rt.block_on(step.invoke(&input, &call))
             .expect("the step succeeds");

@@ -228,7 +228,7 @@ fn bench(c: &mut Criterion) {
         ("wasm_ok_fsync", SyncMode::Full, 10),
     ] {
         let path = state_dir.path().join(format!("{name}.db"));
-        let (journal, entities) = wasaga_host::durable::open_state(&path, durability).unwrap();
+        let (journal, entities) = wasaga_host::durable::open_state_file(&path, durability).unwrap();
         let host = Host::new(journal, entities, runtime.clone());
         let manifest =
             manifest::load(&manifest(dir.path(), &component, false), &load_options()).unwrap();
@@ -291,6 +291,7 @@ fn step_call(config: &Json) -> StepCall {
         deadline: None,
         events: Default::default(),
         outbound: Default::default(),
+        fence: None,
     }
 }
 

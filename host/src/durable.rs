@@ -22,8 +22,13 @@ use crate::saga::{
 use crate::wasm::{LoadError, Runtime};
 use crate::workflow::{self, LoadedWorkflow};
 
-/// How long a lease lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(30);
+/// How long a lease lasts without renewal (renewed every third of it): how
+/// long, at most, the runs of a host that vanished wait before another host
+/// takes them over (on one machine, a dead process's runs are taken at once).
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// How many orphaned runs one sweep claims at most.
+const SWEEP_BATCH: usize = 32;
 
 /// A failure of the durable layer (not of a workflow).
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,13 @@ pub enum DurableError {
     /// The request does not fit the run's state; nothing was changed.
     #[error("{0}")]
     Refused(String),
+}
+
+impl DurableError {
+    /// Whether another host took the run over while this one executed it.
+    pub fn lease_lost(&self) -> bool {
+        matches!(self, DurableError::Journal(JournalError::LeaseLost(_)))
+    }
 }
 
 /// The components a run was pinned to that now hold other bytes:
@@ -85,6 +97,8 @@ pub struct Host {
     entities: Arc<EntityStore>,
     runtime: Arc<Runtime>,
     owner: Owner,
+    /// How long this host's leases last without renewal.
+    lease: Duration,
     crash: Option<CrashPoint>,
     /// Workflows loaded from pinned manifests, by manifest hash.
     pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
@@ -100,6 +114,9 @@ pub struct Host {
     /// Resume runs whose components changed since they started (the
     /// operator said so: `--accept-changed-components`).
     accept_changed_components: std::sync::atomic::AtomicBool,
+    /// Runs this process's sweep claimed and could not resume (a manifest
+    /// that no longer loads, changed components): not claimed again by it.
+    refused: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The runs this process executes, each with its cancel signal.
@@ -154,8 +171,8 @@ impl Started {
 /// A run recorded by [`Host::begin`].
 #[derive(Debug)]
 pub enum Begun {
-    /// A new run with this id, marked as executing here.
-    Fresh(String, Executing),
+    /// A new run with this id, marked as executing here, under this lease epoch.
+    Fresh(String, Executing, u64),
     /// The run its transaction id already has.
     Existing(Box<RunRecord>),
 }
@@ -164,7 +181,7 @@ impl Begun {
     /// The run's id.
     pub fn run_id(&self) -> &str {
         match self {
-            Begun::Fresh(id, _) => id,
+            Begun::Fresh(id, ..) => id,
             Begun::Existing(record) => &record.id,
         }
     }
@@ -180,25 +197,45 @@ pub enum Answer {
 }
 
 impl Host {
-    /// A host over `journal` and `entities` (normally in one state file).
+    /// A host over `journal` and `entities` (normally in one state file),
+    /// holding its leases for [`LEASE`].
     pub fn new(
         journal: Arc<dyn Journal>,
         entities: Arc<EntityStore>,
         runtime: Arc<Runtime>,
     ) -> Host {
+        Host::with_lease(journal, entities, runtime, LEASE)
+    }
+
+    /// A host whose leases last `lease` without renewal.
+    pub fn with_lease(
+        journal: Arc<dyn Journal>,
+        entities: Arc<EntityStore>,
+        runtime: Arc<Runtime>,
+        lease: Duration,
+    ) -> Host {
         let owner = Owner::current();
+        let executing = Executions::default();
+        // Renews the leases of the runs executing here (only those: a run
+        // this process holds but no longer executes expires, and a sweep
+        // takes it).
         let renewal = {
-            let (journal, owner) = (journal.clone(), owner.clone());
+            let (journal, owner, executing) = (journal.clone(), owner.clone(), executing.clone());
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(LEASE / 3).await;
-                    if let Err(e) = journal.renew(&owner, LEASE) {
+                    tokio::time::sleep(lease / 3).await;
+                    let runs: Vec<String> = executing
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .keys()
+                        .cloned()
+                        .collect();
+                    if let Err(e) = journal.renew(&owner, lease, &runs) {
                         tracing::warn!("could not renew leases: {e}");
                     }
                 }
             })
         };
-        let executing = Executions::default();
         let cancel_watch = {
             let (journal, executing) = (journal.clone(), executing.clone());
             tokio::spawn(async move {
@@ -224,6 +261,7 @@ impl Host {
             entities,
             runtime,
             owner,
+            lease,
             crash: CrashPoint::from_env(),
             pinned: Mutex::default(),
             renewal,
@@ -231,7 +269,62 @@ impl Host {
             observer: None,
             executing,
             accept_changed_components: Default::default(),
+            refused: Mutex::default(),
         }
+    }
+
+    /// Takes over, as long as the returned task runs, the runs of hosts
+    /// that died (on this machine: at once; elsewhere: once their lease
+    /// expired) and runs left for later (a detached background step): every
+    /// `poll` (with jitter, so hosts do not sweep in step) it claims a batch
+    /// and resumes each run of it.
+    pub fn sweep(self: &Arc<Self>, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let host = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let skip: Vec<String> = {
+                    let executing = host.executing.lock().unwrap_or_else(|e| e.into_inner());
+                    let refused = host.refused.lock().unwrap_or_else(|e| e.into_inner());
+                    executing.keys().chain(refused.iter()).cloned().collect()
+                };
+                match host
+                    .journal
+                    .claim_orphans(&host.owner, host.lease, SWEEP_BATCH, &skip)
+                {
+                    Ok(claimed) => {
+                        for (run, epoch) in claimed {
+                            let host = host.clone();
+                            tokio::spawn(async move {
+                                tracing::info!(
+                                    run,
+                                    "taking over an unfinished run no live host holds"
+                                );
+                                if let Err(e) = host.resume_claimed(&run, epoch).await {
+                                    tracing::warn!(run, "could not resume the run: {e}");
+                                    if !e.lease_lost() {
+                                        host.refused
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .insert(run);
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!("could not look for unfinished runs: {e}"),
+                }
+                // Jitter from the clock's low bits: between half and all of `poll`.
+                let jitter = (crate::journal::now_us() as u64 % 1000) as f64 / 2000.0;
+                tokio::time::sleep(poll.mul_f64(0.5 + jitter)).await;
+            }
+        })
+    }
+
+    /// Resumes a run this host's sweep claimed (under `epoch`).
+    async fn resume_claimed(&self, run: &str, epoch: u64) -> Result<RunReport, DurableError> {
+        let executing = self.executing_or_refuse(run)?;
+        self.continue_marked(run, false, executing, Some(epoch))
+            .await
     }
 
     /// Tells `observer` about every transition of the runs this host executes.
@@ -295,8 +388,8 @@ impl Host {
         let executing = self
             .mark_executing(&new.id)
             .ok_or_else(|| DurableError::Refused(format!("run {} already exists", new.id)))?;
-        Ok(match self.journal.begin(&new, &self.owner, LEASE)? {
-            Begin::Started => Begun::Fresh(new.id, executing),
+        Ok(match self.journal.begin(&new, &self.owner, self.lease)? {
+            Begin::Started { epoch } => Begun::Fresh(new.id, executing, epoch),
             Begin::Existing(existing) => Begun::Existing(existing),
         })
     }
@@ -311,15 +404,23 @@ impl Host {
         detach_background: bool,
     ) -> Result<Started, DurableError> {
         match begun {
-            Begun::Fresh(run, executing) => {
+            Begun::Fresh(run, executing, epoch) => {
                 let durability = Durability {
                     detach_background,
                     interrupt: executing.signal.clone(),
-                    ..self.durability(&run, crate::saga::History::default(), 0)
+                    ..self.durability(&run, crate::saga::History::default(), 0, epoch)
                 };
-                Ok(Started::Ran(
-                    self.execute(workflow, request, durability).await?,
-                ))
+                let ran = self.execute(workflow, request, durability, epoch).await;
+                drop(executing);
+                match ran {
+                    // Another host took it over (this one was paused or cut
+                    // off): its result is theirs.
+                    Err(e) if e.lease_lost() => {
+                        tracing::warn!(run, "{e}");
+                        Ok(Started::Recorded(self.wait_final(&run).await?))
+                    }
+                    ran => Ok(Started::Ran(ran?)),
+                }
             }
             Begun::Existing(existing) if existing.status.is_final() => {
                 tracing::info!(run = %existing.id, transaction = %existing.transaction_id, "this transaction already ran: its recorded result");
@@ -336,12 +437,19 @@ impl Host {
         }
     }
 
-    fn durability(&self, run: &str, history: crate::saga::History, elapsed_ms: i64) -> Durability {
+    fn durability(
+        &self,
+        run: &str,
+        history: crate::saga::History,
+        elapsed_ms: i64,
+        epoch: u64,
+    ) -> Durability {
         Durability {
             recorder: Arc::new(
                 JournalRecorder::new(
                     self.journal.clone(),
                     run,
+                    epoch,
                     history.last_seq,
                     self.crash.clone(),
                 )
@@ -362,10 +470,11 @@ impl Host {
         workflow: &LoadedWorkflow,
         request: RunRequest,
         durability: Durability,
+        epoch: u64,
     ) -> Result<RunReport, DurableError> {
         let run_id = request.run_id.clone();
         let report = workflow.saga.run_durably(request, durability).await;
-        self.journal.finish(&run_id, &report)?;
+        self.journal.finish(&run_id, epoch, &report)?;
         if let Some(observer) = &self.observer {
             observer.status(&run_id, report.status);
         }
@@ -458,14 +567,18 @@ impl Host {
 
     async fn continue_run(&self, run: &str, cancel: bool) -> Result<RunReport, DurableError> {
         let executing = self.executing_or_refuse(run)?;
-        self.continue_marked(run, cancel, executing).await
+        self.continue_marked(run, cancel, executing, None).await
     }
 
+    /// Continues a run marked as executing here: claims it (unless
+    /// `claimed` is the epoch this host already claimed it under), then
+    /// executes it from its history.
     async fn continue_marked(
         &self,
         run: &str,
         cancel: bool,
         executing: Executing,
+        claimed: Option<u64>,
     ) -> Result<RunReport, DurableError> {
         let record = self.journal.run(run)?;
         if record.status.is_final() {
@@ -486,13 +599,19 @@ impl Host {
                 describe_changes(&changed)
             )));
         }
-        if !self.journal.claim(run, &self.owner, LEASE)? {
-            return Err(DurableError::Refused(format!(
-                "run {run} is being executed by another process ({})",
-                record.lease_owner.as_deref().unwrap_or("unknown")
-            )));
-        }
-        self.journal.set_status(run, RunStatus::Running)?;
+        let epoch = match claimed {
+            Some(epoch) => epoch,
+            None => self
+                .journal
+                .claim(run, &self.owner, self.lease)?
+                .ok_or_else(|| {
+                    DurableError::Refused(format!(
+                        "run {run} is being executed by another process ({})",
+                        record.lease_owner.as_deref().unwrap_or("unknown")
+                    ))
+                })?,
+        };
+        self.journal.set_status(run, epoch, RunStatus::Running)?;
         let mut history = self.journal.history(run)?;
         if !changed.is_empty() {
             // Accepted: said in the run's history, and pinned from now on.
@@ -511,17 +630,21 @@ impl Host {
                 step: None,
                 lifecycle: false,
             };
+            self.journal.append(
+                run,
+                epoch,
+                &[(history.last_seq + 1, RecordKind::Event(event))],
+            )?;
             self.journal
-                .append(run, &[(history.last_seq + 1, RecordKind::Event(event))])?;
-            self.journal.set_components(run, &workflow.components)?;
+                .set_components(run, epoch, &workflow.components)?;
             history = self.journal.history(run)?;
         }
         let durability = Durability {
             cancel,
             interrupt: executing.signal.clone(),
-            ..self.durability(run, history, now_ms() - record.created_at)
+            ..self.durability(run, history, now_ms() - record.created_at, epoch)
         };
-        self.execute(&workflow, Self::request_of(&record), durability)
+        self.execute(&workflow, Self::request_of(&record), durability, epoch)
             .await?;
         Ok(self.report(run)?)
     }
@@ -588,9 +711,12 @@ impl Host {
             // stayed pending for a later answer to act on).
             record = self.journal.run(run)?;
         }
-        if record.status == RunStatus::Done {
-            // A finished run is reopened for its compensation.
-            self.journal.set_status(run, RunStatus::Compensating)?;
+        if record.status == RunStatus::Done && !self.journal.reopen(run)? {
+            // A finished run is reopened for its compensation; another
+            // cancel got there first.
+            return Err(DurableError::Refused(format!(
+                "run {run} is being cancelled by another request"
+            )));
         }
         self.continue_run(run, true).await
     }
@@ -629,11 +755,11 @@ impl Host {
             };
             return Err(DurableError::Refused(format!("{known} ({hint})")));
         };
-        if !self.journal.claim(run, &self.owner, LEASE)? {
+        let Some(epoch) = self.journal.claim(run, &self.owner, self.lease)? else {
             return Err(DurableError::Refused(format!(
                 "run {run} is being executed by another process"
             )));
-        }
+        };
         let outcome = match answer {
             Answer::Succeed(output) => CallRecord::Done {
                 output,
@@ -649,8 +775,9 @@ impl Host {
         };
         let _cancelled = self
             .journal
-            .append(run, &[(history.last_seq + 1, answer)])?;
-        self.continue_marked(run, false, executing).await
+            .append(run, epoch, &[(history.last_seq + 1, answer)])?;
+        self.continue_marked(run, false, executing, Some(epoch))
+            .await
     }
 
     /// Marks `run` as executing here, unless it already is.
@@ -714,11 +841,60 @@ impl Host {
     }
 }
 
-/// Opens the journal and the entities store of a state file, creating its folder.
+/// Where a host keeps its state: a SQLite file (the embedded default), or
+/// a PostgreSQL database shared by several hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// The SQLite state file.
+    File(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+impl StateLocation {
+    /// `postgres://...` (or `postgresql://...`) names a database; anything
+    /// else a file.
+    pub fn parse(text: &str) -> StateLocation {
+        if crate::postgres::is_url(text) {
+            StateLocation::Postgres(text.to_string())
+        } else {
+            StateLocation::File(PathBuf::from(text))
+        }
+    }
+}
+
+impl std::fmt::Display for StateLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateLocation::File(path) => write!(f, "{}", path.display()),
+            StateLocation::Postgres(url) => f.write_str(&crate::postgres::hide_password(url)),
+        }
+    }
+}
+
+/// The journal and the entity store of one state.
+pub type State = (Arc<dyn Journal>, Arc<EntityStore>);
+
+/// Opens the journal and the entities store at `location`: a state file
+/// (creating its folder), or a PostgreSQL database (migrating its schema).
 pub fn open_state(
-    path: &Path,
+    location: &StateLocation,
     durability: crate::journal::SyncMode,
-) -> Result<(Arc<dyn Journal>, Arc<EntityStore>), String> {
+) -> Result<State, String> {
+    match location {
+        StateLocation::File(path) => open_state_file(path, durability),
+        StateLocation::Postgres(url) => {
+            let database = crate::postgres::Database::connect(url, durability)?;
+            Ok((
+                Arc::new(crate::journal::PgJournal::new(database.clone())),
+                Arc::new(EntityStore::postgres(database)),
+            ))
+        }
+    }
+}
+
+/// Opens the journal and the entities store of a state file, creating its folder.
+pub fn open_state_file(path: &Path, durability: crate::journal::SyncMode) -> Result<State, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;

@@ -18,6 +18,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod durable;
 pub mod journal;
+pub mod postgres;
 pub mod server;
 pub mod subscribers;
 pub mod wasm;

@@ -19,6 +19,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(sandbox: &Sandbox, dirs: &[&Path], extra: &[&str]) -> Server {
+        Server::start_with_env(sandbox, dirs, extra, &[])
+    }
+
+    /// [`Server::start`] with more environment variables.
+    pub fn start_with_env(
+        sandbox: &Sandbox,
+        dirs: &[&Path],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut args: Vec<String> = vec!["serve".into()];
         args.extend(dirs.iter().map(|d| d.display().to_string()));
         args.extend(["--listen".into(), "127.0.0.1:0".into()]);
@@ -28,6 +38,7 @@ impl Server {
             .env("WASAGA_STATE", sandbox.state())
             .env("WASAGA_CACHE_DIR", super::cache_dir())
             .env_remove("WASAGA_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -78,6 +78,9 @@ pub struct CallCapabilities {
     pub logged: AtomicUsize,
     /// This attempt's outbound HTTP: secrets' placeholders, requests made.
     pub outbound: Arc<OutboundCall>,
+    /// The run's lease: the call's entity writes are applied only while it
+    /// holds (none for runs in memory and subscriber deliveries).
+    pub fence: Option<crate::saga::Fence>,
 }
 
 impl CallCapabilities {

@@ -71,6 +71,7 @@ pub fn call_with(grants: Grants) -> CallCapabilities {
             None,
             Arc::default(),
         )),
+        fence: None,
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     }
     let state = args
         .state
-        .path(manifest.source.path.parent().unwrap_or(Path::new(".")));
+        .location(manifest.source.path.parent().unwrap_or(Path::new(".")));
     let host = args.state.host(&state, &args.runtime)?;
     if !args.no_resume {
         for (run, result) in host

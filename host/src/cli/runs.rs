@@ -212,9 +212,7 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
                     })
                 })
                 .transpose()?;
-            let (journal, _) =
-                crate::durable::open_state(&state.existing()?, state.durability.into())
-                    .map_err(usage)?;
+            let (journal, _) = state.open(&state.existing()?)?;
             let runs = journal
                 .list(&RunFilter {
                     status,
@@ -252,9 +250,7 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Show { run, json, state } => {
-            let (journal, _) =
-                crate::durable::open_state(&state.existing()?, state.durability.into())
-                    .map_err(usage)?;
+            let (journal, _) = state.open(&state.existing()?)?;
             let report = report_from_journal(journal.as_ref(), &run).map_err(usage)?;
             if json || !std::io::stdout().is_terminal() {
                 print_report(&report, !std::io::stdout().is_terminal())?;
@@ -269,9 +265,7 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
             state,
         } => {
             let age = crate::manifest::parse_duration(&older_than).map_err(usage)?;
-            let (journal, _) =
-                crate::durable::open_state(&state.existing()?, state.durability.into())
-                    .map_err(usage)?;
+            let (journal, _) = state.open(&state.existing()?)?;
             let pruned = journal
                 .prune(now_ms() - age.as_millis() as i64, workflow.as_deref())
                 .map_err(usage)?;

@@ -70,11 +70,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
     } else {
         args.paths.clone()
     };
-    let state_path = args.state.path(&paths[0]);
+    let location = args.state.location(&paths[0]);
     let live = Arc::new(Live::default());
     let host = Arc::new(
         args.state
-            .host(&state_path, &args.runtime)?
+            .host(&location, &args.runtime)?
             .observed(live.clone()),
     );
     let workflows =

@@ -1,23 +1,31 @@
 //! Options of commands that work on a state file (journal + entities).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{RuntimeArgs, UsageError};
-use crate::durable::Host;
+use crate::durable::{Host, StateLocation};
 use crate::journal::SyncMode;
 
 /// Where the state is and how durable its writes are.
 #[derive(Debug, clap::Args)]
 pub struct StateArgs {
-    /// The state file (SQLite: journal and entities) [default: .wasaga/state.db
-    /// beside the manifest for `run`, in the current folder otherwise].
-    #[arg(long, value_name = "PATH", env = "WASAGA_STATE", global = true)]
-    pub state: Option<PathBuf>,
+    /// Where the journal and the entities are: a SQLite state file, or a
+    /// PostgreSQL database shared by several hosts (`postgres://user@host:port/db`)
+    /// [default: .wasaga/state.db beside the manifest for `run`, in the
+    /// current folder otherwise].
+    #[arg(long, value_name = "PATH|URL", env = "WASAGA_STATE", global = true)]
+    pub state: Option<String>,
     /// How hard each journaled transition is pushed to disk: `normal`
     /// survives the host dying; `full` also survives power loss (an fsync per
-    /// transition).
+    /// transition). On PostgreSQL: `synchronous_commit` off (survives a host
+    /// crash, not a database server crash) or on.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal, global = true)]
     pub durability: DurabilityArg,
+    /// How long a host's lease on a run lasts without renewal (renewed every
+    /// third of it): how long the runs of a host that vanished wait before
+    /// another host takes them over.
+    #[arg(long, value_name = "DURATION", default_value = "10s", global = true)]
+    pub lease: String,
     /// Resume runs whose components changed since they started (refused
     /// otherwise; each acceptance is recorded in the run's history).
     #[arg(long, global = true)]
@@ -44,30 +52,55 @@ impl From<DurabilityArg> for SyncMode {
 }
 
 impl StateArgs {
-    /// The state file: `--state`, else `.wasaga/state.db` in `dir`.
-    pub fn path(&self, dir: &Path) -> PathBuf {
-        self.state
-            .clone()
-            .unwrap_or_else(|| dir.join(".wasaga").join("state.db"))
+    /// The state: `--state`, else `.wasaga/state.db` in `dir`.
+    pub fn location(&self, dir: &Path) -> StateLocation {
+        match &self.state {
+            Some(state) => StateLocation::parse(state),
+            None => StateLocation::File(dir.join(".wasaga").join("state.db")),
+        }
     }
 
-    /// Opens an existing state file (commands that read runs).
-    pub fn existing(&self) -> Result<PathBuf, UsageError> {
-        let path = self.path(Path::new("."));
-        if !path.exists() {
+    /// An existing state (commands that read runs): a database, or a state
+    /// file that is there.
+    pub fn existing(&self) -> Result<StateLocation, UsageError> {
+        let location = self.location(Path::new("."));
+        if let StateLocation::File(path) = &location
+            && !path.exists()
+        {
             return Err(UsageError(format!(
                 "error: no state file at {}\n  pass --state PATH (or set WASAGA_STATE): `host run` keeps its state beside the manifest, in <manifest folder>/.wasaga/state.db",
                 path.display()
             )));
         }
-        Ok(path)
+        Ok(location)
     }
 
-    /// The durable host over the state file at `path`.
-    pub fn host(&self, path: &Path, runtime: &RuntimeArgs) -> Result<Host, UsageError> {
-        let (journal, entities) = crate::durable::open_state(path, self.durability.into())
-            .map_err(|e| UsageError(format!("error: {e}")))?;
-        let host = Host::new(journal, entities, runtime.runtime()?);
+    /// Opens the journal and the entities at `location`.
+    pub fn open(&self, location: &StateLocation) -> Result<crate::durable::State, UsageError> {
+        crate::durable::open_state(location, self.durability.into())
+            .map_err(|e| UsageError(format!("error: {e}")))
+    }
+
+    /// `--lease`.
+    pub fn lease(&self) -> Result<std::time::Duration, UsageError> {
+        let lease = crate::manifest::parse_duration(&self.lease)
+            .map_err(|e| UsageError(format!("error: --lease: {e}")))?;
+        if lease < std::time::Duration::from_millis(300) {
+            return Err(UsageError(
+                "error: --lease must be at least 300ms (it is renewed every third of it)".into(),
+            ));
+        }
+        Ok(lease)
+    }
+
+    /// The durable host over the state at `location`.
+    pub fn host(
+        &self,
+        location: &StateLocation,
+        runtime: &RuntimeArgs,
+    ) -> Result<Host, UsageError> {
+        let (journal, entities) = self.open(location)?;
+        let host = Host::with_lease(journal, entities, runtime.runtime()?, self.lease()?);
         host.accept_changed_components(self.accept_changed_components);
         Ok(host)
     }

@@ -1,8 +1,16 @@
 //! The journal's storage backends, behind the core's [`Journal`] trait
 //! (re-exported here with the rest of `wasaga_core::journal`): SQLite
-//! ([`SqliteJournal`], in the state file) is the embedded default.
+//! ([`SqliteJournal`], in the state file) is the embedded default;
+//! PostgreSQL ([`PgJournal`]) is shared by several hosts.
 
+mod postgres;
+mod rows;
 mod sqlite;
 
+pub use postgres::PgJournal;
+pub use sqlite::schema as sqlite_schema;
 pub use sqlite::{Gated, RESTART_AT, SqliteJournal, SyncMode, WAL_BOUND, lock_gated, watch_log};
 pub use wasaga_core::journal::*;
+
+#[cfg(test)]
+mod tests;

@@ -148,6 +148,10 @@ pub fn load_workflows(
     Ok(workflows)
 }
 
+/// How often an idle host looks for runs to take over (with jitter: between
+/// half and all of it).
+const SWEEP_POLL: Duration = Duration::from_secs(1);
+
 /// Serves until SIGTERM or Ctrl-C. Runs still in flight then are left in
 /// the journal; the next start resumes them.
 pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
@@ -156,18 +160,10 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     // Scripts and tests read the address from here (the port may be 0).
     println!("listening on http://{address}");
     tracing::info!(%address, "listening");
-    if state.config.resume {
-        let host = state.host.clone();
-        tokio::spawn(async move {
-            match host.resume_all().await {
-                Ok(resumed) if !resumed.is_empty() => {
-                    tracing::info!(runs = resumed.len(), "resumed unfinished runs")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("could not resume unfinished runs: {e}"),
-            }
-        });
-    }
+    // Unfinished runs no live host holds (this host's own from before a
+    // restart, a dead host's, runs left for later) are taken over from the
+    // start and then as they appear.
+    let sweep = state.config.resume.then(|| state.host.sweep(SWEEP_POLL));
     let app = routes::router(state.clone());
     accept(listener, app, &state.config).await;
     // Give runs in flight a moment to reach their end; the rest resume later.
@@ -176,6 +172,9 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(sweep) = sweep {
+        sweep.abort();
     }
     let left = state.active.load(Ordering::SeqCst);
     if left > 0 {

@@ -542,6 +542,9 @@ async fn run_events(
         if sender.send(Ok(status_event(record.status))).await.is_err() || record.status.is_final() {
             return;
         }
+        // When the journal was last read: a run executing on another host
+        // (several hosts on one database) is seen only there.
+        let mut polled = std::time::Instant::now();
         loop {
             // A client that went away ends the task at once (it used to
             // live on, waking every second, until the run ended).
@@ -550,28 +553,32 @@ async fn run_events(
                 update = tokio::time::timeout(Duration::from_secs(1), updates.recv()) => update,
             };
             let update = match update {
-                Ok(Ok(update)) => update,
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => {
-                    // Missed updates (or a quiet second): catch up from the journal.
-                    for event in send_since(&mut last) {
-                        if sender.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    match journal.run(&id) {
-                        Ok(run) if run.status.is_final() => {
-                            let _ = sender.send(Ok(status_event(run.status))).await;
-                            return;
-                        }
-                        Ok(_) => continue,
-                        Err(_) => return,
-                    }
-                }
+                Ok(Ok(update)) if update.run() == id => Some(update),
+                // Other runs' updates: the journal is still read every second.
+                Ok(Ok(_)) if polled.elapsed() < Duration::from_secs(1) => continue,
+                Ok(Ok(_))
+                | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))
+                | Err(_) => None,
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
             };
-            if update.run() != id {
-                continue;
-            }
+            let Some(update) = update else {
+                // Missed updates, a quiet second, or a second of other runs:
+                // catch up from the journal.
+                polled = std::time::Instant::now();
+                for event in send_since(&mut last) {
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                match journal.run(&id) {
+                    Ok(run) if run.status.is_final() => {
+                        let _ = sender.send(Ok(status_event(run.status))).await;
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(_) => return,
+                }
+            };
             let events = match update {
                 Update::Records { records, .. } => {
                     let from = last;

@@ -59,6 +59,7 @@ impl WasmStep {
                 call.deadline,
                 call.outbound.clone(),
             )),
+            fence: call.fence.clone(),
         };
         new_store(
             self.runtime.engine(),

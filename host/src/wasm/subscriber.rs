@@ -75,6 +75,7 @@ impl SubscriberComponent {
                 None,
                 Arc::default(),
             )),
+            fence: None,
         };
         // A delivery takes a slot as an invoke does (as one more workflow),
         // so runs ending in bulk cannot use up the compensations' share.

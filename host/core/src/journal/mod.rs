@@ -34,6 +34,12 @@ pub enum JournalError {
     /// No run has this id.
     #[error("no run '{0}' in this state file")]
     UnknownRun(String),
+    /// Another host took the run over: its lease epoch moved on, so this
+    /// write was not applied (nor will any later one of this host be).
+    #[error(
+        "this host lost its lease on run {0}: another host took the run over (this one was paused, cut off or too slow to renew), so it writes nothing more to it"
+    )]
+    LeaseLost(String),
 }
 
 /// What starting a run needs.
@@ -77,8 +83,11 @@ pub struct PinnedComponent {
 /// How a start went.
 #[derive(Debug)]
 pub enum Begin {
-    /// A new run was recorded, leased to the starter.
-    Started,
+    /// A new run was recorded, leased to the starter under this epoch.
+    Started {
+        /// The lease epoch its writes are fenced on.
+        epoch: u64,
+    },
     /// A run with this transaction id exists.
     Existing(Box<RunRecord>),
 }
@@ -126,6 +135,10 @@ pub struct RunRecord {
     pub lease_owner: Option<String>,
     /// Until when (unix ms).
     pub lease_until: Option<i64>,
+    /// How many times its lease was claimed: every write of the executing
+    /// host is conditional on the epoch it claimed.
+    #[serde(default)]
+    pub lease_epoch: u64,
     /// Someone asked to cancel it.
     pub cancel_requested: bool,
 }
@@ -277,22 +290,41 @@ pub struct RunFilter {
 }
 
 /// The durable record of runs.
+///
+/// Every write made while executing a run (`append`, `set_status`,
+/// `set_components`, `finish`) carries the lease epoch its host claimed and
+/// is applied only while the run's epoch is still that one, in the same
+/// statement or transaction; otherwise it fails with
+/// [`JournalError::LeaseLost`] and changes nothing.
 pub trait Journal: Send + Sync {
-    /// Records a new run leased to `owner`, unless a run with its
+    /// Records a new run leased to `owner` (epoch 1), unless a run with its
     /// transaction id exists (atomically: two concurrent starts create one run).
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError>;
     /// Appends transitions (with the sequence numbers the run's recorder
     /// gave them) in one transaction; returns whether someone asked to
     /// cancel the run (read in the same transaction).
-    fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError>;
+    fn append(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> Result<bool, JournalError>;
     /// Sets a run's status (and refreshes `updated_at`).
-    fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError>;
+    fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError>;
     /// Replaces the components a run is pinned to (an operator accepted
     /// changed components).
-    fn set_components(&self, run: &str, components: &[PinnedComponent])
-    -> Result<(), JournalError>;
+    fn set_components(
+        &self,
+        run: &str,
+        epoch: u64,
+        components: &[PinnedComponent],
+    ) -> Result<(), JournalError>;
     /// Records how a run ended (or paused) and releases its lease.
-    fn finish(&self, run: &str, report: &RunReport) -> Result<(), JournalError>;
+    fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError>;
+    /// Reopens a `done` run for its compensation (a cancel after the end):
+    /// its status becomes `compensating`; false if it was not `done` or
+    /// someone holds it.
+    fn reopen(&self, run: &str) -> Result<bool, JournalError>;
     /// A run.
     fn run(&self, run: &str) -> Result<RunRecord, JournalError>;
     /// The newest run of a workflow with a transaction id.
@@ -307,11 +339,23 @@ pub trait Journal: Send + Sync {
     fn sources(&self, hash: &str) -> Result<Vec<(PathBuf, String)>, JournalError>;
     /// Runs, newest first.
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError>;
-    /// Takes (or renews) the lease of a run for `owner` unless a live process
-    /// holds it; false if it could not.
-    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<bool, JournalError>;
-    /// Extends every lease `owner` holds.
-    fn renew(&self, owner: &Owner, lease: Duration) -> Result<(), JournalError>;
+    /// Takes the lease of an unfinished run for `owner` unless another live
+    /// holder has it, incrementing its epoch; the new epoch, or `None` if it
+    /// could not.
+    fn claim(&self, run: &str, owner: &Owner, lease: Duration)
+    -> Result<Option<u64>, JournalError>;
+    /// Claims up to `limit` unfinished runs (running or compensating) that
+    /// no live host holds, skipping `skip` (runs this process is at): each
+    /// with its new epoch. What a surviving host does for a dead one's runs.
+    fn claim_orphans(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Vec<(String, u64)>, JournalError>;
+    /// Extends the leases `owner` holds on `runs` (those it executes).
+    fn renew(&self, owner: &Owner, lease: Duration, runs: &[String]) -> Result<(), JournalError>;
     /// Asks the process executing a run to cancel it.
     fn request_cancel(&self, run: &str) -> Result<(), JournalError>;
     /// Whether someone asked to cancel the run.

@@ -21,6 +21,12 @@ impl Owner {
         }
     }
 
+    /// The owner an id stored in the journal names (tools and tests: a
+    /// host that is not this process).
+    pub fn from_id(id: impl Into<String>) -> Owner {
+        Owner { id: id.into() }
+    }
+
     /// Its id as stored in the journal.
     pub fn id(&self) -> &str {
         &self.id
@@ -45,18 +51,33 @@ impl Owner {
     }
 }
 
+/// The machine's name in owner ids: `WASAGA_NODE_NAME` if set, else the
+/// hostname. Hosts under different names never judge each other by pid,
+/// only by lease (set it where hostnames are not unique, or to have hosts
+/// on one machine behave as on many).
 fn hostname() -> String {
+    if let Ok(name) = std::env::var("WASAGA_NODE_NAME")
+        && !name.is_empty()
+    {
+        return name.replace(':', "-");
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
-/// When the process started (clock ticks since boot), if it exists.
+/// When the process started (clock ticks since boot), if it exists and has
+/// not ended (a killed process its parent has not reaped yet is a zombie:
+/// it holds its pid but runs nothing).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count from after it.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after_name.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -75,5 +96,20 @@ mod tests {
             std::process::id()
         )));
         assert!(Owner::is_alive("elsewhere:1:1"));
+        // A killed child not reaped yet (a zombie) is not alive.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let started = start_time(child.id()).unwrap();
+        let zombie = format!("{host}:{}:{started}", child.id());
+        assert!(Owner::is_alive(&zombie));
+        child.kill().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Owner::is_alive(&zombie) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!Owner::is_alive(&zombie), "a zombie counts as dead");
+        child.wait().unwrap();
     }
 }

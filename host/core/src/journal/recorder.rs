@@ -5,9 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Journal, Observer, RecordKind};
+use super::{Journal, JournalError, Observer, RecordKind};
 use crate::saga::{
-    Action, CallRecord, CallStart, Event, OutboundRequest, RecordError, Recorder, RunError,
+    Action, CallRecord, CallStart, Event, Fence, OutboundRequest, RecordError, Recorder, RunError,
     RunStatus,
 };
 
@@ -20,6 +20,10 @@ use crate::saga::{
 pub struct JournalRecorder {
     journal: Arc<dyn Journal>,
     run: String,
+    /// The lease epoch every write is fenced on.
+    epoch: u64,
+    /// Set for good by the first write refused for a lost lease.
+    lost: std::sync::atomic::AtomicBool,
     crash: Option<CrashPoint>,
     pending: Mutex<Pending>,
     observer: Option<Arc<dyn Observer>>,
@@ -31,16 +35,20 @@ struct Pending {
 }
 
 impl JournalRecorder {
-    /// A recorder for `run`, whose last record is `last_seq`; dies at `crash` if given.
+    /// A recorder for `run`, executed under lease `epoch`, whose last record
+    /// is `last_seq`; dies at `crash` if given.
     pub fn new(
         journal: Arc<dyn Journal>,
         run: &str,
+        epoch: u64,
         last_seq: u64,
         crash: Option<CrashPoint>,
     ) -> JournalRecorder {
         JournalRecorder {
             journal,
             run: run.to_string(),
+            epoch,
+            lost: Default::default(),
             crash,
             pending: Mutex::new(Pending {
                 seq: last_seq,
@@ -78,10 +86,13 @@ impl JournalRecorder {
         if pending.records.is_empty() {
             return Ok(false);
         }
+        if self.lost() {
+            return Err(self.lease_lost());
+        }
         let cancel = self
             .journal
-            .append(&self.run, &pending.records)
-            .map_err(|e| RecordError::Failed(e.to_string()))?;
+            .append(&self.run, self.epoch, &pending.records)
+            .map_err(|e| self.failed(e))?;
         if let Some(observer) = &self.observer {
             observer.committed(&self.run, &pending.records);
         }
@@ -154,8 +165,8 @@ impl Recorder for JournalRecorder {
     fn compensating(&self, error: &RunError) -> Result<(), RecordError> {
         self.add(RecordKind::Compensating(error.clone()), true)?;
         self.journal
-            .set_status(&self.run, RunStatus::Compensating)
-            .map_err(|e| RecordError::Failed(e.to_string()))?;
+            .set_status(&self.run, self.epoch, RunStatus::Compensating)
+            .map_err(|e| self.failed(e))?;
         if let Some(observer) = &self.observer {
             observer.status(&self.run, RunStatus::Compensating);
         }
@@ -165,6 +176,36 @@ impl Recorder for JournalRecorder {
     fn flush(&self) -> Result<(), RecordError> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         self.commit(&mut pending).map(|_| ())
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn fence(&self) -> Option<Fence> {
+        Some(Fence {
+            run: self.run.as_str().into(),
+            epoch: self.epoch,
+        })
+    }
+}
+
+impl JournalRecorder {
+    /// A journal failure as the orchestrator sees it; a lost lease is
+    /// remembered, so nothing more is even tried.
+    fn failed(&self, err: JournalError) -> RecordError {
+        match err {
+            JournalError::LeaseLost(_) => {
+                self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(run = %self.run, "{err}");
+                self.lease_lost()
+            }
+            other => RecordError::Failed(other.to_string()),
+        }
+    }
+
+    fn lease_lost(&self) -> RecordError {
+        RecordError::LeaseLost(JournalError::LeaseLost(self.run.clone()).to_string())
     }
 }
 

@@ -20,7 +20,9 @@ pub use cancel::CancelSignal;
 pub use plan::{
     Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
 };
-pub use record::{CallRecord, CallStart, History, NoRecorder, RecordError, RecordedCall, Recorder};
+pub use record::{
+    CallRecord, CallStart, Fence, History, NoRecorder, RecordError, RecordedCall, Recorder,
+};
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
 pub use run::{DEFAULT_CALL_TIMEOUT, Durability, RunRequest, Saga};
 pub use step::{

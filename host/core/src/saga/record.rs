@@ -88,6 +88,10 @@ pub enum RecordError {
     /// Someone cancelled the run.
     #[error("the run was cancelled")]
     Cancelled,
+    /// Another host took the run over (this one's lease expired): this
+    /// process writes nothing more to it and stops executing it.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// Receives every transition of a run, in order, before the next action.
@@ -124,6 +128,28 @@ pub trait Recorder: Send + Sync {
     fn flush(&self) -> Result<(), RecordError> {
         Ok(())
     }
+    /// Whether another host took the run over: the run stops where it is,
+    /// without compensating (the new owner continues it).
+    fn lost(&self) -> bool {
+        false
+    }
+    /// The lease this run is executed under, if it is journaled: the
+    /// capabilities fence a call's writes on it, so a host that lost the
+    /// run writes nothing more.
+    fn fence(&self) -> Option<Fence> {
+        None
+    }
+}
+
+/// A run's lease as its writes carry it: the run and the lease epoch the
+/// executing host claimed. A write is applied only while the run's epoch in
+/// the journal is still this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The run.
+    pub run: std::sync::Arc<str>,
+    /// Its lease epoch when this host claimed it.
+    pub epoch: u64,
 }
 
 /// Records nothing (a run in memory only); numbers records in order.

@@ -107,6 +107,9 @@ pub struct StepCall {
     pub events: Arc<RunEvents>,
     /// Where the step notes the outbound requests it makes (for the trace).
     pub outbound: Arc<OutboundLog>,
+    /// The lease the run executes under (journaled runs): the call's writes
+    /// to shared state are applied only while it holds.
+    pub fence: Option<super::Fence>,
 }
 
 impl StepCall {

@@ -1363,3 +1363,96 @@ async fn cancelling_a_finished_run_compensates_everything_it_did() {
         ]
     );
 }
+
+/// A recorder whose lease is taken over at its `after`-th call start: that
+/// start and everything after it fail with `LeaseLost`, as the journal's
+/// fenced writes do.
+struct LosingRecorder {
+    starts: std::sync::atomic::AtomicU32,
+    after: u32,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl LosingRecorder {
+    fn check(&self) -> Result<(), RecordError> {
+        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RecordError::LeaseLost("lease lost".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Recorder for LosingRecorder {
+    fn call_started(&self, _: &CallStart<'_>) -> Result<(), RecordError> {
+        let n = self
+            .starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if n >= self.after {
+            self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.check()
+    }
+    fn call_finished(
+        &self,
+        _: &str,
+        _: Action,
+        _: u32,
+        _: &CallRecord,
+    ) -> Result<u64, RecordError> {
+        self.check().map(|()| 1)
+    }
+    fn event(&self, _: &Event) -> Result<(), RecordError> {
+        Ok(())
+    }
+    fn compensating(&self, _: &RunError) -> Result<(), RecordError> {
+        self.check()
+    }
+    fn flush(&self) -> Result<(), RecordError> {
+        self.check()
+    }
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A host that lost its lease stops where it is: no further step is
+/// called, nothing it did is compensated (the host that took the run over
+/// continues it from the journal), and the run is left `running`.
+#[tokio::test]
+async fn a_run_whose_lease_was_taken_over_stops_without_compensating() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let c = f.step("c", Behaviour::default());
+    let saga = f.saga(
+        vec![
+            f.run_entry(a, None, None),
+            f.run_entry(b, None, None),
+            f.run_entry(c, None, None),
+        ],
+        None,
+    );
+    let recorder = Arc::new(LosingRecorder {
+        starts: Default::default(),
+        after: 2,
+        lost: Default::default(),
+    });
+    let report = saga
+        .run_durably(
+            RunRequest::new(Json::from_value(json!(1))),
+            Durability {
+                recorder,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Running);
+    assert!(
+        report.error.unwrap().message.contains("lease lost"),
+        "the reason is kept"
+    );
+    // `a` ran; `b`'s start was refused, so neither `b` nor `c` ran, and
+    // `a` was not compensated.
+    assert_eq!(f.log.lines(), ["invoke a #1", "end a"]);
+}

@@ -1,7 +1,9 @@
 //! `entities`: collections of JSON objects the step resolves by name, in the
-//! host's entity store ([`store`], a real SQLite file). Granted by
+//! host's entity store ([`store`]: the SQLite state file, or PostgreSQL). Granted by
 //! `entities = ["brand", ...]`; the store is its per-workflow state.
 
+mod postgres;
+mod sqlite;
 mod store;
 
 use std::sync::Arc;
@@ -156,7 +158,7 @@ impl HostCollection for CapabilityView<'_> {
             .call
             .services
             .entities
-            .create_once(&name, data, origin)?
+            .create_once(&name, data, origin, self.call.fence.as_ref())?
             .to_string())
     }
 
@@ -178,14 +180,18 @@ impl HostCollection for CapabilityView<'_> {
             .call
             .services
             .entities
-            .update(&name, &id, data)?
+            .update(&name, &id, data, self.call.fence.as_ref())?
             .to_string())
     }
 
     fn delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<()> {
         let name = self.collection(&handle)?;
         self.charge_write(id.len())?;
-        Ok(self.call.services.entities.delete(&name, &id)?)
+        Ok(self
+            .call
+            .services
+            .entities
+            .delete(&name, &id, self.call.fence.as_ref())?)
     }
 
     fn soft_delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
@@ -195,14 +201,19 @@ impl HostCollection for CapabilityView<'_> {
             .call
             .services
             .entities
-            .soft_delete(&name, &id)?
+            .soft_delete(&name, &id, self.call.fence.as_ref())?
             .to_string())
     }
 
     fn restore(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
         let name = self.collection(&handle)?;
         self.charge_write(id.len())?;
-        Ok(self.call.services.entities.restore(&name, &id)?.to_string())
+        Ok(self
+            .call
+            .services
+            .entities
+            .restore(&name, &id, self.call.fence.as_ref())?
+            .to_string())
     }
 
     fn list(

@@ -1,26 +1,89 @@
-//! The entity store: collections of JSON objects in a real SQLite file (the
-//! state file), with host-managed `id`, `created_at`, `updated_at`,
-//! `deleted_at`. The per-workflow state of the `entities` capability; it
-//! knows nothing of WASM (its errors are [`StoreError`]s).
+//! The entity store: collections of JSON objects with host-managed `id`,
+//! `created_at`, `updated_at`, `deleted_at`, in the state's database (the
+//! SQLite state file, or PostgreSQL). The per-workflow state of the
+//! `entities` capability: the rules (managed fields, derived ids, fencing)
+//! are here, the SQL in the backends. It knows nothing of WASM (its errors
+//! are [`StoreError`]s).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use crate::saga::FailureKind;
+use super::postgres::PgEntities;
+use super::sqlite::SqliteEntities;
+use crate::saga::{FailureKind, Fence};
 
 /// Fields the store manages; a step cannot set them.
-const MANAGED: [&str; 4] = ["id", "created_at", "updated_at", "deleted_at"];
+pub(super) const MANAGED: [&str; 4] = ["id", "created_at", "updated_at", "deleted_at"];
 
 /// The most entities one `list` returns.
 pub const LIST_CAP: u32 = 1000;
 
-/// A store of entity collections in one SQLite database.
+/// A store of entity collections in one database.
 pub struct EntityStore {
-    conn: Mutex<Connection>,
+    backend: Box<dyn Backend>,
+}
+
+/// A new row, as [`EntityStore::create_once`] hands it to the backend.
+pub(super) struct NewRow<'a> {
+    pub collection: &'a str,
+    pub id: &'a str,
+    /// The fields, as JSON text of an object.
+    pub data: String,
+    pub at: &'a str,
+    /// The creating call and ordinal, for a derived id.
+    pub created_by: Option<&'a str>,
+}
+
+/// What a database does for the store: plain reads and writes of rows,
+/// each write applied only while `fence` (the run's lease) holds, in the
+/// same statement or transaction. The store's rules sit above it.
+pub(super) trait Backend: Send + Sync {
+    /// Inserts the row unless its key exists; whether it did.
+    fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool>;
+    /// The `created_by` of a row (outer `None`: no such row).
+    fn created_by(&self, collection: &str, id: &str) -> Result<Option<Option<String>>>;
+    /// A row as an entity, soft-deleted or not.
+    fn fetch(&self, collection: &str, id: &str) -> Result<Option<Value>>;
+    /// Merges `changes` into a row that is not soft-deleted, atomically;
+    /// whether there was one.
+    fn update(
+        &self,
+        fence: Option<&Fence>,
+        collection: &str,
+        id: &str,
+        changes: Map<String, Value>,
+        at: &str,
+    ) -> Result<bool>;
+    /// Removes a row; whether there was one.
+    fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool>;
+    /// Sets (`Some`) or clears (`None`) `deleted_at` of a row that is not
+    /// (or is) soft-deleted; whether there was one.
+    fn set_deleted(
+        &self,
+        fence: Option<&Fence>,
+        collection: &str,
+        id: &str,
+        deleted_at: Option<&str>,
+        at: &str,
+    ) -> Result<bool>;
+    /// The rows that match, oldest first.
+    fn list(&self, collection: &str, query: &Query) -> Result<Vec<Value>>;
+    /// How many rows a collection holds.
+    fn count(&self, collection: &str) -> Result<i64>;
+}
+
+/// The error of a write whose fence no longer holds.
+pub(super) fn lease_lost(fence: &Fence) -> StoreError {
+    StoreError::permanent(
+        FailureKind::Host,
+        format!(
+            "this host lost its lease on run {}: another host took the run over, so this call's entity writes are refused",
+            fence.run
+        ),
+    )
 }
 
 /// One equality filter of a `list`.
@@ -77,13 +140,19 @@ impl StoreError {
     }
 }
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> StoreError {
+        StoreError::step(FailureKind::Database, format!("entities store: {err}"))
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> StoreError {
         StoreError::step(FailureKind::Database, format!("entities store: {err}"))
     }
 }
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub(super) type Result<T> = std::result::Result<T, StoreError>;
 
 fn not_found(collection: &str, id: &str) -> StoreError {
     StoreError::step(
@@ -124,8 +193,8 @@ fn derived_id(collection: &str, call: &str, ordinal: u32) -> String {
     format!("{collection}_{}", &hex[..32])
 }
 
-/// A dotted field path as an SQLite JSON path (`$.a.b`), if it is one.
-fn json_path(field: &str) -> Result<String> {
+/// The parts of a dotted field path (`a.b`), if it is one.
+pub(super) fn field_path(field: &str) -> Result<Vec<&str>> {
     let valid = !field.is_empty()
         && field.split('.').all(|part| {
             !part.is_empty()
@@ -139,83 +208,34 @@ fn json_path(field: &str) -> Result<String> {
             format!("'{field}' is not a field name or dotted path"),
         ));
     }
-    let quoted: Vec<String> = field.split('.').map(|p| format!("\"{p}\"")).collect();
-    Ok(format!("$.{}", quoted.join(".")))
+    Ok(field.split('.').collect())
 }
 
 impl EntityStore {
     /// Opens (or creates) the store in the SQLite file at `path`.
     pub fn open(path: &Path) -> std::result::Result<EntityStore, rusqlite::Error> {
-        // Processes opening one new state file at once may find it busy: retry.
-        let mut wait = std::time::Duration::from_millis(5);
-        loop {
-            match Self::open_once(path) {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if matches!(
-                        e.code,
-                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                    ) && wait < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(wait);
-                    wait *= 2;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn open_once(path: &Path) -> std::result::Result<EntityStore, rusqlite::Error> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // As the journal does: a new state file gives freed pages back.
-        conn.pragma_update(None, "auto_vacuum", "incremental")?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        conn.pragma_update(None, "synchronous", "normal")?;
-        // The journal's connection checkpoints the shared log in the background.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", crate::journal::WAL_BOUND as i64)?;
-        let mut conn = conn;
-        crate::journal::watch_log(&mut conn, crate::journal::RESTART_AT)?;
-        EntityStore::init(conn)
+        Ok(EntityStore {
+            backend: Box::new(SqliteEntities::open(path)?),
+        })
     }
 
     /// A store in memory (for tests and benchmarks).
     pub fn in_memory() -> std::result::Result<EntityStore, rusqlite::Error> {
-        EntityStore::init(Connection::open_in_memory()?)
-    }
-
-    fn init(conn: Connection) -> std::result::Result<EntityStore, rusqlite::Error> {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS entities (
-                collection TEXT NOT NULL,
-                id TEXT NOT NULL,
-                data TEXT NOT NULL,
-                created_at TEXT NOT NULL,
-                updated_at TEXT NOT NULL,
-                deleted_at TEXT,
-                created_by TEXT,
-                PRIMARY KEY (collection, id)
-            );",
-        )?;
-        // `created_by` came later: add it to a state file made before.
-        let has_created_by = conn
-            .prepare("SELECT 1 FROM pragma_table_info('entities') WHERE name = 'created_by'")?
-            .exists([])?;
-        if !has_created_by {
-            conn.execute_batch("ALTER TABLE entities ADD COLUMN created_by TEXT")?;
-        }
         Ok(EntityStore {
-            conn: Mutex::new(conn),
+            backend: Box::new(SqliteEntities::in_memory()?),
         })
     }
 
-    fn conn(&self) -> crate::journal::Gated<'_> {
-        crate::journal::lock_gated(&self.conn)
+    /// The store in a PostgreSQL database (its schema already migrated).
+    pub fn postgres(database: Arc<crate::postgres::Database>) -> EntityStore {
+        EntityStore {
+            backend: Box::new(PgEntities::new(database)),
+        }
     }
 
     /// Stores a new entity; returns it with its managed fields.
     pub fn create(&self, collection: &str, data: Value) -> Result<Value> {
-        self.create_once(collection, data, None)
+        self.create_once(collection, data, None, None)
     }
 
     /// Stores a new entity, the `origin.1`-th one the call named `origin.0`
@@ -228,6 +248,7 @@ impl EntityStore {
         collection: &str,
         data: Value,
         origin: Option<(&str, u32)>,
+        fence: Option<&Fence>,
     ) -> Result<Value> {
         let mut map = fields(data, true)?;
         let (id, derived) = match (map.remove("id"), origin) {
@@ -248,22 +269,18 @@ impl EntityStore {
         let creator = origin
             .filter(|_| derived)
             .map(|(call, ordinal)| format!("{call}\n{ordinal}"));
-        let inserted = self.conn().execute(
-            "INSERT INTO entities (collection, id, data, created_at, updated_at, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5)
-             ON CONFLICT DO NOTHING",
-            params![collection, id, Value::Object(map).to_string(), at, creator],
+        let inserted = self.backend.insert(
+            fence,
+            NewRow {
+                collection,
+                id: &id,
+                data: Value::Object(map).to_string(),
+                at: &at,
+                created_by: creator.as_deref(),
+            },
         )?;
-        if inserted == 0 && derived {
-            let created_by: Option<String> = self
-                .conn()
-                .query_row(
-                    "SELECT created_by FROM entities WHERE collection = ?1 AND id = ?2",
-                    params![collection, id],
-                    |row| row.get(0),
-                )
-                .optional()?
-                .flatten();
+        if !inserted && derived {
+            let created_by = self.backend.created_by(collection, &id)?.flatten();
             if created_by == creator {
                 // Stored by an earlier attempt of this very call.
                 return self
@@ -277,7 +294,7 @@ impl EntityStore {
                 ),
             ));
         }
-        if inserted == 0 {
+        if !inserted {
             return Err(StoreError::permanent(
                 FailureKind::Duplicate,
                 format!("{collection} '{id}' already exists"),
@@ -289,15 +306,7 @@ impl EntityStore {
 
     /// The entity, or `None`. Soft-deleted ones only with `with_deleted`.
     pub fn fetch(&self, collection: &str, id: &str, with_deleted: bool) -> Result<Option<Value>> {
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT id, data, created_at, updated_at, deleted_at FROM entities
-                 WHERE collection = ?1 AND id = ?2",
-                params![collection, id],
-                row_to_entity,
-            )
-            .optional()?;
+        let row = self.backend.fetch(collection, id)?;
         Ok(row.filter(|e| with_deleted || e["deleted_at"].is_null()))
     }
 
@@ -309,54 +318,38 @@ impl EntityStore {
 
     /// Merges `data`'s top-level fields into the entity (atomically: a
     /// concurrent update from another process is not lost).
-    pub fn update(&self, collection: &str, id: &str, data: Value) -> Result<Value> {
+    pub fn update(
+        &self,
+        collection: &str,
+        id: &str,
+        data: Value,
+        fence: Option<&Fence>,
+    ) -> Result<Value> {
         let changes = fields(data, false)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT data FROM entities WHERE collection = ?1 AND id = ?2 AND deleted_at IS NULL",
-                params![collection, id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let current = current.ok_or_else(|| not_found(collection, id))?;
-        let mut map: Map<String, Value> = serde_json::from_str(&current).map_err(|e| {
-            StoreError::step(
-                FailureKind::Database,
-                format!("stored entity is corrupt: {e}"),
-            )
-        })?;
-        map.extend(changes);
-        tx.execute(
-            "UPDATE entities SET data = ?3, updated_at = ?4 WHERE collection = ?1 AND id = ?2",
-            params![collection, id, Value::Object(map).to_string(), now()],
-        )?;
-        tx.commit()?;
-        drop(conn);
+        if !self
+            .backend
+            .update(fence, collection, id, changes, &now())?
+        {
+            return Err(not_found(collection, id));
+        }
         self.get(collection, id)
     }
 
     /// Removes the entity for good.
-    pub fn delete(&self, collection: &str, id: &str) -> Result<()> {
-        let deleted = self.conn().execute(
-            "DELETE FROM entities WHERE collection = ?1 AND id = ?2",
-            params![collection, id],
-        )?;
-        if deleted == 0 {
+    pub fn delete(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<()> {
+        if !self.backend.delete(fence, collection, id)? {
             return Err(not_found(collection, id));
         }
         Ok(())
     }
 
     /// Marks the entity deleted; returns it.
-    pub fn soft_delete(&self, collection: &str, id: &str) -> Result<Value> {
-        let changed = self.conn().execute(
-            "UPDATE entities SET deleted_at = ?3, updated_at = ?3
-             WHERE collection = ?1 AND id = ?2 AND deleted_at IS NULL",
-            params![collection, id, now()],
-        )?;
-        if changed == 0 {
+    pub fn soft_delete(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<Value> {
+        let at = now();
+        if !self
+            .backend
+            .set_deleted(fence, collection, id, Some(&at), &at)?
+        {
             return Err(not_found(collection, id));
         }
         self.fetch(collection, id, true)?
@@ -364,7 +357,7 @@ impl EntityStore {
     }
 
     /// Undoes a soft delete; returns the entity.
-    pub fn restore(&self, collection: &str, id: &str) -> Result<Value> {
+    pub fn restore(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<Value> {
         let entity = self
             .fetch(collection, id, true)?
             .ok_or_else(|| not_found(collection, id))?;
@@ -374,67 +367,46 @@ impl EntityStore {
                 format!("{collection} '{id}' is not deleted"),
             ));
         }
-        self.conn().execute(
-            "UPDATE entities SET deleted_at = NULL, updated_at = ?3 WHERE collection = ?1 AND id = ?2",
-            params![collection, id, now()],
-        )?;
+        self.backend
+            .set_deleted(fence, collection, id, None, &now())?;
         self.get(collection, id)
     }
 
     /// The entities that match, oldest first.
     pub fn list(&self, collection: &str, query: &Query) -> Result<Vec<Value>> {
-        let mut sql = String::from(
-            "SELECT id, data, created_at, updated_at, deleted_at FROM entities WHERE collection = ?",
-        );
-        let mut args: Vec<rusqlite::types::Value> = vec![collection.to_string().into()];
-        if !query.with_deleted {
-            sql.push_str(" AND deleted_at IS NULL");
-        }
         for filter in &query.filters {
-            if MANAGED.contains(&filter.field.as_str()) {
-                sql.push_str(&format!(" AND {} IS json_extract(?, '$')", filter.field));
-            } else {
-                sql.push_str(" AND json_extract(data, ?) IS json_extract(?, '$')");
-                args.push(json_path(&filter.field)?.into());
+            if !MANAGED.contains(&filter.field.as_str()) {
+                field_path(&filter.field)?;
             }
-            args.push(filter.value.to_string().into());
         }
-        let limit = query.limit.unwrap_or(LIST_CAP).min(LIST_CAP);
-        sql.push_str(" ORDER BY rowid LIMIT ? OFFSET ?");
-        args.push(i64::from(limit).into());
-        args.push(i64::from(query.offset).into());
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(args), row_to_entity)?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        self.backend.list(collection, query)
     }
 
     /// How many entities a collection holds (soft-deleted included).
     pub fn count(&self, collection: &str) -> Result<i64> {
-        Ok(self.conn().query_row(
-            "SELECT count(*) FROM entities WHERE collection = ?1",
-            params![collection],
-            |row| row.get(0),
-        )?)
+        self.backend.count(collection)
     }
 }
 
-fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    let id: String = row.get(0)?;
-    let data: String = row.get(1)?;
-    let mut map: Map<String, Value> = serde_json::from_str(&data).unwrap_or_default();
+/// An entity from its columns: the id, the fields' JSON text, the times.
+pub(super) fn entity_of(
+    id: String,
+    data: &str,
+    created_at: String,
+    updated_at: String,
+    deleted_at: Option<String>,
+) -> Value {
+    let mut map: Map<String, Value> = serde_json::from_str(data).unwrap_or_default();
     let mut entity = Map::with_capacity(map.len() + 4);
     entity.insert("id".into(), Value::String(id));
     entity.append(&mut map);
-    entity.insert("created_at".into(), Value::String(row.get(2)?));
-    entity.insert("updated_at".into(), Value::String(row.get(3)?));
+    entity.insert("created_at".into(), Value::String(created_at));
+    entity.insert("updated_at".into(), Value::String(updated_at));
     entity.insert(
         "deleted_at".into(),
-        row.get::<_, Option<String>>(4)?
-            .map(Value::String)
-            .unwrap_or(Value::Null),
+        deleted_at.map(Value::String).unwrap_or(Value::Null),
     );
-    Ok(Value::Object(entity))
+    Value::Object(entity)
 }
 
 /// A guest's JSON, under the rules of every JSON that enters the host
@@ -447,27 +419,77 @@ pub(super) fn parse(data: &str, what: &str) -> Result<Value> {
 
 #[cfg(test)]
 mod tests {
+    //! The store's behaviour, from one source on both backends: a real
+    //! SQLite state file and a real PostgreSQL server (a schema per test).
     use super::*;
+    use crate::journal::{Begin, Journal, NewRun, Owner, SyncMode};
     use serde_json::json;
+
+    type Guard = Box<dyn std::any::Any>;
+
+    /// A store, and the journal of the same database (for fenced writes).
+    fn open_sqlite() -> (EntityStore, Arc<dyn Journal>, Guard) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let (journal, store) = crate::durable::open_state_file(&path, SyncMode::Normal).unwrap();
+        let store = Arc::try_unwrap(store).ok().unwrap();
+        (store, journal, Box::new(dir))
+    }
+
+    fn open_postgres() -> (EntityStore, Arc<dyn Journal>, Guard) {
+        let schema = crate::postgres::testing::TestSchema::new();
+        let database = crate::postgres::Database::connect(&schema.url, SyncMode::Normal).unwrap();
+        let journal = Arc::new(crate::journal::PgJournal::new(database.clone()));
+        (EntityStore::postgres(database), journal, Box::new(schema))
+    }
+
+    macro_rules! on_both_backends {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[test]
+                fn $test() {
+                    let (store, journal, _guard) = super::open_sqlite();
+                    super::$test(&store, &journal);
+                })*
+            }
+            mod postgres {
+                $(#[test]
+                fn $test() {
+                    let (store, journal, _guard) = super::open_postgres();
+                    super::$test(&store, &journal);
+                })*
+            }
+        };
+    }
+
+    on_both_backends!(
+        a_call_that_runs_again_gets_back_the_entities_it_created,
+        a_row_planted_at_a_derived_id_is_not_taken_for_the_creates_own,
+        create_get_update_soft_delete_restore_delete,
+        ids_are_kept_and_duplicates_refused,
+        list_filters_by_typed_equality_in_creation_order,
+        a_host_that_lost_its_lease_writes_no_entity,
+    );
 
     fn kind(err: StoreError) -> FailureKind {
         err.kind
     }
 
-    #[test]
-    fn a_call_that_runs_again_gets_back_the_entities_it_created() {
-        let store = EntityStore::in_memory().unwrap();
+    fn a_call_that_runs_again_gets_back_the_entities_it_created(
+        store: &EntityStore,
+        _journal: &Arc<dyn Journal>,
+    ) {
         let call = "run1:create-products:invoke";
         let first = store
-            .create_once("product", json!({"title": "A"}), Some((call, 0)))
+            .create_once("product", json!({"title": "A"}), Some((call, 0)), None)
             .unwrap();
         let second = store
-            .create_once("product", json!({"title": "B"}), Some((call, 1)))
+            .create_once("product", json!({"title": "B"}), Some((call, 1)), None)
             .unwrap();
         assert_ne!(first["id"], second["id"]);
         // The same call again (a retry, a re-invoke after a crash).
         let again = store
-            .create_once("product", json!({"title": "A"}), Some((call, 0)))
+            .create_once("product", json!({"title": "A"}), Some((call, 0)), None)
             .unwrap();
         assert_eq!(again, first);
         assert_eq!(store.count("product").unwrap(), 2);
@@ -477,26 +499,27 @@ mod tests {
                 "product",
                 json!({"title": "A"}),
                 Some(("run2:create-products:invoke", 0)),
+                None,
             )
             .unwrap();
         assert_ne!(other["id"], first["id"]);
         // Deleted for good (compensated): created anew.
         store
-            .delete("product", first["id"].as_str().unwrap())
+            .delete("product", first["id"].as_str().unwrap(), None)
             .unwrap();
         let anew = store
-            .create_once("product", json!({"title": "A"}), Some((call, 0)))
+            .create_once("product", json!({"title": "A"}), Some((call, 0)), None)
             .unwrap();
         assert_eq!(anew["id"], first["id"]);
         assert_eq!(store.count("product").unwrap(), 3);
         // An id the step chose stays a duplicate.
         store
-            .create_once("product", json!({"id": "p1"}), Some((call, 5)))
+            .create_once("product", json!({"id": "p1"}), Some((call, 5)), None)
             .unwrap();
         assert_eq!(
             kind(
                 store
-                    .create_once("product", json!({"id": "p1"}), Some((call, 5)))
+                    .create_once("product", json!({"id": "p1"}), Some((call, 5)), None)
                     .unwrap_err()
             ),
             FailureKind::Duplicate
@@ -507,9 +530,10 @@ mod tests {
     /// create will derive (the hash's inputs are the run's call keys) and
     /// plant a row there first. That row is not taken for the later create's
     /// own: the create fails as a duplicate instead of returning planted data.
-    #[test]
-    fn a_row_planted_at_a_derived_id_is_not_taken_for_the_creates_own() {
-        let store = EntityStore::in_memory().unwrap();
+    fn a_row_planted_at_a_derived_id_is_not_taken_for_the_creates_own(
+        store: &EntityStore,
+        _journal: &Arc<dyn Journal>,
+    ) {
         let victim = "run1:charge:invoke";
         let planted_id = derived_id("payment", victim, 0);
         store
@@ -517,51 +541,51 @@ mod tests {
                 "payment",
                 json!({"id": planted_id, "amount": 0, "status": "paid"}),
                 Some(("run1:attacker:invoke", 0)),
+                None,
             )
             .unwrap();
         let err = store
-            .create_once("payment", json!({"amount": 100}), Some((victim, 0)))
+            .create_once("payment", json!({"amount": 100}), Some((victim, 0)), None)
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Duplicate);
         assert!(err.message.contains("not created by this call"), "{err}");
         assert_eq!(store.get("payment", &planted_id).unwrap()["amount"], 0);
     }
 
-    #[test]
-    fn create_get_update_soft_delete_restore_delete() {
-        let store = EntityStore::in_memory().unwrap();
+    fn create_get_update_soft_delete_restore_delete(
+        store: &EntityStore,
+        _journal: &Arc<dyn Journal>,
+    ) {
         let brand = store.create("brand", json!({"name": "Acme"})).unwrap();
         let id = brand["id"].as_str().unwrap().to_string();
         assert!(id.starts_with("brand_"));
         assert_eq!(store.get("brand", &id).unwrap()["name"], "Acme");
         let updated = store
-            .update("brand", &id, json!({"logo_url": "x"}))
+            .update("brand", &id, json!({"logo_url": "x"}), None)
             .unwrap();
         assert_eq!(
             (updated["name"].as_str(), updated["logo_url"].as_str()),
             (Some("Acme"), Some("x"))
         );
-        store.soft_delete("brand", &id).unwrap();
+        store.soft_delete("brand", &id, None).unwrap();
         assert_eq!(
             kind(store.get("brand", &id).unwrap_err()),
             FailureKind::NotFound
         );
         assert_eq!(store.list("brand", &Query::default()).unwrap().len(), 0);
-        store.restore("brand", &id).unwrap();
+        store.restore("brand", &id, None).unwrap();
         assert_eq!(
-            kind(store.restore("brand", &id).unwrap_err()),
+            kind(store.restore("brand", &id, None).unwrap_err()),
             FailureKind::UnexpectedState
         );
-        store.delete("brand", &id).unwrap();
+        store.delete("brand", &id, None).unwrap();
         assert_eq!(
-            kind(store.delete("brand", &id).unwrap_err()),
+            kind(store.delete("brand", &id, None).unwrap_err()),
             FailureKind::NotFound
         );
     }
 
-    #[test]
-    fn ids_are_kept_and_duplicates_refused() {
-        let store = EntityStore::in_memory().unwrap();
+    fn ids_are_kept_and_duplicates_refused(store: &EntityStore, _journal: &Arc<dyn Journal>) {
         store
             .create("brand", json!({"id": "b1", "name": "A"}))
             .unwrap();
@@ -583,9 +607,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn list_filters_by_typed_equality_in_creation_order() {
-        let store = EntityStore::in_memory().unwrap();
+    fn list_filters_by_typed_equality_in_creation_order(
+        store: &EntityStore,
+        _journal: &Arc<dyn Journal>,
+    ) {
         for (title, brand, n) in [("a", "b1", 1), ("b", "b2", 2), ("c", "b1", 3)] {
             store
                 .create(
@@ -662,5 +687,86 @@ mod tests {
             ),
             FailureKind::InvalidArgument
         );
+    }
+
+    /// The fence: a call of a host whose lease on the run was taken over
+    /// gets its entity writes refused (a permanent `host` failure), and the
+    /// rows stay as they were; the new holder's writes go through.
+    fn a_host_that_lost_its_lease_writes_no_entity(
+        store: &EntityStore,
+        journal: &Arc<dyn Journal>,
+    ) {
+        let new_run = NewRun {
+            id: "r1".into(),
+            transaction_id: "r1".into(),
+            workflow: "w".into(),
+            manifest: "/m.toml".into(),
+            sources: vec![],
+            extension_dirs: vec![],
+            input: crate::json::Json::from_value(json!({})),
+            metadata: crate::json::Json::from_value(json!({})),
+            idempotent: false,
+            components: vec![],
+        };
+        let paused = Owner::from_id("other-machine:1:1");
+        let Begin::Started { epoch } = journal
+            .begin(&new_run, &paused, std::time::Duration::ZERO)
+            .unwrap()
+        else {
+            panic!("a new run");
+        };
+        let old = Fence {
+            run: "r1".into(),
+            epoch,
+        };
+        let kept = store
+            .create_once(
+                "brand",
+                json!({"name": "A"}),
+                Some(("r1:a:invoke", 0)),
+                Some(&old),
+            )
+            .unwrap();
+        let id = kept["id"].as_str().unwrap().to_string();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let taken = journal
+            .claim("r1", &Owner::current(), std::time::Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+        let refused = |err: StoreError| {
+            assert_eq!(err.kind, FailureKind::Host, "{err}");
+            assert!(
+                err.permanent && err.message.contains("lost its lease"),
+                "{err}"
+            );
+        };
+        refused(
+            store
+                .create_once(
+                    "brand",
+                    json!({"name": "B"}),
+                    Some(("r1:a:invoke", 1)),
+                    Some(&old),
+                )
+                .unwrap_err(),
+        );
+        refused(
+            store
+                .update("brand", &id, json!({"name": "Z"}), Some(&old))
+                .unwrap_err(),
+        );
+        refused(store.soft_delete("brand", &id, Some(&old)).unwrap_err());
+        refused(store.delete("brand", &id, Some(&old)).unwrap_err());
+        assert_eq!(store.count("brand").unwrap(), 1);
+        assert_eq!(store.get("brand", &id).unwrap()["name"], "A");
+        let new = Fence {
+            run: "r1".into(),
+            epoch: taken,
+        };
+        store
+            .update("brand", &id, json!({"name": "N"}), Some(&new))
+            .unwrap();
+        store.delete("brand", &id, Some(&new)).unwrap();
+        assert_eq!(store.count("brand").unwrap(), 0);
     }
 }

@@ -13,18 +13,17 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::rows::{RunRecordRow, from_text, json_text, kind_columns, sources_hash, storage};
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
     RunRecord, now_ms, now_us,
 };
-use crate::json::Json;
 use crate::saga::{RunReport, RunStatus};
-use rows::{
-    RunRecordRow, from_text, json_text, kind_columns, record_from_row, run_from_row, sources_hash,
-};
+use rows::{record_from_row, run_from_row};
 
 mod gate;
 mod rows;
+pub mod schema;
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,57 +128,9 @@ impl Drop for Checkpointer {
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    transaction_id TEXT NOT NULL,
-    workflow TEXT NOT NULL,
-    manifest TEXT NOT NULL,
-    manifest_hash TEXT NOT NULL,
-    extension_dirs TEXT NOT NULL,
-    input TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    status TEXT NOT NULL,
-    partial INTEGER NOT NULL DEFAULT 0,
-    output TEXT,
-    error TEXT,
-    errors TEXT,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    lease_owner TEXT,
-    lease_until INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    components TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_transaction ON runs (workflow, transaction_id, created_at);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
-CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at, id);
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY,
-    run TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    at INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    node TEXT,
-    action TEXT,
-    attempt INTEGER,
-    body TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS records_by_run ON records (run, seq);
-CREATE TABLE IF NOT EXISTS manifests (
-    hash TEXT PRIMARY KEY,
-    files TEXT NOT NULL
-);
-";
-
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components";
-
-fn storage(message: impl std::fmt::Display) -> JournalError {
-    JournalError::Storage(message.to_string())
-}
+     components, lease_epoch";
 
 /// What this file's code fails with: SQLite's errors and the journal's own,
 /// so `?` works on both (the core's error type cannot know rusqlite).
@@ -187,6 +138,15 @@ fn storage(message: impl std::fmt::Display) -> JournalError {
 enum Sql {
     Sqlite(rusqlite::Error),
     Journal(JournalError),
+}
+
+impl From<schema::SchemaError> for Sql {
+    fn from(err: schema::SchemaError) -> Sql {
+        match err {
+            schema::SchemaError::Sqlite(err) => Sql::Sqlite(err),
+            newer => Sql::Journal(JournalError::Storage(newer.to_string())),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for Sql {
@@ -266,10 +226,9 @@ impl SqliteJournal {
         run_sql(|| Ok(Self::init(Connection::open_in_memory()?)?))
     }
 
-    fn init(conn: Connection) -> Result<SqliteJournal, JournalError> {
+    fn init(mut conn: Connection) -> Result<SqliteJournal, JournalError> {
         run_sql(|| {
-            conn.execute_batch(SCHEMA)?;
-            add_missing_columns(&conn)?;
+            schema::migrate(&mut conn)?;
             Ok(SqliteJournal {
                 conn: Mutex::new(conn),
                 stored: Mutex::default(),
@@ -281,18 +240,6 @@ impl SqliteJournal {
     fn conn(&self) -> gate::Gated<'_> {
         gate::lock(&self.conn)
     }
-}
-
-/// Columns added after a state file may have been created: added in place
-/// (an older file keeps its runs; theirs read as empty).
-fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let has_components = conn
-        .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'components'")?
-        .exists([])?;
-    if !has_components {
-        conn.execute_batch("ALTER TABLE runs ADD COLUMN components TEXT")?;
-    }
-    Ok(())
 }
 
 impl Journal for SqliteJournal {
@@ -332,8 +279,8 @@ impl Journal for SqliteJournal {
             let now = now_ms();
             tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until, components)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12)",
+                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1)",
         )?
         .execute(params![
                 run.id,
@@ -356,11 +303,16 @@ impl Journal for SqliteJournal {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(hash);
             }
-            Ok(Begin::Started)
+            Ok(Begin::Started { epoch: 1 })
         })
     }
 
-    fn append(&self, run: &str, records: &[(u64, RecordKind)]) -> Result<bool, JournalError> {
+    fn append(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> Result<bool, JournalError> {
         run_sql(|| {
             let conn = self.conn();
             // IMMEDIATE: a read-then-write transaction would get "busy" at once
@@ -368,11 +320,16 @@ impl Journal for SqliteJournal {
             // COMMIT are cached statements: this runs once per step.
             conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             let written = (|| -> Result<bool, Sql> {
-                let cancel: bool = conn
-                    .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
-                    .query_row(params![run], |row| row.get(0))
+                // The fence: read under the write lock, so no claim can
+                // come between it and the records.
+                let (cancel, held): (bool, i64) = conn
+                    .prepare_cached("SELECT cancel_requested, lease_epoch FROM runs WHERE id = ?1")?
+                    .query_row(params![run], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?
-                    .unwrap_or(false);
+                    .ok_or_else(|| JournalError::UnknownRun(run.to_string()))?;
+                if held != epoch as i64 {
+                    return Err(JournalError::LeaseLost(run.to_string()).into());
+                }
                 let mut insert = conn.prepare_cached(
                 "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
@@ -401,29 +358,47 @@ impl Journal for SqliteJournal {
         })
     }
 
-    fn set_status(&self, run: &str, status: RunStatus) -> Result<(), JournalError> {
+    fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError> {
         run_sql(|| {
-            self.conn()
-                .prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
-                .execute(params![run, status.as_str(), now_ms()])?;
-            Ok(())
+            let changed = self
+                .conn()
+                .prepare_cached(
+                    "UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1 AND lease_epoch = ?4",
+                )?
+                .execute(params![run, status.as_str(), now_ms(), epoch as i64])?;
+            self.fenced(run, changed)
         })
     }
 
     fn set_components(
         &self,
         run: &str,
+        epoch: u64,
         components: &[PinnedComponent],
     ) -> Result<(), JournalError> {
         run_sql(|| {
-            self.conn()
-                .prepare_cached("UPDATE runs SET components = ?2, updated_at = ?3 WHERE id = ?1")?
-                .execute(params![run, json_text(&components)?, now_ms()])?;
-            Ok(())
+            let changed = self
+                .conn()
+                .prepare_cached(
+                    "UPDATE runs SET components = ?2, updated_at = ?3 WHERE id = ?1 AND lease_epoch = ?4",
+                )?
+                .execute(params![run, json_text(&components)?, now_ms(), epoch as i64])?;
+            self.fenced(run, changed)
         })
     }
 
-    fn finish(&self, run: &str, report: &RunReport) -> Result<(), JournalError> {
+    fn reopen(&self, run: &str) -> Result<bool, JournalError> {
+        run_sql(|| {
+            let changed = self.conn().execute(
+                "UPDATE runs SET status = 'compensating', updated_at = ?2
+                 WHERE id = ?1 AND status = 'done' AND lease_owner IS NULL",
+                params![run, now_ms()],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
         run_sql(|| {
             let now = now_ms();
             let finished_at = report.status.is_final().then_some(now);
@@ -432,13 +407,13 @@ impl Journal for SqliteJournal {
             let errors = (!report.errors.is_empty())
                 .then(|| json_text(&report.errors))
                 .transpose()?;
-            self.conn()
+            let changed = self.conn()
             .prepare_cached(
                 "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,
-                 finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                 finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_epoch = ?9",
             )?
-            .execute(params![run, report.status.as_str(), report.partial, output, error, errors, now, finished_at])?;
-            Ok(())
+            .execute(params![run, report.status.as_str(), report.partial, output, error, errors, now, finished_at, epoch as i64])?;
+            self.fenced(run, changed)
         })
     }
 
@@ -551,34 +526,106 @@ impl Journal for SqliteJournal {
         })
     }
 
-    fn claim(&self, run: &str, owner: &Owner, lease: Duration) -> Result<bool, JournalError> {
+    fn claim(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<u64>, JournalError> {
         run_sql(|| {
             let record = self.run(run)?;
             let now = now_ms();
             if record.status.is_final() || record.held_by_other(owner, now) {
-                return Ok(false);
+                return Ok(None);
             }
-            // Compare-and-set on the previous owner: of two claimers, one wins.
+            // Compare-and-set on the epoch: of two claimers, one wins, and
+            // the loser (or a former holder) is fenced out.
             let changed = self.conn().execute(
-                "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4
-             WHERE id = ?1 AND lease_owner IS ?5",
+                "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1
+                 WHERE id = ?1 AND lease_epoch = ?5",
                 params![
                     run,
                     owner.id(),
                     now + lease.as_millis() as i64,
                     now,
-                    record.lease_owner
+                    record.lease_epoch as i64
                 ],
             )?;
-            Ok(changed == 1)
+            Ok((changed == 1).then_some(record.lease_epoch + 1))
         })
     }
 
-    fn renew(&self, owner: &Owner, lease: Duration) -> Result<(), JournalError> {
+    fn claim_orphans(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Vec<(String, u64)>, JournalError> {
         run_sql(|| {
+            let now = now_ms();
+            // On one machine a dead holder is known at once (its pid is
+            // gone); elsewhere, once its lease expired.
+            let holders: Vec<String> = {
+                let conn = self.conn();
+                let mut statement = conn.prepare_cached(
+                    "SELECT DISTINCT lease_owner FROM runs
+                     WHERE status IN ('running', 'compensating') AND lease_owner IS NOT NULL AND lease_until >= ?1",
+                )?;
+                statement
+                    .query_map(params![now], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            let dead: Vec<&String> = holders
+                .iter()
+                .filter(|holder| holder.as_str() != owner.id() && !Owner::is_alive(holder))
+                .collect();
+            let candidates: Vec<(String, i64)> = {
+                let conn = self.conn();
+                let mut statement = conn.prepare_cached(
+                    "SELECT id, lease_epoch FROM runs
+                     WHERE status IN ('running', 'compensating')
+                       AND (lease_owner IS NULL OR lease_until < ?1 OR lease_owner IN (SELECT value FROM json_each(?2)))
+                     ORDER BY updated_at LIMIT ?3",
+                )?;
+                statement
+                    .query_map(
+                        params![now, json_text(&dead)?, (limit + skip.len()) as i64],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )?
+                    .collect::<Result<_, _>>()?
+            };
+            let mut claimed = Vec::new();
+            for (run, epoch) in candidates {
+                if claimed.len() == limit || skip.contains(&run) {
+                    continue;
+                }
+                let changed = self.conn().execute(
+                    "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1
+                     WHERE id = ?1 AND lease_epoch = ?5 AND status IN ('running', 'compensating')",
+                    params![run, owner.id(), now + lease.as_millis() as i64, now, epoch],
+                )?;
+                if changed == 1 {
+                    claimed.push((run, epoch as u64 + 1));
+                }
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn renew(&self, owner: &Owner, lease: Duration, runs: &[String]) -> Result<(), JournalError> {
+        run_sql(|| {
+            if runs.is_empty() {
+                return Ok(());
+            }
             self.conn().execute(
-                "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1",
-                params![owner.id(), now_ms() + lease.as_millis() as i64],
+                "UPDATE runs SET lease_until = ?2
+                 WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?3))",
+                params![
+                    owner.id(),
+                    now_ms() + lease.as_millis() as i64,
+                    json_text(&runs)?
+                ],
             )?;
             Ok(())
         })
@@ -637,6 +684,26 @@ impl Journal for SqliteJournal {
             while steps.next()?.is_some() {}
             Ok(pruned)
         })
+    }
+}
+
+impl SqliteJournal {
+    /// What a fenced write that changed `changed` rows means: done, an
+    /// unknown run, or a lease another host took.
+    fn fenced(&self, run: &str, changed: usize) -> Result<(), Sql> {
+        if changed == 1 {
+            return Ok(());
+        }
+        let exists = self
+            .conn()
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
+            .exists(params![run])?;
+        Err(if exists {
+            JournalError::LeaseLost(run.to_string())
+        } else {
+            JournalError::UnknownRun(run.to_string())
+        }
+        .into())
     }
 }
 

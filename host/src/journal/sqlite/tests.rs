@@ -1,6 +1,9 @@
-//! The SQLite journal against a real database file or memory.
+//! What only the SQLite journal does (the behaviour both backends share is
+//! tested on both in `journal::tests`): old state files, the schema
+//! version, the bounded write-ahead log.
 
 use super::*;
+use crate::json::Json;
 use crate::saga::{Action, CallRecord, RunReport};
 use serde_json::json;
 use std::sync::Arc;
@@ -42,154 +45,13 @@ fn report(id: &str, status: RunStatus) -> RunReport {
 }
 
 #[test]
-fn a_transaction_id_starts_one_run() {
-    let journal = SqliteJournal::in_memory().unwrap();
-    let me = Owner::current();
-    let lease = Duration::from_secs(30);
-    assert!(matches!(
-        journal.begin(&new_run("r1", "t1"), &me, lease).unwrap(),
-        Begin::Started
-    ));
-    let Begin::Existing(existing) = journal.begin(&new_run("r2", "t1"), &me, lease).unwrap() else {
-        panic!("the second start finds the first")
-    };
-    assert_eq!(existing.id, "r1");
-    assert_eq!(existing.status, RunStatus::Running);
-    assert_eq!(
-        journal.sources(&existing.manifest_hash).unwrap()[0].1,
-        "[workflow]"
-    );
-}
-
-#[test]
-fn records_come_back_as_a_history() {
-    let journal = SqliteJournal::in_memory().unwrap();
-    journal
-        .begin(
-            &new_run("r1", "t1"),
-            &Owner::current(),
-            Duration::from_secs(30),
-        )
-        .unwrap();
-    let started = RecordKind::Started {
-        node: "a".into(),
-        step: "a".into(),
-        action: Action::Invoke,
-        attempt: 1,
-        input: None,
-    };
-    journal.append("r1", &[(1, started)]).unwrap();
-    let done = CallRecord::Done {
-        output: Json::from_value(json!("out")),
-        compensation: None,
-    };
-    let finished = RecordKind::Finished {
-        node: "a".into(),
-        action: Action::Invoke,
-        attempt: 1,
-        record: done.clone(),
-    };
-    journal.append("r1", &[(2, finished)]).unwrap();
-    let history = journal.history("r1").unwrap();
-    let call = history.call("a", Action::Invoke).unwrap();
-    assert_eq!(call.attempts, 1);
-    assert_eq!(call.settled, Some((2, done)));
-    assert_eq!(history.last_seq, 2);
-}
-
-#[test]
-fn finishing_releases_the_lease_and_pruning_removes_old_runs() {
-    let journal = SqliteJournal::in_memory().unwrap();
-    let me = Owner::current();
-    journal
-        .begin(&new_run("r1", "t1"), &me, Duration::from_secs(30))
-        .unwrap();
-    journal
-        .finish("r1", &report("r1", RunStatus::Done))
-        .unwrap();
-    let run = journal.run("r1").unwrap();
-    assert_eq!(run.status, RunStatus::Done);
-    assert!(run.lease_owner.is_none());
-    assert!(
-        !journal.claim("r1", &me, Duration::from_secs(1)).unwrap(),
-        "a finished run is not claimed"
-    );
-    assert_eq!(journal.prune(now_ms() + 1, None).unwrap(), 1);
-    assert!(matches!(
-        journal.run("r1"),
-        Err(JournalError::UnknownRun(_))
-    ));
-}
-
-#[test]
-fn a_live_owner_keeps_its_run_and_a_dead_one_loses_it() {
-    let journal = SqliteJournal::in_memory().unwrap();
-    let me = Owner::current();
-    journal
-        .begin(&new_run("r1", "t1"), &me, Duration::from_secs(30))
-        .unwrap();
-    assert!(
-        journal.claim("r1", &me, Duration::from_secs(30)).unwrap(),
-        "the owner renews"
-    );
-    // A dead process on this machine holds r2: it can be taken at once.
-    journal
-        .begin(&new_run("r2", "t2"), &me, Duration::from_secs(30))
-        .unwrap();
-    let ghost = format!(
-        "{}:{}:1",
-        me.id().rsplitn(3, ':').nth(2).unwrap(),
-        u32::MAX - 3
-    );
-    journal
-        .conn()
-        .execute(
-            "UPDATE runs SET lease_owner = ?1 WHERE id = 'r2'",
-            params![ghost],
-        )
-        .unwrap();
-    assert!(journal.claim("r2", &me, Duration::from_secs(30)).unwrap());
-    assert_eq!(
-        journal
-            .list(&RunFilter {
-                status: Some(RunStatus::Running),
-                ..Default::default()
-            })
-            .unwrap()
-            .len(),
-        2
-    );
-}
-
-#[test]
-fn a_run_keeps_its_pinned_components_and_an_operator_can_replace_them() {
-    let journal = SqliteJournal::in_memory().unwrap();
-    let owner = Owner::current();
-    journal
-        .begin(
-            &new_run("r1", "t1"),
-            &owner,
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-    assert_eq!(journal.run("r1").unwrap().components[0].hash, "abc");
-    let changed = [PinnedComponent {
-        step: "a".into(),
-        path: "/a.wasm".into(),
-        hash: "def".into(),
-    }];
-    journal.set_components("r1", &changed).unwrap();
-    assert_eq!(journal.run("r1").unwrap().components, changed);
-}
-
-#[test]
 fn a_state_file_from_before_pinned_components_gains_the_column_and_keeps_its_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         // The runs table as it was before the `components` column.
-        conn.execute_batch(&SCHEMA.replace(",\n    components TEXT\n", "\n"))
+        conn.execute_batch(&schema::VERSION_1_TABLES.replace(",\n    components TEXT\n", "\n"))
             .unwrap();
         conn.execute(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status, created_at, updated_at)
@@ -293,12 +155,14 @@ fn the_wal_stays_bounded_under_sustained_load_and_pruning_gives_space_back() {
                             },
                         )
                     };
-                    journal.append(&id, &[started(1, "a")]).unwrap();
+                    journal.append(&id, 1, &[started(1, "a")]).unwrap();
                     journal
-                        .append(&id, &[finished(2, "a"), started(3, "b")])
+                        .append(&id, 1, &[finished(2, "a"), started(3, "b")])
                         .unwrap();
-                    journal.append(&id, &[finished(4, "b")]).unwrap();
-                    journal.finish(&id, &report(&id, RunStatus::Done)).unwrap();
+                    journal.append(&id, 1, &[finished(4, "b")]).unwrap();
+                    journal
+                        .finish(&id, 1, &report(&id, RunStatus::Done))
+                        .unwrap();
                 }
             })
         })
@@ -336,4 +200,57 @@ fn the_wal_stays_bounded_under_sustained_load_and_pruning_gives_space_back() {
     drop(journal);
     eprintln!("after pruning: {:.1} MiB", after as f64 / 1048576.0);
     assert!(after < database / 10, "{after} bytes left of {database}");
+}
+
+/// A state file from a newer Wasaga is refused with the reason, untouched.
+#[test]
+fn a_state_file_from_a_newer_wasaga_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", schema::VERSION + 1)
+            .unwrap();
+    }
+    let Err(err) = SqliteJournal::open(&path, SyncMode::Normal) else {
+        panic!("a newer schema opened");
+    };
+    assert!(err.to_string().contains("newer Wasaga"), "{err}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::VERSION + 1);
+}
+
+/// A state file from before versioning (user_version 0, no lease epoch)
+/// is migrated in place: its runs keep their data and get epoch 0.
+#[test]
+fn a_state_file_from_before_versioning_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::VERSION_1_TABLES).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status, created_at, updated_at)
+             VALUES ('old', 'old', 'w', '/m.toml', 'h', '[]', '{}', '{}', 'running', 1, 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let journal = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    let old = journal.run("old").unwrap();
+    assert_eq!(old.lease_epoch, 0);
+    assert_eq!(
+        journal
+            .claim("old", &Owner::current(), Duration::from_secs(5))
+            .unwrap(),
+        Some(1)
+    );
+    let version: i64 = journal
+        .conn()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::VERSION);
 }

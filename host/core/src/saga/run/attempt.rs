@@ -33,6 +33,18 @@ impl Run {
         let invoke = target.action == Action::Invoke;
         let policy = target.policy;
         loop {
+            // Another host took the run over: nothing more is called here,
+            // not even a compensation (the new owner compensates).
+            if self.recorder.lost() {
+                return Err(Stop::Fail(Failure {
+                    step: Some(target.node.to_string()),
+                    error: StepFailure::new(
+                        FailureKind::Host,
+                        "this host lost the run's lease; another host continues it",
+                    )
+                    .permanent(),
+                }));
+            }
             if invoke {
                 self.check_deadline(target.node)?;
                 if self.interrupt.is_cancelled() {
@@ -180,6 +192,7 @@ impl Run {
             deadline: Some(deadline),
             events: self.events.clone(),
             outbound: Default::default(),
+            fence: self.fence.clone(),
         }
     }
 

@@ -158,6 +158,7 @@ impl Saga {
             ignored: Mutex::default(),
             events,
             seq: AtomicU64::new(durability.history.last_seq),
+            fence: durability.recorder.fence(),
             recorder: durability.recorder,
             history: durability.history,
             detach_background: durability.detach_background,
@@ -183,6 +184,11 @@ impl Saga {
             Err(Stop::Pause(pause)) => Err(Paused::Yes(pause)),
         };
         let (status, output, error) = match forward {
+            // Another host took the run over: it continues the run from the
+            // journal (this one compensates nothing and writes nothing more).
+            Err(Paused::Not(failure)) if run.recorder.lost() => {
+                (RunStatus::Running, None, Some(failure.into_run_error()))
+            }
             Err(Paused::Yes(pause)) => {
                 let status = match pause {
                     Pause::Waiting => RunStatus::Waiting,
@@ -201,14 +207,21 @@ impl Saga {
                 if let Err(e) = run.recorder.compensating(&error) {
                     tracing::error!("{e}");
                 }
-                error.compensation_failures = run.compensate_all().await;
-                let status = match (cancelled, error.compensation_failures.is_empty()) {
-                    (_, false) => RunStatus::Failed,
-                    (true, true) => RunStatus::Cancelled,
-                    (false, true) => RunStatus::Reverted,
-                };
-                run.lifecycle(&format!("run.{}", status.as_str()), to_json(&error), None);
-                (status, None, Some(error))
+                if run.recorder.lost() {
+                    // Learnt as the compensation was to be recorded (a call
+                    // of this host had its writes refused, say): the new
+                    // owner compensates.
+                    (RunStatus::Running, None, Some(error))
+                } else {
+                    error.compensation_failures = run.compensate_all().await;
+                    let status = match (cancelled, error.compensation_failures.is_empty()) {
+                        (_, false) => RunStatus::Failed,
+                        (true, true) => RunStatus::Cancelled,
+                        (false, true) => RunStatus::Reverted,
+                    };
+                    run.lifecycle(&format!("run.{}", status.as_str()), to_json(&error), None);
+                    (status, None, Some(error))
+                }
             }
         };
         if let Err(e) = run.recorder.flush() {
@@ -331,7 +344,7 @@ impl From<RecordError> for Failure {
     fn from(err: RecordError) -> Failure {
         let kind = match err {
             RecordError::Cancelled => FailureKind::Cancelled,
-            RecordError::Failed(_) => FailureKind::Host,
+            RecordError::Failed(_) | RecordError::LeaseLost(_) => FailureKind::Host,
         };
         Failure {
             step: None,
@@ -379,6 +392,8 @@ struct Run {
     cancel: bool,
     /// Set when the run is cancelled while it executes.
     interrupt: super::CancelSignal,
+    /// The lease its calls' writes are fenced on (journaled runs).
+    fence: Option<super::Fence>,
 }
 
 impl Run {

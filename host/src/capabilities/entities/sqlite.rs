@@ -1,0 +1,304 @@
+//! The entity store's rows in SQLite (the state file, beside the journal):
+//! the SQL of [`Backend`]. A fenced write checks the run's lease epoch in
+//! the journal's `runs` table in the same statement. It may not apply the
+//! store's rules (managed fields, derived ids): those are in `store`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use super::store::{
+    Backend, MANAGED, NewRow, Query, Result, StoreError, entity_of, field_path, lease_lost,
+};
+use crate::saga::{FailureKind, Fence};
+
+/// Entity rows in one SQLite database.
+pub struct SqliteEntities {
+    conn: Mutex<Connection>,
+}
+
+/// The condition a fenced write adds, its run and epoch the statement's
+/// parameters `n` and `n + 1`: the run's epoch is still the fence's (always
+/// true for an unfenced write, whose run is NULL).
+fn fenced(n: usize) -> String {
+    format!(
+        "(?{n} IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = ?{n} AND lease_epoch = ?{}))",
+        n + 1
+    )
+}
+
+fn fence_params(fence: Option<&Fence>) -> (Option<&str>, Option<i64>) {
+    (fence.map(|f| &*f.run), fence.map(|f| f.epoch as i64))
+}
+
+impl SqliteEntities {
+    /// Opens (or creates) the rows in the SQLite file at `path`.
+    pub fn open(path: &Path) -> rusqlite::Result<SqliteEntities> {
+        // Processes opening one new state file at once may find it busy: retry.
+        let mut wait = std::time::Duration::from_millis(5);
+        loop {
+            match Self::open_once(path) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && wait < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> rusqlite::Result<SqliteEntities> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // As the journal does: a new state file gives freed pages back.
+        conn.pragma_update(None, "auto_vacuum", "incremental")?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "normal")?;
+        // The journal's connection checkpoints the shared log in the background.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", crate::journal::WAL_BOUND as i64)?;
+        let mut conn = conn;
+        crate::journal::watch_log(&mut conn, crate::journal::RESTART_AT)?;
+        SqliteEntities::init(conn)
+    }
+
+    /// Rows in memory (for tests and benchmarks).
+    pub fn in_memory() -> rusqlite::Result<SqliteEntities> {
+        SqliteEntities::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> rusqlite::Result<SqliteEntities> {
+        // One schema for the whole state file (the journal's migrations).
+        crate::journal::sqlite_schema::migrate(&mut conn).map_err(|e| match e {
+            crate::journal::sqlite_schema::SchemaError::Sqlite(e) => e,
+            newer => rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(newer.to_string()),
+            ),
+        })?;
+        Ok(SqliteEntities {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> crate::journal::Gated<'_> {
+        crate::journal::lock_gated(&self.conn)
+    }
+
+    /// After a fenced write changed nothing: the fence's error if it no
+    /// longer holds, else `Ok(false)` (no such row).
+    fn unchanged(&self, fence: Option<&Fence>) -> Result<bool> {
+        if let Some(fence) = fence {
+            let holds = self
+                .conn()
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND lease_epoch = ?2")?
+                .exists(params![&*fence.run, fence.epoch as i64])?;
+            if !holds {
+                return Err(lease_lost(fence));
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let data: String = row.get(1)?;
+    Ok(entity_of(
+        row.get(0)?,
+        &data,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+impl Backend for SqliteEntities {
+    fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
+        let (run, epoch) = fence_params(fence);
+        let inserted = self.conn().execute(
+            &format!(
+                "INSERT INTO entities (collection, id, data, created_at, updated_at, created_by)
+                 SELECT ?1, ?2, ?3, ?4, ?4, ?5 WHERE {}
+                 ON CONFLICT DO NOTHING",
+                fenced(6)
+            ),
+            params![
+                row.collection,
+                row.id,
+                row.data,
+                row.at,
+                row.created_by,
+                run,
+                epoch
+            ],
+        )?;
+        if inserted == 0 {
+            self.unchanged(fence)?;
+        }
+        Ok(inserted == 1)
+    }
+
+    fn created_by(&self, collection: &str, id: &str) -> Result<Option<Option<String>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT created_by FROM entities WHERE collection = ?1 AND id = ?2",
+                params![collection, id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn fetch(&self, collection: &str, id: &str) -> Result<Option<Value>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, data, created_at, updated_at, deleted_at FROM entities
+                 WHERE collection = ?1 AND id = ?2",
+                params![collection, id],
+                row_to_entity,
+            )
+            .optional()?)
+    }
+
+    fn update(
+        &self,
+        fence: Option<&Fence>,
+        collection: &str,
+        id: &str,
+        changes: Map<String, Value>,
+        at: &str,
+    ) -> Result<bool> {
+        let (run, epoch) = fence_params(fence);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT data FROM entities WHERE collection = ?1 AND id = ?2 AND deleted_at IS NULL",
+                params![collection, id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(current) = current else {
+            drop(tx);
+            drop(conn);
+            return self.unchanged(fence);
+        };
+        let mut map: Map<String, Value> = serde_json::from_str(&current).map_err(|e| {
+            StoreError::step(
+                FailureKind::Database,
+                format!("stored entity is corrupt: {e}"),
+            )
+        })?;
+        map.extend(changes);
+        let changed = tx.execute(
+            &format!(
+                "UPDATE entities SET data = ?3, updated_at = ?4 WHERE collection = ?1 AND id = ?2 AND {}",
+                fenced(5)
+            ),
+            params![
+                collection,
+                id,
+                Value::Object(map).to_string(),
+                at,
+                run,
+                epoch
+            ],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        if changed == 0 {
+            return self.unchanged(fence);
+        }
+        Ok(true)
+    }
+
+    fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
+        let (run, epoch) = fence_params(fence);
+        let deleted = self.conn().execute(
+            &format!(
+                "DELETE FROM entities WHERE collection = ?1 AND id = ?2 AND {}",
+                fenced(3)
+            ),
+            params![collection, id, run, epoch],
+        )?;
+        if deleted == 0 {
+            return self.unchanged(fence);
+        }
+        Ok(true)
+    }
+
+    fn set_deleted(
+        &self,
+        fence: Option<&Fence>,
+        collection: &str,
+        id: &str,
+        deleted_at: Option<&str>,
+        at: &str,
+    ) -> Result<bool> {
+        let (run, epoch) = fence_params(fence);
+        let was_deleted = if deleted_at.is_some() {
+            "IS NULL"
+        } else {
+            "IS NOT NULL"
+        };
+        let changed = self.conn().execute(
+            &format!(
+                "UPDATE entities SET deleted_at = ?3, updated_at = ?4
+                 WHERE collection = ?1 AND id = ?2 AND deleted_at {was_deleted} AND {}",
+                fenced(5)
+            ),
+            params![collection, id, deleted_at, at, run, epoch],
+        )?;
+        if changed == 0 {
+            return self.unchanged(fence);
+        }
+        Ok(true)
+    }
+
+    fn list(&self, collection: &str, query: &Query) -> Result<Vec<Value>> {
+        let mut sql = String::from(
+            "SELECT id, data, created_at, updated_at, deleted_at FROM entities WHERE collection = ?",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![collection.to_string().into()];
+        if !query.with_deleted {
+            sql.push_str(" AND deleted_at IS NULL");
+        }
+        for filter in &query.filters {
+            if MANAGED.contains(&filter.field.as_str()) {
+                sql.push_str(&format!(" AND {} IS json_extract(?, '$')", filter.field));
+            } else {
+                sql.push_str(" AND json_extract(data, ?) IS json_extract(?, '$')");
+                let quoted: Vec<String> = field_path(&filter.field)?
+                    .iter()
+                    .map(|p| format!("\"{p}\""))
+                    .collect();
+                args.push(format!("$.{}", quoted.join(".")).into());
+            }
+            args.push(filter.value.to_string().into());
+        }
+        let limit = query.limit.unwrap_or(super::LIST_CAP).min(super::LIST_CAP);
+        sql.push_str(" ORDER BY rowid LIMIT ? OFFSET ?");
+        args.push(i64::from(limit).into());
+        args.push(i64::from(query.offset).into());
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(args), row_to_entity)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn count(&self, collection: &str) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM entities WHERE collection = ?1",
+            params![collection],
+            |row| row.get(0),
+        )?)
+    }
+}

@@ -1,0 +1,664 @@
+//! The PostgreSQL journal, shared by several hosts: tables `runs`,
+//! `records` and `manifests` as in the SQLite file, with each run's lease
+//! and lease epoch. Every write of an executing host is fenced on its epoch
+//! in the same statement; an append is one round trip (the fence, the
+//! cancel flag and every record in one statement).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::rows::{RunRecordRow, from_text, json_text, kind_columns, sources_hash, storage};
+use super::{
+    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
+    RunRecord, now_ms, now_us,
+};
+use crate::postgres::{Database, PgError};
+use crate::saga::{RunReport, RunStatus};
+
+/// The journal in a PostgreSQL database.
+pub struct PgJournal {
+    database: Arc<Database>,
+}
+
+const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
+     status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
+     components, lease_epoch";
+
+const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
+
+/// The database's clock in unix ms: leases are given and judged by one
+/// clock, so a host whose clock runs ahead cannot take runs early.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+fn run_from_row(row: &Row) -> RunRecordRow {
+    RunRecordRow {
+        id: row.get(0),
+        transaction_id: row.get(1),
+        workflow: row.get(2),
+        manifest: row.get(3),
+        manifest_hash: row.get(4),
+        extension_dirs: row.get(5),
+        input: row.get(6),
+        metadata: row.get(7),
+        status: row.get(8),
+        partial: row.get(9),
+        output: row.get(10),
+        error: row.get(11),
+        errors: row.get(12),
+        created_at: row.get(13),
+        updated_at: row.get(14),
+        finished_at: row.get(15),
+        lease_owner: row.get(16),
+        lease_until: row.get(17),
+        cancel_requested: row.get(18),
+        components: row.get(19),
+        lease_epoch: row.get(20),
+    }
+}
+
+/// What this file's code fails with: PostgreSQL's errors and the journal's
+/// own, so `?` works on both.
+#[derive(Debug)]
+enum Fail {
+    Pg(PgError),
+    Journal(JournalError),
+}
+
+impl<E: Into<PgError>> From<E> for Fail {
+    fn from(err: E) -> Fail {
+        Fail::Pg(err.into())
+    }
+}
+
+fn journal(err: JournalError) -> Fail {
+    Fail::Journal(err)
+}
+
+impl From<Fail> for JournalError {
+    fn from(err: Fail) -> JournalError {
+        match err {
+            Fail::Pg(err) => JournalError::Storage(err.to_string()),
+            Fail::Journal(err) => err,
+        }
+    }
+}
+
+type Pool = deadpool_postgres::Pool;
+
+impl PgJournal {
+    /// The journal in `database` (its schema already migrated).
+    pub fn new(database: Arc<Database>) -> PgJournal {
+        PgJournal { database }
+    }
+
+    /// Runs `body` against the pool and gives its failure as a journal error.
+    fn run_pg<T, F, Fut>(&self, body: F) -> Result<T, JournalError>
+    where
+        F: FnOnce(Pool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Fail>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.database.run(body).map_err(JournalError::from)
+    }
+}
+
+/// What a fenced write that changed `changed` rows means: done, an
+/// unknown run, or a lease another host took.
+async fn fenced(pool: &Pool, run: &str, changed: u64) -> Result<(), Fail> {
+    if changed == 1 {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM runs WHERE id = $1", &[&run])
+        .await?
+        .is_some();
+    Err(journal(if exists {
+        JournalError::LeaseLost(run.to_string())
+    } else {
+        JournalError::UnknownRun(run.to_string())
+    }))
+}
+
+fn parse(row: RunRecordRow) -> Result<RunRecord, Fail> {
+    row.parse().map_err(journal)
+}
+
+impl Journal for PgJournal {
+    fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
+        let run = run.clone();
+        let owner = owner.id().to_string();
+        let extension_dirs = json_text(&run.extension_dirs)?;
+        let components = json_text(&run.components)?;
+        let hash = sources_hash(&run.sources);
+        let files: Vec<(String, &str)> = run
+            .sources
+            .iter()
+            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+            .collect();
+        let files = json_text(&files)?;
+        self.run_pg(move |pool| async move {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            // Of two concurrent starts with one transaction id, the second
+            // waits here and then sees the first's row.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))",
+                &[&run.workflow, &run.transaction_id],
+            )
+            .await?;
+            let existing = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
+                    ),
+                    &[&run.workflow, &run.transaction_id],
+                )
+                .await?;
+            if let Some(existing) = existing {
+                let existing = parse(run_from_row(&existing))?;
+                if run.idempotent || !existing.status.is_final() {
+                    return Ok(Begin::Existing(Box::new(existing)));
+                }
+            }
+            tx.execute(
+                "INSERT INTO manifests (hash, files) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&hash, &files],
+            )
+            .await?;
+            let now = now_ms();
+            let lease_ms = lease.as_millis() as i64;
+            let manifest = run.manifest.to_string_lossy().into_owned();
+            tx.execute(
+                &format!(
+                    "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
+                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1)"
+                ),
+                &[
+                    &run.id,
+                    &run.transaction_id,
+                    &run.workflow,
+                    &manifest,
+                    &hash,
+                    &extension_dirs,
+                    &run.input.text(),
+                    &run.metadata.text(),
+                    &now,
+                    &owner,
+                    &lease_ms,
+                    &components,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Begin::Started { epoch: 1 })
+        })
+    }
+
+    fn append(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> Result<bool, JournalError> {
+        let mut seqs = Vec::with_capacity(records.len());
+        let mut kinds = Vec::with_capacity(records.len());
+        let mut nodes = Vec::with_capacity(records.len());
+        let mut actions = Vec::with_capacity(records.len());
+        let mut attempts = Vec::with_capacity(records.len());
+        let mut bodies = Vec::with_capacity(records.len());
+        for (seq, kind) in records {
+            let (kind, node, action, attempt, body) = kind_columns(kind)?;
+            seqs.push(*seq as i64);
+            kinds.push(kind.to_string());
+            nodes.push(node.map(str::to_string));
+            actions.push(action.map(str::to_string));
+            attempts.push(attempt.map(|a| a as i32));
+            bodies.push(body);
+        }
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            // One statement, one round trip: the fence row is locked
+            // (FOR SHARE) so a claim waits for the records or they see its
+            // new epoch; no fence row, no records.
+            let statement = client
+                .prepare_cached(
+                    "WITH fence AS (
+                         SELECT cancel_requested FROM runs WHERE id = $1 AND lease_epoch = $2 FOR SHARE
+                     ), written AS (
+                         INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
+                         SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
+                         FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
+                              AS r(seq, kind, node, action, attempt, body)
+                         WHERE EXISTS (SELECT 1 FROM fence)
+                         RETURNING 1
+                     )
+                     SELECT (SELECT cancel_requested FROM fence), (SELECT count(*) FROM written)",
+                )
+                .await?;
+            let epoch = epoch as i64;
+            let at = now_us();
+            let row = client
+                .query_one(
+                    &statement,
+                    &[&run, &epoch, &at, &seqs, &kinds, &nodes, &actions, &attempts, &bodies],
+                )
+                .await?;
+            match row.get::<_, Option<bool>>(0) {
+                Some(cancel) => Ok(cancel),
+                None => {
+                    fenced(&pool, &run, 0).await?;
+                    unreachable!("a fence that changed nothing is an error")
+                }
+            }
+        })
+    }
+
+    fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "UPDATE runs SET status = $2, updated_at = $3 WHERE id = $1 AND lease_epoch = $4",
+                )
+                .await?;
+            let changed = client
+                .execute(
+                    &statement,
+                    &[&run, &status.as_str(), &now_ms(), &(epoch as i64)],
+                )
+                .await?;
+            fenced(&pool, &run, changed).await
+        })
+    }
+
+    fn set_components(
+        &self,
+        run: &str,
+        epoch: u64,
+        components: &[PinnedComponent],
+    ) -> Result<(), JournalError> {
+        let run = run.to_string();
+        let components = json_text(&components)?;
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let changed = client
+                .execute(
+                    "UPDATE runs SET components = $2, updated_at = $3 WHERE id = $1 AND lease_epoch = $4",
+                    &[&run, &components, &now_ms(), &(epoch as i64)],
+                )
+                .await?;
+            fenced(&pool, &run, changed).await
+        })
+    }
+
+    fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
+        let run = run.to_string();
+        let now = now_ms();
+        let finished_at = report.status.is_final().then_some(now);
+        let output = report.output.as_ref().map(|o| o.text().to_string());
+        let error = report.error.as_ref().map(json_text).transpose()?;
+        let errors = (!report.errors.is_empty())
+            .then(|| json_text(&report.errors))
+            .transpose()?;
+        let (status, partial) = (report.status.as_str(), report.partial);
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "UPDATE runs SET status = $2, partial = $3, output = $4, error = $5, errors = $6, updated_at = $7,
+                     finished_at = $8, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_epoch = $9",
+                )
+                .await?;
+            let changed = client
+                .execute(
+                    &statement,
+                    &[
+                        &run,
+                        &status,
+                        &partial,
+                        &output,
+                        &error,
+                        &errors,
+                        &now,
+                        &finished_at,
+                        &(epoch as i64),
+                    ],
+                )
+                .await?;
+            fenced(&pool, &run, changed).await
+        })
+    }
+
+    fn reopen(&self, run: &str) -> Result<bool, JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let changed = client
+                .execute(
+                    "UPDATE runs SET status = 'compensating', updated_at = $2
+                     WHERE id = $1 AND status = 'done' AND lease_owner IS NULL",
+                    &[&run, &now_ms()],
+                )
+                .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn run(&self, run: &str) -> Result<RunRecord, JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+                .await?;
+            let row = client
+                .query_opt(&statement, &[&run])
+                .await?
+                .ok_or_else(|| journal(JournalError::UnknownRun(run.clone())))?;
+            parse(run_from_row(&row))
+        })
+    }
+
+    fn find_transaction(
+        &self,
+        workflow: &str,
+        transaction_id: &str,
+    ) -> Result<Option<RunRecord>, JournalError> {
+        let (workflow, transaction_id) = (workflow.to_string(), transaction_id.to_string());
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
+                    ),
+                    &[&workflow, &transaction_id],
+                )
+                .await?;
+            row.map(|row| parse(run_from_row(&row))).transpose()
+        })
+    }
+
+    fn records(&self, run: &str) -> Result<Vec<Record>, JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT seq, at, kind, node, action, attempt, body FROM records WHERE run = $1 ORDER BY seq",
+                )
+                .await?;
+            let rows = client.query(&statement, &[&run]).await?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in rows {
+                let kind: String = row.get(2);
+                let action: Option<String> = row.get(4);
+                let attempt: Option<i32> = row.get(5);
+                let body: Option<String> = row.get(6);
+                let kind = RecordKind::decode(
+                    &kind,
+                    row.get(3),
+                    action.as_deref(),
+                    attempt.map(|a| a.max(0) as u32),
+                    body.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| journal(storage(e)))?;
+                records.push(Record {
+                    seq: row.get::<_, i64>(0) as u64,
+                    at: row.get(1),
+                    kind,
+                });
+            }
+            Ok(records)
+        })
+    }
+
+    fn sources(&self, hash: &str) -> Result<Vec<(PathBuf, String)>, JournalError> {
+        let hash = hash.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt("SELECT files FROM manifests WHERE hash = $1", &[&hash])
+                .await?
+                .ok_or_else(|| {
+                    journal(storage(format!(
+                        "the manifests of run with hash {hash} are missing"
+                    )))
+                })?;
+            let files: Vec<(String, String)> = from_text(row.get(0)).map_err(journal)?;
+            Ok(files
+                .into_iter()
+                .map(|(p, t)| (PathBuf::from(p), t))
+                .collect())
+        })
+    }
+
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, JournalError> {
+        let filter = filter.clone();
+        self.run_pg(move |pool| async move {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE TRUE");
+            let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+            let mut arg = |sql: &mut String, text: &str, value: Box<dyn ToSql + Sync + Send>| {
+                args.push(value);
+                sql.push_str(&text.replace('?', &format!("${}", args.len())));
+            };
+            if let Some(status) = filter.status {
+                arg(
+                    &mut sql,
+                    " AND status = ?",
+                    Box::new(status.as_str().to_string()),
+                );
+            }
+            if let Some(workflow) = filter.workflow.clone() {
+                arg(&mut sql, " AND workflow = ?", Box::new(workflow));
+            }
+            if let Some(before) = filter.before.clone() {
+                arg(
+                    &mut sql,
+                    " AND (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)",
+                    Box::new(before),
+                );
+            }
+            arg(
+                &mut sql,
+                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                Box::new(filter.limit.unwrap_or(100) as i64),
+            );
+            let client = pool.get().await?;
+            let params: Vec<&(dyn ToSql + Sync)> = args
+                .iter()
+                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let rows = client.query(&sql, &params).await?;
+            rows.iter().map(|row| parse(run_from_row(row))).collect()
+        })
+    }
+
+    fn claim(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<u64>, JournalError> {
+        let record = self.run(run)?;
+        if record.status.is_final() {
+            return Ok(None);
+        }
+        // A holder on this machine whose process is gone is free at once.
+        let holder_dead = record
+            .lease_owner
+            .as_deref()
+            .is_some_and(|holder| holder != owner.id() && !Owner::is_alive(holder));
+        let (run, owner) = (run.to_string(), owner.id().to_string());
+        let lease_ms = lease.as_millis() as i64;
+        let previous = record.lease_epoch as i64;
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            // Compare-and-set on the epoch: of two claimers, one wins, and
+            // the loser (or a former holder) is fenced out. A live holder's
+            // lease is judged by the database's clock.
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE runs SET lease_owner = $2, lease_until = {DB_NOW} + $3, updated_at = $4,
+                                         lease_epoch = lease_epoch + 1
+                         WHERE id = $1 AND lease_epoch = $5 AND status NOT IN {FINAL}
+                           AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < {DB_NOW} OR $6)
+                         RETURNING lease_epoch"
+                    ),
+                    &[&run, &owner, &lease_ms, &now_ms(), &previous, &holder_dead],
+                )
+                .await?;
+            Ok(row.map(|row| row.get::<_, i64>(0) as u64))
+        })
+    }
+
+    fn claim_orphans(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Vec<(String, u64)>, JournalError> {
+        let now = now_ms();
+        let me = owner.id().to_string();
+        let skip = skip.to_vec();
+        let lease_ms = lease.as_millis() as i64;
+        let limit = limit as i64;
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            // A holder on this machine whose process is gone loses its runs
+            // at once; any other, when its lease expires.
+            let holders = client
+                .query(
+                    &format!(
+                        "SELECT DISTINCT lease_owner FROM runs
+                         WHERE status IN ('running', 'compensating') AND lease_owner IS NOT NULL AND lease_until >= {DB_NOW}"
+                    ),
+                    &[],
+                )
+                .await?;
+            let dead: Vec<String> = holders
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .filter(|holder| *holder != me && !Owner::is_alive(holder))
+                .collect();
+            // A batch at once; runs another host is claiming right now are
+            // skipped, not waited for.
+            let rows = client
+                .query(
+                    &format!(
+                        "WITH picked AS (
+                             SELECT id FROM runs
+                             WHERE status IN ('running', 'compensating')
+                               AND (lease_owner IS NULL OR lease_until < {DB_NOW} OR lease_owner = ANY($2))
+                               AND NOT (id = ANY($3))
+                             ORDER BY updated_at LIMIT $4
+                             FOR UPDATE SKIP LOCKED
+                         )
+                         UPDATE runs SET lease_owner = $5, lease_until = {DB_NOW} + $6, updated_at = $1,
+                                         lease_epoch = runs.lease_epoch + 1
+                         FROM picked WHERE runs.id = picked.id
+                         RETURNING runs.id, runs.lease_epoch"
+                    ),
+                    &[&now, &dead, &skip, &limit, &me, &lease_ms],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+                .collect())
+        })
+    }
+
+    fn renew(&self, owner: &Owner, lease: Duration, runs: &[String]) -> Result<(), JournalError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let owner = owner.id().to_string();
+        let runs = runs.to_vec();
+        let lease_ms = lease.as_millis() as i64;
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    &format!(
+                        "UPDATE runs SET lease_until = {DB_NOW} + $2 WHERE lease_owner = $1 AND id = ANY($3)"
+                    ),
+                    &[&owner, &lease_ms, &runs],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn request_cancel(&self, run: &str) -> Result<(), JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let changed = client
+                .execute(
+                    "UPDATE runs SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1",
+                    &[&run, &now_ms()],
+                )
+                .await?;
+            if changed == 0 {
+                return Err(journal(JournalError::UnknownRun(run)));
+            }
+            Ok(())
+        })
+    }
+
+    fn cancel_requested(&self, run: &str) -> Result<bool, JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client
+                .prepare_cached("SELECT cancel_requested FROM runs WHERE id = $1")
+                .await?;
+            Ok(client
+                .query_opt(&statement, &[&run])
+                .await?
+                .is_some_and(|row| row.get(0)))
+        })
+    }
+
+    fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {
+        let workflow = workflow.map(str::to_string);
+        self.run_pg(move |pool| async move {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            let selection = format!(
+                "status IN {FINAL} AND finished_at < $1 AND ($2::text IS NULL OR workflow = $2)"
+            );
+            tx.execute(
+                &format!(
+                    "DELETE FROM records WHERE run IN (SELECT id FROM runs WHERE {selection})"
+                ),
+                &[&finished_before, &workflow],
+            )
+            .await?;
+            let pruned = tx
+                .execute(
+                    &format!("DELETE FROM runs WHERE {selection}"),
+                    &[&finished_before, &workflow],
+                )
+                .await?;
+            tx.execute(
+                "DELETE FROM manifests WHERE hash NOT IN (SELECT manifest_hash FROM runs)",
+                &[],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(pruned as usize)
+        })
+    }
+}

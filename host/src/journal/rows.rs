@@ -1,0 +1,165 @@
+//! How the journal's types map to the columns every backend stores them in
+//! and back: the `runs` row, a record's columns, and the JSON text of their
+//! bodies. It may not run SQL: each backend reads its rows into these.
+
+use std::path::PathBuf;
+
+use super::{JournalError, RecordKind, RunRecord};
+use crate::json::Json;
+use crate::saga::RunStatus;
+
+pub(super) fn storage(message: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(message.to_string())
+}
+
+pub(super) fn json_text<T: serde::Serialize>(value: &T) -> Result<String, JournalError> {
+    serde_json::to_string(value).map_err(storage)
+}
+
+pub(super) fn from_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, JournalError> {
+    serde_json::from_str(text).map_err(storage)
+}
+
+/// A `runs` row before its JSON columns are parsed.
+pub(super) struct RunRecordRow {
+    pub id: String,
+    pub transaction_id: String,
+    pub workflow: String,
+    pub manifest: String,
+    pub manifest_hash: String,
+    pub extension_dirs: String,
+    pub input: String,
+    pub metadata: String,
+    pub status: String,
+    pub partial: bool,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub errors: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub cancel_requested: bool,
+    pub components: Option<String>,
+    pub lease_epoch: i64,
+}
+
+impl RunRecordRow {
+    pub(super) fn parse(self) -> Result<RunRecord, JournalError> {
+        {
+            Ok(RunRecord {
+                status: RunStatus::from_name(&self.status)
+                    .ok_or_else(|| storage(format!("unknown status '{}'", self.status)))?,
+                extension_dirs: from_text(&self.extension_dirs)?,
+                input: Json::parse(self.input).map_err(storage)?,
+                metadata: Json::parse(self.metadata).map_err(storage)?,
+                output: self.output.map(Json::parse).transpose().map_err(storage)?,
+                error: self.error.as_deref().map(from_text).transpose()?,
+                errors: self
+                    .errors
+                    .as_deref()
+                    .map(from_text)
+                    .transpose()?
+                    .unwrap_or_default(),
+                id: self.id,
+                transaction_id: self.transaction_id,
+                workflow: self.workflow,
+                manifest: PathBuf::from(self.manifest),
+                manifest_hash: self.manifest_hash,
+                partial: self.partial,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+                finished_at: self.finished_at,
+                lease_owner: self.lease_owner,
+                lease_until: self.lease_until,
+                cancel_requested: self.cancel_requested,
+                lease_epoch: self.lease_epoch.max(0) as u64,
+                components: self
+                    .components
+                    .as_deref()
+                    .map(from_text)
+                    .transpose()?
+                    .unwrap_or_default(),
+            })
+        }
+    }
+}
+
+/// The hash the pinned files of a run are stored under.
+pub(super) fn sources_hash(sources: &[(PathBuf, String)]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (path, text) in sources {
+        hasher.update(path.to_string_lossy().as_bytes());
+        hasher.update(&[0]);
+        hasher.update(text.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The columns of a record: kind, node, action, attempt, body.
+pub(super) type Columns<'a> = (
+    &'static str,
+    Option<&'a str>,
+    Option<&'static str>,
+    Option<u32>,
+    String,
+);
+
+/// The body of a *started* record.
+#[derive(serde::Serialize)]
+struct StartedBody<'a> {
+    step: &'a str,
+    input: &'a Option<Json>,
+}
+
+pub(super) fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalError> {
+    {
+        Ok(match kind {
+            RecordKind::Started {
+                node,
+                step,
+                action,
+                attempt,
+                input,
+            } => (
+                "started",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(*attempt),
+                // A struct, not `json!`: the input is written as its raw text
+                // instead of being parsed into a `Value` first.
+                json_text(&StartedBody { step, input })?,
+            ),
+            RecordKind::Finished {
+                node,
+                action,
+                attempt,
+                record,
+            } => (
+                "finished",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(*attempt),
+                json_text(record)?,
+            ),
+            RecordKind::Requests {
+                node,
+                action,
+                attempt,
+                requests,
+            } => (
+                "requests",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(*attempt),
+                json_text(requests)?,
+            ),
+            RecordKind::Event(event) => ("event", None, None, None, json_text(event)?),
+            RecordKind::Compensating(error) => {
+                ("compensating", None, None, None, json_text(error)?)
+            }
+        })
+    }
+}

@@ -1,0 +1,501 @@
+//! The journal's behaviour, tested from one source on both backends: a real
+//! SQLite file and a real PostgreSQL server (a schema of its own per test),
+//! so a behaviour cannot exist on one and not the other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::json::Json;
+use crate::saga::{Action, CallRecord, RunReport, RunStatus};
+
+type Guard = Box<dyn std::any::Any>;
+
+fn open_sqlite() -> (Arc<dyn Journal>, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = SqliteJournal::open(&dir.path().join("state.db"), SyncMode::Normal).unwrap();
+    (Arc::new(journal), Box::new(dir))
+}
+
+fn open_postgres() -> (Arc<dyn Journal>, Guard) {
+    let schema = crate::postgres::testing::TestSchema::new();
+    let database = crate::postgres::Database::connect(&schema.url, SyncMode::Normal).unwrap();
+    (Arc::new(PgJournal::new(database)), Box::new(schema))
+}
+
+/// Each test below, once per backend.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $test() {
+                let (journal, _guard) = super::open_sqlite();
+                super::$test(&journal);
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $test() {
+                let (journal, _guard) = super::open_postgres();
+                super::$test(&journal);
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_transaction_id_starts_one_run,
+    concurrent_starts_of_one_transaction_id_make_one_run,
+    records_come_back_as_a_history,
+    finishing_releases_the_lease_and_pruning_removes_old_runs,
+    a_live_owner_keeps_its_run_and_a_dead_one_loses_it,
+    a_run_keeps_its_pinned_components_and_an_operator_can_replace_them,
+    a_host_whose_lease_was_taken_over_writes_nothing_more,
+    orphaned_runs_are_claimed_in_batches_and_live_ones_are_left,
+    renewing_extends_only_the_runs_named,
+    only_a_finished_run_is_reopened_and_cancels_are_seen,
+    runs_are_listed_newest_first_by_status_and_workflow,
+);
+
+fn new_run(id: &str, tx: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        transaction_id: tx.into(),
+        workflow: "w".into(),
+        manifest: "/m.toml".into(),
+        sources: vec![("/m.toml".into(), "[workflow]".into())],
+        extension_dirs: vec![],
+        input: Json::from_value(json!({"a": 1})),
+        metadata: Json::from_value(json!({})),
+        idempotent: true,
+        components: vec![PinnedComponent {
+            step: "a".into(),
+            path: "/a.wasm".into(),
+            hash: "abc".into(),
+        }],
+    }
+}
+
+fn report(id: &str, status: RunStatus) -> RunReport {
+    RunReport {
+        run: id.into(),
+        workflow: "w".into(),
+        transaction_id: id.into(),
+        status,
+        partial: false,
+        output: Some(Json::from_value(json!(1))),
+        error: None,
+        errors: vec![],
+        trace: vec![],
+        events: vec![],
+        all_events: vec![],
+        duration_ms: 1.0,
+    }
+}
+
+fn started(node: &str) -> RecordKind {
+    RecordKind::Started {
+        node: node.into(),
+        step: node.into(),
+        action: Action::Invoke,
+        attempt: 1,
+        input: Some(Json::from_value(json!({"n": node}))),
+    }
+}
+
+fn finished(node: &str) -> RecordKind {
+    RecordKind::Finished {
+        node: node.into(),
+        action: Action::Invoke,
+        attempt: 1,
+        record: CallRecord::Done {
+            output: Json::from_value(json!("out")),
+            compensation: None,
+        },
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A host on another machine (alive as far as this one can tell).
+fn elsewhere(name: &str) -> Owner {
+    Owner::from_id(format!("other-machine-{name}:1:1"))
+}
+
+/// A process on this machine that is gone.
+fn ghost() -> Owner {
+    let me = Owner::current();
+    let host = me.id().rsplitn(3, ':').nth(2).unwrap().to_string();
+    Owner::from_id(format!("{host}:{}:1", u32::MAX - 3))
+}
+
+fn a_transaction_id_starts_one_run(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    assert!(matches!(
+        journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap(),
+        Begin::Started { epoch: 1 }
+    ));
+    let Begin::Existing(existing) = journal.begin(&new_run("r2", "t1"), &me, LEASE).unwrap() else {
+        panic!("the second start finds the first")
+    };
+    assert_eq!(existing.id, "r1");
+    assert_eq!(existing.status, RunStatus::Running);
+    assert_eq!(existing.lease_epoch, 1);
+    assert_eq!(existing.input.value(), &json!({"a": 1}));
+    assert_eq!(
+        journal.sources(&existing.manifest_hash).unwrap()[0].1,
+        "[workflow]"
+    );
+    assert_eq!(
+        journal.find_transaction("w", "t1").unwrap().unwrap().id,
+        "r1"
+    );
+    assert!(journal.find_transaction("w", "t9").unwrap().is_none());
+    assert!(matches!(
+        journal.run("nope"),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+fn concurrent_starts_of_one_transaction_id_make_one_run(journal: &Arc<dyn Journal>) {
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let journal = journal.clone();
+            std::thread::spawn(move || {
+                let begun = journal
+                    .begin(&new_run(&format!("r{i}"), "same"), &Owner::current(), LEASE)
+                    .unwrap();
+                matches!(begun, Begin::Started { .. })
+            })
+        })
+        .collect();
+    let started = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|started| *started)
+        .count();
+    assert_eq!(started, 1);
+    let runs = journal.list(&RunFilter::default()).unwrap();
+    assert_eq!(runs.len(), 1);
+}
+
+fn records_come_back_as_a_history(journal: &Arc<dyn Journal>) {
+    journal
+        .begin(&new_run("r1", "t1"), &Owner::current(), LEASE)
+        .unwrap();
+    assert!(!journal.append("r1", 1, &[(1, started("a"))]).unwrap());
+    journal
+        .append(
+            "r1",
+            1,
+            &[
+                (2, finished("a")),
+                (
+                    3,
+                    RecordKind::Event(crate::saga::Event {
+                        name: "e".into(),
+                        data: Json::from_value(json!({"x": 1})),
+                        step: Some("a".into()),
+                        lifecycle: false,
+                    }),
+                ),
+            ],
+        )
+        .unwrap();
+    let history = journal.history("r1").unwrap();
+    let call = history.call("a", Action::Invoke).unwrap();
+    assert_eq!(call.attempts, 1);
+    assert_eq!(
+        call.settled,
+        Some((
+            2,
+            CallRecord::Done {
+                output: Json::from_value(json!("out")),
+                compensation: None,
+            }
+        ))
+    );
+    assert_eq!(history.last_seq, 3);
+    assert_eq!(history.events.len(), 1);
+    let records = journal.records("r1").unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let RecordKind::Started { input, .. } = &records[0].kind else {
+        panic!("the first record is the start");
+    };
+    assert_eq!(input.as_ref().unwrap().value(), &json!({"n": "a"}));
+    // A sequence number is written once.
+    assert!(journal.append("r1", 1, &[(3, started("b"))]).is_err());
+    assert_eq!(journal.records("r1").unwrap().len(), 3);
+    assert!(matches!(
+        journal.append("nope", 1, &[(1, started("a"))]),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+fn finishing_releases_the_lease_and_pruning_removes_old_runs(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap();
+    journal.append("r1", 1, &[(1, started("a"))]).unwrap();
+    journal
+        .finish("r1", 1, &report("r1", RunStatus::Done))
+        .unwrap();
+    let run = journal.run("r1").unwrap();
+    assert_eq!(run.status, RunStatus::Done);
+    assert_eq!(run.output.unwrap().value(), &json!(1));
+    assert!(run.finished_at.is_some());
+    assert!(run.lease_owner.is_none());
+    assert_eq!(
+        journal.claim("r1", &me, Duration::from_secs(1)).unwrap(),
+        None,
+        "a finished run is not claimed"
+    );
+    journal.begin(&new_run("r2", "t2"), &me, LEASE).unwrap();
+    assert_eq!(journal.prune(now_ms() + 1, Some("other")).unwrap(), 0);
+    assert_eq!(journal.prune(now_ms() + 1, None).unwrap(), 1);
+    assert!(matches!(
+        journal.run("r1"),
+        Err(JournalError::UnknownRun(_))
+    ));
+    assert!(journal.records("r1").unwrap().is_empty());
+    // The unfinished run stays, with its pinned manifest.
+    let kept = journal.run("r2").unwrap();
+    assert!(journal.sources(&kept.manifest_hash).is_ok());
+}
+
+fn a_live_owner_keeps_its_run_and_a_dead_one_loses_it(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    journal
+        .begin(&new_run("r1", "t1"), &elsewhere("a"), LEASE)
+        .unwrap();
+    assert_eq!(
+        journal.claim("r1", &me, LEASE).unwrap(),
+        None,
+        "a live holder keeps its run"
+    );
+    // A dead process on this machine holds r2: it can be taken at once.
+    journal
+        .begin(&new_run("r2", "t2"), &ghost(), LEASE)
+        .unwrap();
+    assert_eq!(journal.claim("r2", &me, LEASE).unwrap(), Some(2));
+    let r2 = journal.run("r2").unwrap();
+    assert_eq!(r2.lease_owner.as_deref(), Some(me.id()));
+    assert_eq!(r2.lease_epoch, 2);
+    // An expired lease is free to anyone.
+    journal
+        .begin(&new_run("r3", "t3"), &elsewhere("b"), Duration::ZERO)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(journal.claim("r3", &me, LEASE).unwrap(), Some(2));
+}
+
+fn a_run_keeps_its_pinned_components_and_an_operator_can_replace_them(journal: &Arc<dyn Journal>) {
+    journal
+        .begin(&new_run("r1", "t1"), &Owner::current(), LEASE)
+        .unwrap();
+    assert_eq!(journal.run("r1").unwrap().components[0].hash, "abc");
+    let changed = [PinnedComponent {
+        step: "a".into(),
+        path: "/a.wasm".into(),
+        hash: "def".into(),
+    }];
+    journal.set_components("r1", 1, &changed).unwrap();
+    assert_eq!(journal.run("r1").unwrap().components, changed);
+}
+
+/// The fence: once another host claimed the run (its lease expired while
+/// this one was paused), every write of the former holder fails with
+/// `LeaseLost` and changes nothing.
+fn a_host_whose_lease_was_taken_over_writes_nothing_more(journal: &Arc<dyn Journal>) {
+    let (paused, survivor) = (elsewhere("paused"), Owner::current());
+    journal
+        .begin(&new_run("r1", "t1"), &paused, Duration::ZERO)
+        .unwrap();
+    journal.append("r1", 1, &[(1, started("a"))]).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(journal.claim("r1", &survivor, LEASE).unwrap(), Some(2));
+    // The paused host wakes up and goes on writing under epoch 1.
+    let lost = |result: Result<(), JournalError>| {
+        assert!(
+            matches!(result, Err(JournalError::LeaseLost(ref run)) if run == "r1"),
+            "{result:?}"
+        )
+    };
+    lost(journal.append("r1", 1, &[(2, finished("a"))]).map(|_| ()));
+    lost(journal.set_status("r1", 1, RunStatus::Compensating));
+    lost(journal.set_components("r1", 1, &[]));
+    lost(journal.finish("r1", 1, &report("r1", RunStatus::Done)));
+    let run = journal.run("r1").unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.lease_owner.as_deref(), Some(survivor.id()));
+    assert_eq!(run.components.len(), 1);
+    assert_eq!(journal.records("r1").unwrap().len(), 1);
+    // The new holder writes under its epoch.
+    journal.append("r1", 2, &[(2, finished("a"))]).unwrap();
+    journal
+        .finish("r1", 2, &report("r1", RunStatus::Done))
+        .unwrap();
+    assert_eq!(journal.run("r1").unwrap().status, RunStatus::Done);
+    assert!(matches!(
+        journal.set_status("nope", 1, RunStatus::Running),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+fn orphans(claimed: &[(String, u64)]) -> Vec<&str> {
+    let mut runs: Vec<&str> = claimed.iter().map(|(run, _)| run.as_str()).collect();
+    runs.sort();
+    runs
+}
+
+fn orphaned_runs_are_claimed_in_batches_and_live_ones_are_left(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    journal
+        .begin(&new_run("live", "t0"), &elsewhere("a"), LEASE)
+        .unwrap();
+    journal
+        .begin(&new_run("dead1", "t1"), &ghost(), LEASE)
+        .unwrap();
+    journal
+        .begin(&new_run("dead2", "t2"), &ghost(), LEASE)
+        .unwrap();
+    journal
+        .begin(&new_run("expired", "t3"), &elsewhere("b"), Duration::ZERO)
+        .unwrap();
+    journal.begin(&new_run("mine", "t4"), &me, LEASE).unwrap();
+    journal
+        .begin(&new_run("skipped", "t5"), &ghost(), LEASE)
+        .unwrap();
+    // Waiting and finished runs are not orphans.
+    journal
+        .begin(&new_run("waiting", "t6"), &ghost(), LEASE)
+        .unwrap();
+    journal
+        .finish("waiting", 1, &report("waiting", RunStatus::Waiting))
+        .unwrap();
+    journal
+        .begin(&new_run("done", "t7"), &ghost(), LEASE)
+        .unwrap();
+    journal
+        .finish("done", 1, &report("done", RunStatus::Done))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let skip = ["skipped".to_string()];
+    let first = journal.claim_orphans(&me, LEASE, 2, &skip).unwrap();
+    assert_eq!(first.len(), 2, "{first:?}");
+    let second = journal.claim_orphans(&me, LEASE, 10, &skip).unwrap();
+    let mut all = [first.clone(), second.clone()].concat();
+    assert_eq!(orphans(&all), ["dead1", "dead2", "expired"]);
+    assert!(all.iter().all(|(_, epoch)| *epoch == 2), "{all:?}");
+    // A second host finds nothing left: each orphan goes to one host.
+    all = journal
+        .claim_orphans(&elsewhere("c"), LEASE, 10, &[])
+        .unwrap();
+    assert_eq!(orphans(&all), ["skipped"]);
+    assert_eq!(
+        journal.run("dead1").unwrap().lease_owner.as_deref(),
+        Some(me.id())
+    );
+    assert_eq!(
+        journal.run("live").unwrap().lease_owner.as_deref(),
+        Some(elsewhere("a").id())
+    );
+}
+
+fn renewing_extends_only_the_runs_named(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    journal
+        .begin(&new_run("kept", "t1"), &me, Duration::from_millis(1))
+        .unwrap();
+    journal
+        .begin(&new_run("dropped", "t2"), &me, Duration::from_millis(1))
+        .unwrap();
+    journal
+        .renew(&me, Duration::from_secs(60), &["kept".to_string()])
+        .unwrap();
+    journal.renew(&me, Duration::from_secs(60), &[]).unwrap();
+    let until = |run: &str| journal.run(run).unwrap().lease_until.unwrap();
+    assert!(until("kept") > now_ms() + 50_000);
+    assert!(until("dropped") < now_ms() + 1_000);
+    // Another owner's renewal touches nothing of this one's.
+    journal
+        .renew(
+            &elsewhere("a"),
+            Duration::from_secs(600),
+            &["dropped".to_string()],
+        )
+        .unwrap();
+    assert!(until("dropped") < now_ms() + 1_000);
+}
+
+fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap();
+    assert!(
+        !journal.reopen("r1").unwrap(),
+        "a running run is not reopened"
+    );
+    assert!(!journal.cancel_requested("r1").unwrap());
+    journal.request_cancel("r1").unwrap();
+    assert!(journal.cancel_requested("r1").unwrap());
+    assert!(
+        journal.append("r1", 1, &[(1, started("a"))]).unwrap(),
+        "an append reads the cancel in its transaction"
+    );
+    journal
+        .finish("r1", 1, &report("r1", RunStatus::Done))
+        .unwrap();
+    assert!(journal.reopen("r1").unwrap());
+    assert_eq!(journal.run("r1").unwrap().status, RunStatus::Compensating);
+    assert!(!journal.reopen("r1").unwrap(), "reopened once");
+    assert!(matches!(
+        journal.request_cancel("nope"),
+        Err(JournalError::UnknownRun(_))
+    ));
+}
+
+fn runs_are_listed_newest_first_by_status_and_workflow(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    for i in 0..5 {
+        let id = format!("r{i}");
+        journal.begin(&new_run(&id, &id), &me, LEASE).unwrap();
+        if i % 2 == 0 {
+            journal
+                .finish(&id, 1, &report(&id, RunStatus::Done))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ids = |filter: RunFilter| -> Vec<String> {
+        journal
+            .list(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(ids(RunFilter::default()), ["r4", "r3", "r2", "r1", "r0"]);
+    assert_eq!(
+        ids(RunFilter {
+            status: Some(RunStatus::Done),
+            ..Default::default()
+        }),
+        ["r4", "r2", "r0"]
+    );
+    assert_eq!(
+        ids(RunFilter {
+            limit: Some(2),
+            before: Some("r3".into()),
+            ..Default::default()
+        }),
+        ["r2", "r1"]
+    );
+    assert!(
+        ids(RunFilter {
+            workflow: Some("other".into()),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+}
