@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::capabilities::EntityStore;
 use crate::journal::{
-    Begin, CrashPoint, Journal, JournalError, JournalRecorder, NewRun, Observer, Owner,
-    PinnedComponent, RecordKind, RunFilter, RunRecord, now_ms,
+    Begin, CrashPoint, Journal, JournalError, JournalRecorder, LeaseKeeper, NewRun, Observer,
+    Owner, PinnedComponent, RecordKind, RunFilter, RunRecord, now_ms,
 };
 use crate::json::Json;
 use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
@@ -50,6 +50,10 @@ pub enum DurableError {
     /// The request does not fit the run's state; nothing was changed.
     #[error("{0}")]
     Refused(String),
+    /// The run's components hold other bytes than it started with; the
+    /// operator has not accepted the change.
+    #[error("{0}")]
+    ChangedComponents(String),
 }
 
 impl DurableError {
@@ -99,6 +103,9 @@ pub struct Host {
     owner: Owner,
     /// How long this host's leases last without renewal.
     lease: Duration,
+    /// Until when (unix ms, this host's clock, with a margin) the last
+    /// renewal of this host's leases holds.
+    valid_until: Arc<std::sync::atomic::AtomicI64>,
     crash: Option<CrashPoint>,
     /// Workflows loaded from pinned manifests, by manifest hash.
     pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
@@ -216,11 +223,20 @@ impl Host {
     ) -> Host {
         let owner = Owner::current();
         let executing = Executions::default();
+        // A lease renewed at `t` holds until `t + lease` by the journal's
+        // clock; this host counts on it until four fifths of that.
+        let margin = move |at: i64| at + (lease.as_millis() as i64) * 4 / 5;
+        let valid_until = Arc::new(std::sync::atomic::AtomicI64::new(margin(now_ms())));
         // Renews the leases of the runs executing here (only those: a run
         // this process holds but no longer executes expires, and a sweep
         // takes it).
         let renewal = {
-            let (journal, owner, executing) = (journal.clone(), owner.clone(), executing.clone());
+            let (journal, owner, executing, valid_until) = (
+                journal.clone(),
+                owner.clone(),
+                executing.clone(),
+                valid_until.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
@@ -230,8 +246,12 @@ impl Host {
                         .keys()
                         .cloned()
                         .collect();
-                    if let Err(e) = journal.renew(&owner, lease, &runs) {
-                        tracing::warn!("could not renew leases: {e}");
+                    let at = now_ms();
+                    match journal.renew(&owner, lease, &runs) {
+                        Ok(_) => valid_until.store(margin(at), std::sync::atomic::Ordering::SeqCst),
+                        // Past `valid_until` each run's recorder renews its
+                        // own lease before it writes, or stops the run.
+                        Err(e) => tracing::warn!("could not renew leases: {e}"),
                     }
                 }
             })
@@ -262,6 +282,7 @@ impl Host {
             runtime,
             owner,
             lease,
+            valid_until,
             crash: CrashPoint::from_env(),
             pinned: Mutex::default(),
             renewal,
@@ -301,7 +322,16 @@ impl Host {
                                 );
                                 if let Err(e) = host.resume_claimed(&run, epoch).await {
                                     tracing::warn!(run, "could not resume the run: {e}");
-                                    if !e.lease_lost() {
+                                    // What a retry cannot mend is left to an
+                                    // operator; anything else (the database
+                                    // away for a moment, say) is claimed again
+                                    // once the lease taken here expires.
+                                    if matches!(
+                                        e,
+                                        DurableError::Manifest { .. }
+                                            | DurableError::Load(_)
+                                            | DurableError::ChangedComponents(_)
+                                    ) {
                                         host.refused
                                             .lock()
                                             .unwrap_or_else(|e| e.into_inner())
@@ -453,6 +483,11 @@ impl Host {
                     history.last_seq,
                     self.crash.clone(),
                 )
+                .kept(LeaseKeeper {
+                    owner: self.owner.clone(),
+                    lease: self.lease,
+                    valid_until: self.valid_until.clone(),
+                })
                 .observed(self.observer.clone()),
             ),
             history,
@@ -584,6 +619,9 @@ impl Host {
         if record.status.is_final() {
             return Ok(self.report(run)?);
         }
+        // A cancel asked while the run was elsewhere (its host then died) is
+        // kept.
+        let cancel = cancel || record.cancel_requested;
         // Before the claim: a refused resume leaves the run as it was.
         let workflow = self.pinned_workflow(&record)?;
         let changed = changed_components(&record, &workflow);
@@ -591,7 +629,7 @@ impl Host {
             .accept_changed_components
             .load(std::sync::atomic::Ordering::Relaxed);
         if !changed.is_empty() && !accepted {
-            return Err(DurableError::Refused(format!(
+            return Err(DurableError::ChangedComponents(format!(
                 "run {run} started with other code than its components hold now:\n{}\n\
                  resuming would run new code over a half-finished saga: restore the components it \
                  started with, or accept the change with `host resume --accept-changed-components {run}` \
@@ -711,12 +749,18 @@ impl Host {
             // stayed pending for a later answer to act on).
             record = self.journal.run(run)?;
         }
-        if record.status == RunStatus::Done && !self.journal.reopen(run)? {
-            // A finished run is reopened for its compensation; another
-            // cancel got there first.
-            return Err(DurableError::Refused(format!(
-                "run {run} is being cancelled by another request"
-            )));
+        if record.status == RunStatus::Done {
+            // A finished run is reopened for its compensation, leased here
+            // at once.
+            let executing = self.executing_or_refuse(run)?;
+            let Some(epoch) = self.journal.reopen(run, &self.owner, self.lease)? else {
+                return Err(DurableError::Refused(format!(
+                    "run {run} is being cancelled by another request"
+                )));
+            };
+            return self
+                .continue_marked(run, true, executing, Some(epoch))
+                .await;
         }
         self.continue_run(run, true).await
     }
@@ -760,6 +804,10 @@ impl Host {
                 "run {run} is being executed by another process"
             )));
         };
+        // `running` before the answer is recorded: a host that dies in
+        // between leaves a run the sweep resumes (it waits again for the
+        // answer), never a `waiting` run whose call already settled.
+        self.journal.set_status(run, epoch, RunStatus::Running)?;
         let outcome = match answer {
             Answer::Succeed(output) => CallRecord::Done {
                 output,
@@ -828,8 +876,12 @@ impl Host {
                 return Ok(self.report(run)?);
             }
             if !self.busy_elsewhere(&record) {
-                // Its process died: finish it here.
-                return self.resume(run).await;
+                // Its process died: finish it here, unless another host's
+                // sweep was quicker (then wait for that one).
+                match self.resume(run).await {
+                    Err(DurableError::Refused(_)) => {}
+                    other => return other,
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

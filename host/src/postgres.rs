@@ -84,7 +84,8 @@ CREATE TABLE records (
 CREATE UNIQUE INDEX records_by_run ON records (run, seq);
 CREATE TABLE manifests (
     hash TEXT PRIMARY KEY,
-    files TEXT NOT NULL
+    files TEXT NOT NULL,
+    used_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE entities (
     seq BIGSERIAL,
@@ -124,13 +125,18 @@ impl Database {
             SyncMode::Full => "on",
         };
         let options = format!(
-            "{} -c synchronous_commit={commit}",
+            "{} -c synchronous_commit={commit} -c statement_timeout=60s",
             config.get_options().unwrap_or_default()
         );
         config.options(options.trim());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A connection the network swallowed is noticed, and a statement
+        // stuck on a lock ends: a host never waits on the database for ever.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(15));
+        config.tcp_user_timeout(Duration::from_secs(30));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("wasaga-postgres")
@@ -170,14 +176,34 @@ impl Database {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
+        use futures::FutureExt;
         let runtime = self
             .runtime
             .as_ref()
             .expect("the runtime lives as long as the database");
-        let task = runtime.spawn(body(self.pool.clone()));
-        match futures::executor::block_on(task) {
-            Ok(value) => value,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        // The answer comes back over a plain channel, not by polling the
+        // task's JoinHandle: polled from inside another runtime's task, a
+        // JoinHandle spends that task's cooperative budget, and once it is
+        // spent it answers "not yet" at once, forever (a busy loop, found
+        // by the benchmark).
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let work = std::panic::AssertUnwindSafe(body(self.pool.clone())).catch_unwind();
+        runtime.spawn(async move {
+            let _ = answer.send(work.await);
+        });
+        // Off the async workers while it waits, where the runtime allows
+        // (a multi-threaded one): other tasks go on meanwhile.
+        let wait = move || answered.recv();
+        let answered = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        match answered {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the PostgreSQL client's runtime stopped"),
         }
     }
 

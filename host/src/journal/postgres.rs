@@ -165,12 +165,15 @@ impl Journal for PgJournal {
                     return Ok(Begin::Existing(Box::new(existing)));
                 }
             }
+            let now = now_ms();
+            // Touched even when it is there: a prune running meanwhile waits
+            // for this row and then sees it in use.
             tx.execute(
-                "INSERT INTO manifests (hash, files) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&hash, &files],
+                "INSERT INTO manifests (hash, files, used_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO UPDATE SET used_at = EXCLUDED.used_at",
+                &[&hash, &files, &now],
             )
             .await?;
-            let now = now_ms();
             let lease_ms = lease.as_millis() as i64;
             let manifest = run.manifest.to_string_lossy().into_owned();
             tx.execute(
@@ -337,18 +340,28 @@ impl Journal for PgJournal {
         })
     }
 
-    fn reopen(&self, run: &str) -> Result<bool, JournalError> {
-        let run = run.to_string();
+    fn reopen(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<u64>, JournalError> {
+        let (run, owner) = (run.to_string(), owner.id().to_string());
+        let lease_ms = lease.as_millis() as i64;
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
-            let changed = client
-                .execute(
-                    "UPDATE runs SET status = 'compensating', updated_at = $2
-                     WHERE id = $1 AND status = 'done' AND lease_owner IS NULL",
-                    &[&run, &now_ms()],
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE runs SET status = 'compensating', updated_at = $2, lease_owner = $3,
+                                         lease_until = {DB_NOW} + $4, lease_epoch = lease_epoch + 1
+                         WHERE id = $1 AND status = 'done'
+                         RETURNING lease_epoch"
+                    ),
+                    &[&run, &now_ms(), &owner, &lease_ms],
                 )
                 .await?;
-            Ok(changed == 1)
+            Ok(row.map(|row| row.get::<_, i64>(0) as u64))
         })
     }
 
@@ -579,24 +592,29 @@ impl Journal for PgJournal {
         })
     }
 
-    fn renew(&self, owner: &Owner, lease: Duration, runs: &[String]) -> Result<(), JournalError> {
+    fn renew(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        runs: &[String],
+    ) -> Result<Vec<String>, JournalError> {
         if runs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let owner = owner.id().to_string();
         let runs = runs.to_vec();
         let lease_ms = lease.as_millis() as i64;
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
-            client
-                .execute(
+            let rows = client
+                .query(
                     &format!(
-                        "UPDATE runs SET lease_until = {DB_NOW} + $2 WHERE lease_owner = $1 AND id = ANY($3)"
+                        "UPDATE runs SET lease_until = {DB_NOW} + $2 WHERE lease_owner = $1 AND id = ANY($3) RETURNING id"
                     ),
                     &[&owner, &lease_ms, &runs],
                 )
                 .await?;
-            Ok(())
+            Ok(rows.iter().map(|row| row.get(0)).collect())
         })
     }
 
@@ -652,9 +670,12 @@ impl Journal for PgJournal {
                     &[&finished_before, &workflow],
                 )
                 .await?;
+            // Not one a run began with in the last minute: its run may not
+            // be visible to this statement yet.
             tx.execute(
-                "DELETE FROM manifests WHERE hash NOT IN (SELECT manifest_hash FROM runs)",
-                &[],
+                "DELETE FROM manifests m WHERE used_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.manifest_hash = m.hash)",
+                &[&(now_ms() - 60_000)],
             )
             .await?;
             tx.commit().await?;

@@ -57,6 +57,7 @@ on_both_backends!(
     renewing_extends_only_the_runs_named,
     only_a_finished_run_is_reopened_and_cancels_are_seen,
     runs_are_listed_newest_first_by_status_and_workflow,
+    a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops,
 );
 
 fn new_run(id: &str, tx: &str) -> NewRun {
@@ -411,10 +412,20 @@ fn renewing_extends_only_the_runs_named(journal: &Arc<dyn Journal>) {
     journal
         .begin(&new_run("dropped", "t2"), &me, Duration::from_millis(1))
         .unwrap();
-    journal
-        .renew(&me, Duration::from_secs(60), &["kept".to_string()])
+    let renewed = journal
+        .renew(
+            &me,
+            Duration::from_secs(60),
+            &["kept".to_string(), "nope".to_string()],
+        )
         .unwrap();
-    journal.renew(&me, Duration::from_secs(60), &[]).unwrap();
+    assert_eq!(renewed, ["kept"]);
+    assert!(
+        journal
+            .renew(&me, Duration::from_secs(60), &[])
+            .unwrap()
+            .is_empty()
+    );
     let until = |run: &str| journal.run(run).unwrap().lease_until.unwrap();
     assert!(until("kept") > now_ms() + 50_000);
     assert!(until("dropped") < now_ms() + 1_000);
@@ -432,8 +443,9 @@ fn renewing_extends_only_the_runs_named(journal: &Arc<dyn Journal>) {
 fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journal>) {
     let me = Owner::current();
     journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap();
-    assert!(
-        !journal.reopen("r1").unwrap(),
+    assert_eq!(
+        journal.reopen("r1", &me, LEASE).unwrap(),
+        None,
         "a running run is not reopened"
     );
     assert!(!journal.cancel_requested("r1").unwrap());
@@ -446,9 +458,25 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
     journal
         .finish("r1", 1, &report("r1", RunStatus::Done))
         .unwrap();
-    assert!(journal.reopen("r1").unwrap());
-    assert_eq!(journal.run("r1").unwrap().status, RunStatus::Compensating);
-    assert!(!journal.reopen("r1").unwrap(), "reopened once");
+    assert_eq!(journal.reopen("r1", &me, LEASE).unwrap(), Some(2));
+    let reopened = journal.run("r1").unwrap();
+    assert_eq!(reopened.status, RunStatus::Compensating);
+    assert_eq!(
+        reopened.lease_owner.as_deref(),
+        Some(me.id()),
+        "leased at once: no sweep takes it before its compensation"
+    );
+    assert!(
+        journal
+            .claim_orphans(&elsewhere("a"), LEASE, 10, &[])
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        journal.reopen("r1", &me, LEASE).unwrap(),
+        None,
+        "reopened once"
+    );
     assert!(matches!(
         journal.request_cancel("nope"),
         Err(JournalError::UnknownRun(_))
@@ -498,4 +526,45 @@ fn runs_are_listed_newest_first_by_status_and_workflow(journal: &Arc<dyn Journal
         })
         .is_empty()
     );
+}
+
+/// A host whose renewals stopped (cut off from the journal, or starved)
+/// does not count on its lease past its last renewal: before it writes, the
+/// run's recorder renews the lease itself, and stops the run (writing
+/// nothing) once another host holds it.
+fn a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops(journal: &Arc<dyn Journal>) {
+    use crate::saga::{CallStart, Recorder};
+    let me = Owner::current();
+    journal
+        .begin(&new_run("r1", "t1"), &me, Duration::from_millis(1))
+        .unwrap();
+    let stale = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let recorder = JournalRecorder::new(journal.clone(), "r1", 1, 0, None).kept(LeaseKeeper {
+        owner: me.clone(),
+        lease: LEASE,
+        valid_until: stale.clone(),
+    });
+    let start = |node: &'static str| CallStart {
+        node,
+        step: node,
+        action: Action::Invoke,
+        attempt: 1,
+        input: None,
+    };
+    // Still this host's (expired, but no one took it): renewed, written.
+    recorder.call_started(&start("a")).unwrap();
+    assert!(journal.run("r1").unwrap().lease_until.unwrap() > now_ms() + 20_000);
+    assert_eq!(journal.records("r1").unwrap().len(), 1);
+    // Its lease lapses (renewed for no time) and another host takes it.
+    journal
+        .renew(&me, Duration::ZERO, &["r1".to_string()])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    journal
+        .claim("r1", &elsewhere("b"), LEASE)
+        .unwrap()
+        .unwrap();
+    assert!(recorder.call_started(&start("b")).is_err());
+    assert!(recorder.lost());
+    assert_eq!(journal.records("r1").unwrap().len(), 1, "nothing written");
 }

@@ -102,7 +102,9 @@ impl From<DurableError> for ApiError {
     fn from(err: DurableError) -> ApiError {
         match err {
             DurableError::Journal(e) => e.into(),
-            DurableError::Refused(message) => ApiError::new(StatusCode::CONFLICT, message),
+            DurableError::Refused(message) | DurableError::ChangedComponents(message) => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
             other => {
                 tracing::error!("{other}");
                 ApiError::new(

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use owner::Owner;
-pub use recorder::{CrashPoint, JournalRecorder};
+pub use recorder::{CrashPoint, JournalRecorder, LeaseKeeper};
 pub use report::report_from_journal;
 
 use crate::json::Json;
@@ -322,9 +322,15 @@ pub trait Journal: Send + Sync {
     /// Records how a run ended (or paused) and releases its lease.
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError>;
     /// Reopens a `done` run for its compensation (a cancel after the end):
-    /// its status becomes `compensating`; false if it was not `done` or
-    /// someone holds it.
-    fn reopen(&self, run: &str) -> Result<bool, JournalError>;
+    /// its status becomes `compensating`, leased to `owner` in the same
+    /// statement (so no sweep takes it in between); the new epoch, or
+    /// `None` if it was not `done`.
+    fn reopen(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<u64>, JournalError>;
     /// A run.
     fn run(&self, run: &str) -> Result<RunRecord, JournalError>;
     /// The newest run of a workflow with a transaction id.
@@ -354,8 +360,14 @@ pub trait Journal: Send + Sync {
         limit: usize,
         skip: &[String],
     ) -> Result<Vec<(String, u64)>, JournalError>;
-    /// Extends the leases `owner` holds on `runs` (those it executes).
-    fn renew(&self, owner: &Owner, lease: Duration, runs: &[String]) -> Result<(), JournalError>;
+    /// Extends the leases `owner` holds on `runs` (those it executes);
+    /// returns the runs it still held and renewed.
+    fn renew(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        runs: &[String],
+    ) -> Result<Vec<String>, JournalError>;
     /// Asks the process executing a run to cancel it.
     fn request_cancel(&self, run: &str) -> Result<(), JournalError>;
     /// Whether someone asked to cancel the run.

@@ -22,8 +22,11 @@ pub struct JournalRecorder {
     run: String,
     /// The lease epoch every write is fenced on.
     epoch: u64,
-    /// Set for good by the first write refused for a lost lease.
+    /// Set for good by the first write that failed (a lost lease, or a
+    /// journal that cannot be written): the run stops here.
     lost: std::sync::atomic::AtomicBool,
+    /// How this host knows its lease still holds without asking.
+    keeper: Option<LeaseKeeper>,
     crash: Option<CrashPoint>,
     pending: Mutex<Pending>,
     observer: Option<Arc<dyn Observer>>,
@@ -49,6 +52,7 @@ impl JournalRecorder {
             run: run.to_string(),
             epoch,
             lost: Default::default(),
+            keeper: None,
             crash,
             pending: Mutex::new(Pending {
                 seq: last_seq,
@@ -56,6 +60,16 @@ impl JournalRecorder {
             }),
             observer: None,
         }
+    }
+
+    /// Holds the lease as `keeper` says: past the time until which the host
+    /// last renewed its leases, the recorder renews this run's lease itself
+    /// before it writes, and stops the run if the lease is gone (a host cut
+    /// off from the journal stops within a lease, before another host may
+    /// take the run).
+    pub fn kept(mut self, keeper: LeaseKeeper) -> JournalRecorder {
+        self.keeper = Some(keeper);
+        self
     }
 
     /// Also tells `observer` about every committed record.
@@ -89,6 +103,7 @@ impl JournalRecorder {
         if self.lost() {
             return Err(self.lease_lost());
         }
+        self.check_lease()?;
         let cancel = self
             .journal
             .append(&self.run, self.epoch, &pending.records)
@@ -164,6 +179,7 @@ impl Recorder for JournalRecorder {
 
     fn compensating(&self, error: &RunError) -> Result<(), RecordError> {
         self.add(RecordKind::Compensating(error.clone()), true)?;
+        self.check_lease()?;
         self.journal
             .set_status(&self.run, self.epoch, RunStatus::Compensating)
             .map_err(|e| self.failed(e))?;
@@ -191,22 +207,54 @@ impl Recorder for JournalRecorder {
 }
 
 impl JournalRecorder {
-    /// A journal failure as the orchestrator sees it; a lost lease is
-    /// remembered, so nothing more is even tried.
+    /// A journal failure as the orchestrator sees it. Either way the run
+    /// stops here, remembered so nothing more is even tried: its lease was
+    /// taken over, or a transition could not be recorded (then this host
+    /// cannot know it still holds the run; whoever claims it next continues
+    /// it from what was recorded).
     fn failed(&self, err: JournalError) -> RecordError {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::warn!(run = %self.run, "the run stops here: {err}");
         match err {
-            JournalError::LeaseLost(_) => {
-                self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                tracing::warn!(run = %self.run, "{err}");
-                self.lease_lost()
-            }
+            JournalError::LeaseLost(_) => self.lease_lost(),
             other => RecordError::Failed(other.to_string()),
         }
+    }
+
+    /// Past the host's last renewal: renews this run's lease now, or stops.
+    fn check_lease(&self) -> Result<(), RecordError> {
+        let Some(keeper) = &self.keeper else {
+            return Ok(());
+        };
+        if super::now_ms() < keeper.valid_until.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let renewed = self
+            .journal
+            .renew(&keeper.owner, keeper.lease, std::slice::from_ref(&self.run))
+            .map_err(|e| self.failed(e))?;
+        if renewed.contains(&self.run) {
+            return Ok(());
+        }
+        Err(self.failed(JournalError::LeaseLost(self.run.clone())))
     }
 
     fn lease_lost(&self) -> RecordError {
         RecordError::LeaseLost(JournalError::LeaseLost(self.run.clone()).to_string())
     }
+}
+
+/// What a host knows of its leases: whose they are, how long they last,
+/// and until when (unix ms, by this host's clock, with a margin) the last
+/// renewal of all of them holds.
+#[derive(Debug, Clone)]
+pub struct LeaseKeeper {
+    /// The host.
+    pub owner: super::Owner,
+    /// How long a lease lasts.
+    pub lease: std::time::Duration,
+    /// Until when the host's last renewal holds.
+    pub valid_until: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A transition at which the host kills itself, for crash tests:

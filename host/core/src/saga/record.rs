@@ -128,8 +128,9 @@ pub trait Recorder: Send + Sync {
     fn flush(&self) -> Result<(), RecordError> {
         Ok(())
     }
-    /// Whether another host took the run over: the run stops where it is,
-    /// without compensating (the new owner continues it).
+    /// Whether the run can no longer be recorded by this host (another host
+    /// took it over, or the journal cannot be written): the run stops where
+    /// it is, without compensating (whoever claims it next continues it).
     fn lost(&self) -> bool {
         false
     }

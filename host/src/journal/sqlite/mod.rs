@@ -387,14 +387,28 @@ impl Journal for SqliteJournal {
         })
     }
 
-    fn reopen(&self, run: &str) -> Result<bool, JournalError> {
+    fn reopen(
+        &self,
+        run: &str,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<u64>, JournalError> {
         run_sql(|| {
-            let changed = self.conn().execute(
-                "UPDATE runs SET status = 'compensating', updated_at = ?2
-                 WHERE id = ?1 AND status = 'done' AND lease_owner IS NULL",
-                params![run, now_ms()],
-            )?;
-            Ok(changed == 1)
+            let now = now_ms();
+            let epoch = self
+                .conn()
+                .prepare_cached(
+                    "UPDATE runs SET status = 'compensating', updated_at = ?2, lease_owner = ?3,
+                                     lease_until = ?4, lease_epoch = lease_epoch + 1
+                     WHERE id = ?1 AND status = 'done'
+                     RETURNING lease_epoch",
+                )?
+                .query_row(
+                    params![run, now, owner.id(), now + lease.as_millis() as i64],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?;
+            Ok(epoch.map(|e| e as u64))
         })
     }
 
@@ -540,15 +554,26 @@ impl Journal for SqliteJournal {
             }
             // Compare-and-set on the epoch: of two claimers, one wins, and
             // the loser (or a former holder) is fenced out.
+            // The holder was judged dead or expired above; the statement
+            // checks again that nothing changed since (a finish, a renewal
+            // by a live holder, another claim).
+            let holder_dead = record
+                .lease_owner
+                .as_deref()
+                .is_some_and(|holder| holder != owner.id() && !Owner::is_alive(holder));
             let changed = self.conn().execute(
-                "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1
-                 WHERE id = ?1 AND lease_epoch = ?5",
+                &format!(
+                    "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1
+                     WHERE id = ?1 AND lease_epoch = ?5 AND status NOT IN {FINAL}
+                       AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4 OR ?6)"
+                ),
                 params![
                     run,
                     owner.id(),
                     now + lease.as_millis() as i64,
                     now,
-                    record.lease_epoch as i64
+                    record.lease_epoch as i64,
+                    holder_dead
                 ],
             )?;
             Ok((changed == 1).then_some(record.lease_epoch + 1))
@@ -613,21 +638,33 @@ impl Journal for SqliteJournal {
         })
     }
 
-    fn renew(&self, owner: &Owner, lease: Duration, runs: &[String]) -> Result<(), JournalError> {
+    fn renew(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        runs: &[String],
+    ) -> Result<Vec<String>, JournalError> {
         run_sql(|| {
             if runs.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
-            self.conn().execute(
+            let conn = self.conn();
+            let mut statement = conn.prepare_cached(
                 "UPDATE runs SET lease_until = ?2
-                 WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?3))",
-                params![
-                    owner.id(),
-                    now_ms() + lease.as_millis() as i64,
-                    json_text(&runs)?
-                ],
+                 WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?3))
+                 RETURNING id",
             )?;
-            Ok(())
+            let renewed = statement
+                .query_map(
+                    params![
+                        owner.id(),
+                        now_ms() + lease.as_millis() as i64,
+                        json_text(&runs)?
+                    ],
+                    |row| row.get(0),
+                )?
+                .collect::<Result<_, _>>()?;
+            Ok(renewed)
         })
     }
 

@@ -36,14 +36,7 @@ impl Run {
             // Another host took the run over: nothing more is called here,
             // not even a compensation (the new owner compensates).
             if self.recorder.lost() {
-                return Err(Stop::Fail(Failure {
-                    step: Some(target.node.to_string()),
-                    error: StepFailure::new(
-                        FailureKind::Host,
-                        "this host lost the run's lease; another host continues it",
-                    )
-                    .permanent(),
-                }));
+                return Err(self.lease_lost(target));
             }
             if invoke {
                 self.check_deadline(target.node)?;
@@ -63,6 +56,9 @@ impl Run {
             });
             match started_record {
                 Err(e) if invoke => return Err(e.into()),
+                // The start of a compensation could not be recorded because
+                // the run is no longer this host's: it is not called.
+                Err(_) if self.recorder.lost() => return Err(self.lease_lost(target)),
                 Err(e) => tracing::error!("{e}"),
                 Ok(()) => {}
             }
@@ -168,6 +164,18 @@ impl Run {
             }
             attempt += 1;
         }
+    }
+
+    /// The failure of a call this host may no longer make.
+    fn lease_lost(&self, target: &CallTarget<'_>) -> Stop {
+        Stop::Fail(Failure {
+            step: Some(target.node.to_string()),
+            error: StepFailure::new(
+                FailureKind::Host,
+                "this host lost the run's lease; another host continues it",
+            )
+            .permanent(),
+        })
     }
 
     pub(super) fn call_context(
