@@ -14,7 +14,6 @@
 //!     cargo bench -p wasaga-host --bench http
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -27,35 +26,10 @@ use wasaga_host::manifest;
 use wasaga_host::saga::{RunRequest, RunStatus, Saga};
 use wasaga_host::wasm::{ComponentCache, Runtime};
 
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: wasaga_host::Allocator = mimalloc::MiMalloc;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds the `http-probe` guest and returns its path.
-fn probe_component() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "http-probe",
-        ])
-        .status()
-        .expect("run cargo");
-    assert!(status.success());
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    target.join("wasm32-wasip2/release/http_probe.wasm")
-}
 
 /// Serves `{"ok":true}` on a free loopback port; returns its base URL.
 async fn server() -> String {
@@ -93,7 +67,7 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
     let url = rt.block_on(server());
     let dir = tempfile::tempdir().unwrap();
-    let component = probe_component();
+    let component = common::guest("http-probe");
     let runtime = Runtime::new(Default::default(), ComponentCache::new(None)).unwrap();
     let saga = saga(&runtime, dir.path(), &url, &component);
     let one = || {

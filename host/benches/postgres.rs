@@ -12,7 +12,6 @@
 //! of its own, dropped at the end.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -27,34 +26,10 @@ use wasaga_host::saga::{RunRequest, RunStatus};
 use wasaga_host::wasm::{ComponentCache, Runtime};
 use wasaga_host::workflow::LoadedWorkflow;
 
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: wasaga_host::Allocator = mimalloc::MiMalloc;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn payload_component() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "payload",
-        ])
-        .status()
-        .expect("run cargo");
-    assert!(status.success());
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    target.join("wasm32-wasip2/release/payload.wasm")
-}
 
 /// The bench harness's workflow: 10 payload steps in sequence, each taking
 /// the previous one's output (~1 KB).
@@ -121,7 +96,7 @@ async fn next_xid(url: &str) -> i64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let component = payload_component();
+    let component = common::guest("payload");
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = manifest(dir.path(), &component);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -8,7 +8,6 @@
 //!     cargo bench -p wasaga-host --bench workflow
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -24,37 +23,12 @@ use wasaga_host::saga::{
 };
 use wasaga_host::wasm::{ComponentCache, Runtime};
 
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: wasaga_host::Allocator = mimalloc::MiMalloc;
 
 const STEPS: usize = 10;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds the `payload` guest and returns its path.
-fn payload_component() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "payload",
-        ])
-        .status()
-        .expect("run cargo");
-    assert!(status.success());
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    target.join("wasm32-wasip2/release/payload.wasm")
-}
 
 /// A manifest of 10 payload steps in sequence; the last fails if `fail_last`.
 fn manifest(dir: &Path, component: &Path, fail_last: bool) -> PathBuf {
@@ -143,7 +117,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let _guard = rt.enter();
     let dir = tempfile::tempdir().unwrap();
-    let component = payload_component();
+    let component = common::guest("payload");
     let runtime = Runtime::new(Default::default(), ComponentCache::new(None)).unwrap();
     let ok = wasm_saga(&runtime, &manifest(dir.path(), &component, false));
     let fail = wasm_saga(&runtime, &manifest(dir.path(), &component, true));

@@ -65,21 +65,21 @@ impl DurableError {
 
 /// The components a run was pinned to that now hold other bytes:
 /// (as pinned, as loaded now).
-fn changed_components<'a>(
-    record: &'a RunRecord,
-    workflow: &'a LoadedWorkflow,
-) -> Vec<(&'a PinnedComponent, &'a PinnedComponent)> {
+fn changed_components(
+    record: &RunRecord,
+    workflow: &LoadedWorkflow,
+) -> Vec<(PinnedComponent, PinnedComponent)> {
     record
         .components
         .iter()
         .filter_map(|pinned| {
             let now = workflow.components.iter().find(|c| c.step == pinned.step)?;
-            (now.hash != pinned.hash).then_some((pinned, now))
+            (now.hash != pinned.hash).then(|| (pinned.clone(), now.clone()))
         })
         .collect()
 }
 
-fn describe_changes(changed: &[(&PinnedComponent, &PinnedComponent)]) -> String {
+fn describe_changes(changed: &[(PinnedComponent, PinnedComponent)]) -> String {
     changed
         .iter()
         .map(|(was, now)| {
@@ -109,7 +109,7 @@ pub struct Host {
     crash: Option<CrashPoint>,
     /// Workflows loaded from pinned manifests, by manifest hash.
     pinned: Mutex<HashMap<String, Arc<LoadedWorkflow>>>,
-    renewal: tokio::task::JoinHandle<()>,
+    renewal: Renewal,
     /// Hands a cancel written to the journal to the runs executing here.
     cancel_watch: tokio::task::JoinHandle<()>,
     observer: Option<Arc<dyn Observer>>,
@@ -153,9 +153,18 @@ const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 impl Drop for Host {
     fn drop(&mut self) {
-        self.renewal.abort();
+        self.renewal
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.renewal.thread.thread().unpark();
         self.cancel_watch.abort();
     }
+}
+
+/// The thread renewing a host's leases, told to stop when the host goes.
+struct Renewal {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// How a start ended.
@@ -229,7 +238,8 @@ impl Host {
         let valid_until = Arc::new(std::sync::atomic::AtomicI64::new(margin(now_ms())));
         // Renews the leases of the runs executing here (only those: a run
         // this process holds but no longer executes expires, and a sweep
-        // takes it).
+        // takes it), on a thread of its own: the async workers may all be
+        // busy in blocking journal calls, and a late renewal loses leases.
         let renewal = {
             let (journal, owner, executing, valid_until) = (
                 journal.clone(),
@@ -237,24 +247,35 @@ impl Host {
                 executing.clone(),
                 valid_until.clone(),
             );
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lease / 3).await;
-                    let runs: Vec<String> = executing
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .keys()
-                        .cloned()
-                        .collect();
-                    let at = now_ms();
-                    match journal.renew(&owner, lease, &runs) {
-                        Ok(_) => valid_until.store(margin(at), std::sync::atomic::Ordering::SeqCst),
-                        // Past `valid_until` each run's recorder renews its
-                        // own lease before it writes, or stops the run.
-                        Err(e) => tracing::warn!("could not renew leases: {e}"),
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopped = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name("wasaga-leases".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::park_timeout(lease / 3);
+                        if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                            return;
+                        }
+                        let runs: Vec<String> = executing
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .keys()
+                            .cloned()
+                            .collect();
+                        let at = now_ms();
+                        match journal.renew(&owner, lease, &runs) {
+                            Ok(_) => {
+                                valid_until.store(margin(at), std::sync::atomic::Ordering::SeqCst)
+                            }
+                            // Past `valid_until` each run's recorder renews
+                            // its own lease before it writes, or stops the run.
+                            Err(e) => tracing::warn!("could not renew leases: {e}"),
+                        }
                     }
-                }
-            })
+                })
+                .expect("a thread for lease renewals");
+            Renewal { stop, thread }
         };
         let cancel_watch = {
             let (journal, executing) = (journal.clone(), executing.clone());
@@ -623,20 +644,7 @@ impl Host {
         // kept.
         let cancel = cancel || record.cancel_requested;
         // Before the claim: a refused resume leaves the run as it was.
-        let workflow = self.pinned_workflow(&record)?;
-        let changed = changed_components(&record, &workflow);
-        let accepted = self
-            .accept_changed_components
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if !changed.is_empty() && !accepted {
-            return Err(DurableError::ChangedComponents(format!(
-                "run {run} started with other code than its components hold now:\n{}\n\
-                 resuming would run new code over a half-finished saga: restore the components it \
-                 started with, or accept the change with `host resume --accept-changed-components {run}` \
-                 (or `host serve --accept-changed-components`)",
-                describe_changes(&changed)
-            )));
-        }
+        let (workflow, changed) = self.resumable(&record)?;
         let epoch = match claimed {
             Some(epoch) => epoch,
             None => self
@@ -649,7 +657,12 @@ impl Host {
                     ))
                 })?,
         };
-        self.journal.set_status(run, epoch, RunStatus::Running)?;
+        // A compensating run stays so (its history says where it is).
+        let status = match record.status {
+            RunStatus::Compensating => RunStatus::Compensating,
+            _ => RunStatus::Running,
+        };
+        self.journal.set_status(run, epoch, status)?;
         let mut history = self.journal.history(run)?;
         if !changed.is_empty() {
             // Accepted: said in the run's history, and pinned from now on.
@@ -685,6 +698,31 @@ impl Host {
         self.execute(&workflow, Self::request_of(&record), durability, epoch)
             .await?;
         Ok(self.report(run)?)
+    }
+
+    /// The workflow a run resumes with, and its components that changed
+    /// since it started; refused (changing nothing) when some did and the
+    /// operator has not accepted it.
+    fn resumable(
+        &self,
+        record: &RunRecord,
+    ) -> Result<(Arc<LoadedWorkflow>, Vec<(PinnedComponent, PinnedComponent)>), DurableError> {
+        let workflow = self.pinned_workflow(record)?;
+        let changed = changed_components(record, &workflow);
+        let accepted = self
+            .accept_changed_components
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !changed.is_empty() && !accepted {
+            let run = &record.id;
+            return Err(DurableError::ChangedComponents(format!(
+                "run {run} started with other code than its components hold now:\n{}\n\
+                 resuming would run new code over a half-finished saga: restore the components it \
+                 started with, or accept the change with `host resume --accept-changed-components {run}` \
+                 (or `host serve --accept-changed-components`)",
+                describe_changes(&changed)
+            )));
+        }
+        Ok((workflow, changed))
     }
 
     /// Resumes every unfinished run no live process holds (not those waiting
@@ -749,6 +787,11 @@ impl Host {
             // stayed pending for a later answer to act on).
             record = self.journal.run(run)?;
         }
+        // Refused before anything changes if it cannot resume here.
+        self.resumable(&record)?;
+        // Journaled first: whoever continues the run (this host, or another
+        // after this one died) compensates it.
+        self.journal.request_cancel(run)?;
         if record.status == RunStatus::Done {
             // A finished run is reopened for its compensation, leased here
             // at once.

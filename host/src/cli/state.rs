@@ -119,10 +119,15 @@ pub fn print_report(report: &crate::saga::RunReport, compact: bool) -> Result<()
     Ok(())
 }
 
-/// The exit code of a report: 0 done (or paused), 1 otherwise.
+/// The exit code of a report: 0 done (or paused), 75 stopped unrecorded
+/// (resumable), 1 otherwise.
 pub fn exit_code(report: &crate::saga::RunReport) -> std::process::ExitCode {
     use crate::saga::RunStatus;
     match report.status {
+        // Stopped before its end because it could not be recorded (the
+        // journal failed, or the lease was lost): not finished, try again
+        // (EX_TEMPFAIL; `host resume` continues it).
+        RunStatus::Running if report.error.is_some() => std::process::ExitCode::from(75),
         RunStatus::Done | RunStatus::Running | RunStatus::Waiting => {
             std::process::ExitCode::SUCCESS
         }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::rows::{RunRecordRow, from_text, json_text, kind_columns, sources_hash, storage};
+use super::rows::{
+    RunRecordRow, end_columns, from_text, json_text, kind_columns, sources_hash, storage,
+};
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
     RunRecord, now_ms, now_us,
@@ -305,12 +307,7 @@ impl Journal for PgJournal {
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
         let run = run.to_string();
         let now = now_ms();
-        let finished_at = report.status.is_final().then_some(now);
-        let output = report.output.as_ref().map(|o| o.text().to_string());
-        let error = report.error.as_ref().map(json_text).transpose()?;
-        let errors = (!report.errors.is_empty())
-            .then(|| json_text(&report.errors))
-            .transpose()?;
+        let (finished_at, output, error, errors) = end_columns(report, now)?;
         let (status, partial) = (report.status.as_str(), report.partial);
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{JournalError, RecordKind, RunRecord};
 use crate::json::Json;
-use crate::saga::RunStatus;
+use crate::saga::{RunReport, RunStatus};
 
 pub(super) fn storage(message: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(message.to_string())
@@ -162,4 +162,19 @@ pub(super) fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalErro
             }
         })
     }
+}
+
+/// The columns a run's end sets: finished at (when final), output, error,
+/// errors (NULL when there are none).
+pub(super) type EndColumns = (Option<i64>, Option<String>, Option<String>, Option<String>);
+
+pub(super) fn end_columns(report: &RunReport, now: i64) -> Result<EndColumns, JournalError> {
+    Ok((
+        report.status.is_final().then_some(now),
+        report.output.as_ref().map(|o| o.text().to_string()),
+        report.error.as_ref().map(json_text).transpose()?,
+        (!report.errors.is_empty())
+            .then(|| json_text(&report.errors))
+            .transpose()?,
+    ))
 }

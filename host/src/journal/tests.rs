@@ -60,7 +60,7 @@ on_both_backends!(
     a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops,
 );
 
-fn new_run(id: &str, tx: &str) -> NewRun {
+pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
     NewRun {
         id: id.into(),
         transaction_id: tx.into(),
@@ -79,7 +79,7 @@ fn new_run(id: &str, tx: &str) -> NewRun {
     }
 }
 
-fn report(id: &str, status: RunStatus) -> RunReport {
+pub(super) fn report(id: &str, status: RunStatus) -> RunReport {
     RunReport {
         run: id.into(),
         workflow: "w".into(),

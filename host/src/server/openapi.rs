@@ -91,7 +91,7 @@ pub fn document(state: &AppState) -> Value {
                         "422": report_response("Cancelled (and compensated)."),
                         "401": error_response("A token is required."),
                         "404": error_response("No such run."),
-                        "409": error_response("Refused: the run failed or is already compensated.")
+                        "409": error_response("Refused: the run failed or is already compensated, or its components changed since it started.")
                     }
                 }
             },

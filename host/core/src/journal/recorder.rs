@@ -27,6 +27,8 @@ pub struct JournalRecorder {
     lost: std::sync::atomic::AtomicBool,
     /// How this host knows its lease still holds without asking.
     keeper: Option<LeaseKeeper>,
+    /// Until when this recorder's own last renewal of the lease holds.
+    renewed_until: std::sync::atomic::AtomicI64,
     crash: Option<CrashPoint>,
     pending: Mutex<Pending>,
     observer: Option<Arc<dyn Observer>>,
@@ -53,6 +55,7 @@ impl JournalRecorder {
             epoch,
             lost: Default::default(),
             keeper: None,
+            renewed_until: Default::default(),
             crash,
             pending: Mutex::new(Pending {
                 seq: last_seq,
@@ -226,7 +229,13 @@ impl JournalRecorder {
         let Some(keeper) = &self.keeper else {
             return Ok(());
         };
-        if super::now_ms() < keeper.valid_until.load(std::sync::atomic::Ordering::SeqCst) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = super::now_ms();
+        let valid = keeper
+            .valid_until
+            .load(SeqCst)
+            .max(self.renewed_until.load(SeqCst));
+        if now < valid {
             return Ok(());
         }
         let renewed = self
@@ -234,6 +243,8 @@ impl JournalRecorder {
             .renew(&keeper.owner, keeper.lease, std::slice::from_ref(&self.run))
             .map_err(|e| self.failed(e))?;
         if renewed.contains(&self.run) {
+            self.renewed_until
+                .store(now + keeper.lease.as_millis() as i64 * 4 / 5, SeqCst);
             return Ok(());
         }
         Err(self.failed(JournalError::LeaseLost(self.run.clone())))

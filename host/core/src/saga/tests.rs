@@ -1456,3 +1456,54 @@ async fn a_run_whose_lease_was_taken_over_stops_without_compensating() {
     // `a` was not compensated.
     assert_eq!(f.log.lines(), ["invoke a #1", "end a"]);
 }
+
+/// Losing the run while compensating (a compensation's start could not be
+/// recorded) stops the compensation where it is: the run is not claimed
+/// `failed` (its compensations did not fail), it is left for whoever
+/// resumes it, and no compensation runs unrecorded.
+#[tokio::test]
+async fn a_run_lost_while_compensating_is_left_unfinished_not_failed() {
+    let mut f = Flow::new();
+    let a = f.step("a", Behaviour::default());
+    let b = f.step("b", Behaviour::default());
+    let c = f.step(
+        "c",
+        Behaviour {
+            fail: true,
+            permanent: true,
+            ..Default::default()
+        },
+    );
+    let saga = f.saga(
+        vec![
+            f.run_entry(a, None, None),
+            f.run_entry(b, None, None),
+            f.run_entry(c, None, None),
+        ],
+        None,
+    );
+    // Starts 1-3 are the invokes; the 4th, b's compensation, is refused.
+    let recorder = Arc::new(LosingRecorder {
+        starts: Default::default(),
+        after: 4,
+        lost: Default::default(),
+    });
+    let report = saga
+        .run_durably(
+            RunRequest::new(Json::from_value(json!(1))),
+            Durability {
+                recorder,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Running);
+    assert!(
+        f.log
+            .lines()
+            .iter()
+            .all(|line| !line.starts_with("compensate")),
+        "{:?}",
+        f.log.lines()
+    );
+}

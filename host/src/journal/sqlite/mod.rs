@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{RunRecordRow, from_text, json_text, kind_columns, sources_hash, storage};
+use super::rows::{
+    RunRecordRow, end_columns, from_text, json_text, kind_columns, sources_hash, storage,
+};
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
     RunRecord, now_ms, now_us,
@@ -415,12 +417,7 @@ impl Journal for SqliteJournal {
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
         run_sql(|| {
             let now = now_ms();
-            let finished_at = report.status.is_final().then_some(now);
-            let output = report.output.as_ref().map(|o| o.text().to_string());
-            let error = report.error.as_ref().map(json_text).transpose()?;
-            let errors = (!report.errors.is_empty())
-                .then(|| json_text(&report.errors))
-                .transpose()?;
+            let (finished_at, output, error, errors) = end_columns(report, now)?;
             let changed = self.conn()
             .prepare_cached(
                 "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,

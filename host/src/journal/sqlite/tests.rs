@@ -3,46 +3,11 @@
 //! version, the bounded write-ahead log.
 
 use super::*;
+use crate::journal::tests::{new_run, report};
 use crate::json::Json;
-use crate::saga::{Action, CallRecord, RunReport};
+use crate::saga::{Action, CallRecord};
 use serde_json::json;
 use std::sync::Arc;
-
-fn new_run(id: &str, tx: &str) -> NewRun {
-    NewRun {
-        id: id.into(),
-        transaction_id: tx.into(),
-        workflow: "w".into(),
-        manifest: "/m.toml".into(),
-        sources: vec![("/m.toml".into(), "[workflow]".into())],
-        extension_dirs: vec![],
-        input: Json::from_value(json!({"a": 1})),
-        metadata: Json::from_value(json!({})),
-        idempotent: true,
-        components: vec![PinnedComponent {
-            step: "a".into(),
-            path: "/a.wasm".into(),
-            hash: "abc".into(),
-        }],
-    }
-}
-
-fn report(id: &str, status: RunStatus) -> RunReport {
-    RunReport {
-        run: id.into(),
-        workflow: "w".into(),
-        transaction_id: id.into(),
-        status,
-        partial: false,
-        output: Some(Json::from_value(json!(1))),
-        error: None,
-        errors: vec![],
-        trace: vec![],
-        events: vec![],
-        all_events: vec![],
-        duration_ms: 1.0,
-    }
-}
 
 #[test]
 fn a_state_file_from_before_pinned_components_gains_the_column_and_keeps_its_runs() {

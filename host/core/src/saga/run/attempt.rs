@@ -172,7 +172,7 @@ impl Run {
             step: Some(target.node.to_string()),
             error: StepFailure::new(
                 FailureKind::Host,
-                "this host lost the run's lease; another host continues it",
+                "this host can no longer record the run (its lease was taken over, or the journal could not be written): the run stops here and is resumed from its journal",
             )
             .permanent(),
         })

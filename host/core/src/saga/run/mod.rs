@@ -227,6 +227,15 @@ impl Saga {
         if let Err(e) = run.recorder.flush() {
             tracing::error!("{e}");
         }
+        // The run could not be recorded to its end (a compensation's start
+        // or the last records failed to reach the journal, or the lease was
+        // lost on the way): it is not over. Whoever resumes it finishes it
+        // from what the journal holds, so no final status is claimed here.
+        let (status, output) = if run.recorder.lost() {
+            (RunStatus::Running, None)
+        } else {
+            (status, output)
+        };
         let errors = std::mem::take(&mut *run.ignored.lock().expect("ignored lock"));
         RunReport {
             run: request.run_id,
