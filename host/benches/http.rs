@@ -13,7 +13,7 @@
 //!
 //!     cargo bench -p wasaga-host --bench http
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

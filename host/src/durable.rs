@@ -63,12 +63,11 @@ impl DurableError {
     }
 }
 
-/// The components a run was pinned to that now hold other bytes:
-/// (as pinned, as loaded now).
-fn changed_components(
-    record: &RunRecord,
-    workflow: &LoadedWorkflow,
-) -> Vec<(PinnedComponent, PinnedComponent)> {
+/// A component as a run was pinned to it, and as it is loaded now.
+type ComponentChange = (PinnedComponent, PinnedComponent);
+
+/// The components a run was pinned to that now hold other bytes.
+fn changed_components(record: &RunRecord, workflow: &LoadedWorkflow) -> Vec<ComponentChange> {
     record
         .components
         .iter()
@@ -79,7 +78,7 @@ fn changed_components(
         .collect()
 }
 
-fn describe_changes(changed: &[(PinnedComponent, PinnedComponent)]) -> String {
+fn describe_changes(changed: &[ComponentChange]) -> String {
     changed
         .iter()
         .map(|(was, now)| {
@@ -706,7 +705,7 @@ impl Host {
     fn resumable(
         &self,
         record: &RunRecord,
-    ) -> Result<(Arc<LoadedWorkflow>, Vec<(PinnedComponent, PinnedComponent)>), DurableError> {
+    ) -> Result<(Arc<LoadedWorkflow>, Vec<ComponentChange>), DurableError> {
         let workflow = self.pinned_workflow(record)?;
         let changed = changed_components(record, &workflow);
         let accepted = self
