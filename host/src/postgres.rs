@@ -119,13 +119,14 @@ impl Database {
             .map_err(|e| format!("'{shown}' is not a PostgreSQL URL: {e}"))?;
         // `normal`: a commit returns before its WAL reaches the disk (a host
         // crash loses nothing; a database server crash may lose the last
-        // ones). `full`: it waits for the flush.
+        // ones). `full`: it waits for the flush. Notices (a migration's
+        // "already exists, skipping") stay out of the log.
         let commit = match sync {
             SyncMode::Normal => "off",
             SyncMode::Full => "on",
         };
         let options = format!(
-            "{} -c synchronous_commit={commit} -c statement_timeout=60s",
+            "{} -c synchronous_commit={commit} -c statement_timeout=60s -c client_min_messages=warning",
             config.get_options().unwrap_or_default()
         );
         config.options(options.trim());
