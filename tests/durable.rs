@@ -489,6 +489,21 @@ fn an_async_step_waits_until_it_is_answered_and_the_run_pins_its_manifest() {
         report["output"],
         json!({"version": 1, "approved_by": "ada"})
     );
+    // One trace entry per attempt: the answer completes the waiting
+    // invoke's entry (it used to add a second one, input null, 0 ms).
+    let approvals: Vec<&Value> = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["step"] == "approve" && t["action"] == "invoke")
+        .collect();
+    assert_eq!(approvals.len(), 1, "{:#}", report["trace"]);
+    assert_eq!(approvals[0]["attempt"], 1);
+    assert_eq!(approvals[0]["outcome"], "ok");
+    assert!(!approvals[0]["input"].is_null(), "{}", approvals[0]);
+    let shown = sandbox.host(&["runs", "show", &run, "--json"]);
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(shown["trace"], report["trace"]);
     let again = sandbox.host(&["step", "succeed", &run, "approve"]);
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("is done"), "{}", again.stderr);
@@ -520,11 +535,19 @@ fn a_failed_async_step_reverts_the_run() {
         [
             "invoke request",
             "invoke approve",
-            "invoke approve",
             "compensate approve",
             "compensate request"
         ]
     );
+    // The answer is the waiting attempt's outcome (one entry, not two).
+    let approve = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["step"] == "approve" && t["action"] == "invoke")
+        .unwrap();
+    assert_eq!(approve["outcome"], "error");
+    assert_eq!(approve["error"]["message"], "rejected by ada");
 }
 
 #[test]

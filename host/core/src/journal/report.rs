@@ -16,6 +16,10 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
     type Start = (i64, String, Option<Json>);
     let mut starts: HashMap<(String, Action, u32), Start> = HashMap::new();
     let mut requests: HashMap<(String, Action, u32), Vec<OutboundRequest>> = HashMap::new();
+    // (node, action, attempt) → the trace entry of an async step's invoke
+    // that waits: its answer (a `finished` record with no `started` of its
+    // own) completes that entry instead of adding a second one.
+    let mut waiting: HashMap<(String, Action, u32), usize> = HashMap::new();
     for entry in journal.records(run)? {
         match entry.kind {
             RecordKind::Started {
@@ -33,10 +37,8 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                 attempt,
                 record: outcome,
             } => {
-                let node_key = node.clone();
-                let (started, step, input) = starts
-                    .remove(&(node.clone(), action, attempt))
-                    .unwrap_or((entry.at, node.clone(), None));
+                let key = (node.clone(), action, attempt);
+                let is_waiting = matches!(outcome, CallRecord::Waiting { .. });
                 let (outcome, error) = match outcome {
                     CallRecord::Done { .. }
                     | CallRecord::Compensated
@@ -44,6 +46,23 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                     CallRecord::Skipped => (Outcome::Skipped, None),
                     CallRecord::Failed { error, .. } => (Outcome::Error, Some(error)),
                 };
+                let start = starts.remove(&key);
+                if start.is_none()
+                    && let Some(index) = waiting.remove(&key)
+                {
+                    // The answer: the waiting attempt ends now, as answered.
+                    let answered: &mut TraceEntry = &mut trace[index];
+                    answered.outcome = outcome;
+                    answered.error = error;
+                    answered.duration_ms =
+                        (entry.at as f64 / 1000.0 - record.created_at as f64 - answered.started_ms)
+                            .max(0.0);
+                    continue;
+                }
+                let (started, step, input) = start.unwrap_or((entry.at, node.clone(), None));
+                if is_waiting {
+                    waiting.insert(key.clone(), trace.len());
+                }
                 trace.push(TraceEntry {
                     node: (node != step).then_some(node),
                     step,
@@ -54,9 +73,7 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                     error,
                     started_ms: ((started - record.created_at * 1000) as f64 / 1000.0).max(0.0),
                     duration_ms: (entry.at - started) as f64 / 1000.0,
-                    requests: requests
-                        .remove(&(node_key, action, attempt))
-                        .unwrap_or_default(),
+                    requests: requests.remove(&key).unwrap_or_default(),
                 });
             }
             RecordKind::Requests {
