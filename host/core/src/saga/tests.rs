@@ -1416,6 +1416,28 @@ impl Recorder for LosingRecorder {
     }
 }
 
+/// Runs `steps` in sequence under a [`LosingRecorder`] that loses the run
+/// at its `after`-th call start.
+async fn run_losing(f: &Flow, steps: [usize; 3], after: u32) -> RunReport {
+    let saga = f.saga(
+        steps.iter().map(|&s| f.run_entry(s, None, None)).collect(),
+        None,
+    );
+    let recorder = Arc::new(LosingRecorder {
+        starts: Default::default(),
+        after,
+        lost: Default::default(),
+    });
+    saga.run_durably(
+        RunRequest::new(Json::from_value(json!(1))),
+        Durability {
+            recorder,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// A host that lost its lease stops where it is: no further step is
 /// called, nothing it did is compensated (the host that took the run over
 /// continues it from the journal), and the run is left `running`.
@@ -1425,28 +1447,7 @@ async fn a_run_whose_lease_was_taken_over_stops_without_compensating() {
     let a = f.step("a", Behaviour::default());
     let b = f.step("b", Behaviour::default());
     let c = f.step("c", Behaviour::default());
-    let saga = f.saga(
-        vec![
-            f.run_entry(a, None, None),
-            f.run_entry(b, None, None),
-            f.run_entry(c, None, None),
-        ],
-        None,
-    );
-    let recorder = Arc::new(LosingRecorder {
-        starts: Default::default(),
-        after: 2,
-        lost: Default::default(),
-    });
-    let report = saga
-        .run_durably(
-            RunRequest::new(Json::from_value(json!(1))),
-            Durability {
-                recorder,
-                ..Default::default()
-            },
-        )
-        .await;
+    let report = run_losing(&f, [a, b, c], 2).await;
     assert_eq!(report.status, RunStatus::Running);
     assert!(
         report.error.unwrap().message.contains("lease lost"),
@@ -1474,29 +1475,8 @@ async fn a_run_lost_while_compensating_is_left_unfinished_not_failed() {
             ..Default::default()
         },
     );
-    let saga = f.saga(
-        vec![
-            f.run_entry(a, None, None),
-            f.run_entry(b, None, None),
-            f.run_entry(c, None, None),
-        ],
-        None,
-    );
     // Starts 1-3 are the invokes; the 4th, b's compensation, is refused.
-    let recorder = Arc::new(LosingRecorder {
-        starts: Default::default(),
-        after: 4,
-        lost: Default::default(),
-    });
-    let report = saga
-        .run_durably(
-            RunRequest::new(Json::from_value(json!(1))),
-            Durability {
-                recorder,
-                ..Default::default()
-            },
-        )
-        .await;
+    let report = run_losing(&f, [a, b, c], 4).await;
     assert_eq!(report.status, RunStatus::Running);
     assert!(
         f.log
