@@ -1,10 +1,13 @@
 //! Durable runs: starts a run in the journal (once per transaction id),
 //! executes it with every transition journaled, resumes unfinished runs from
 //! their journal (pinned to the manifests they started with), cancels runs,
-//! answers async steps, and rebuilds reports from the journal.
+//! answers async steps, and rebuilds reports from the journal. How a host
+//! holds its leases and takes over runs of dead hosts is in `leases`; what
+//! an outside caller asks of a run (cancel it, answer its async step), in
+//! `requests`; where its state lives, in `state`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,22 +16,19 @@ use crate::journal::{
     Begin, CrashPoint, Journal, JournalError, JournalRecorder, LeaseKeeper, NewRun, Observer,
     Owner, PinnedComponent, RecordKind, RunFilter, RunRecord, now_ms,
 };
-use crate::json::Json;
 use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
-use crate::saga::{
-    Action, CallRecord, CancelSignal, Durability, FailureKind, RunReport, RunRequest, RunStatus,
-    StepFailure,
-};
+use crate::saga::{CancelSignal, Durability, RunReport, RunRequest, RunStatus};
 use crate::wasm::{LoadError, Runtime};
 use crate::workflow::{self, LoadedWorkflow};
 
-/// How long a lease lasts without renewal (renewed every third of it): how
-/// long, at most, the runs of a host that vanished wait before another host
-/// takes them over (on one machine, a dead process's runs are taken at once).
-pub const LEASE: Duration = Duration::from_secs(10);
+mod leases;
+mod requests;
+mod state;
 
-/// How many orphaned runs one sweep claims at most.
-const SWEEP_BATCH: usize = 32;
+pub use leases::LEASE;
+use leases::Renewal;
+pub use requests::{Answer, parse_answer_error};
+pub use state::{State, StateLocation, open_state, open_state_file};
 
 /// A failure of the durable layer (not of a workflow).
 #[derive(Debug, thiserror::Error)]
@@ -152,18 +152,9 @@ const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 impl Drop for Host {
     fn drop(&mut self) {
-        self.renewal
-            .stop
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.renewal.thread.thread().unpark();
+        self.renewal.stop();
         self.cancel_watch.abort();
     }
-}
-
-/// The thread renewing a host's leases, told to stop when the host goes.
-struct Renewal {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
 }
 
 /// How a start ended.
@@ -202,15 +193,6 @@ impl Begun {
     }
 }
 
-/// The answer to a waiting async step.
-#[derive(Debug, Clone)]
-pub enum Answer {
-    /// It succeeded with this output.
-    Succeed(Json),
-    /// It failed.
-    Fail(StepFailure),
-}
-
 impl Host {
     /// A host over `journal` and `entities` (normally in one state file),
     /// holding its leases for [`LEASE`].
@@ -231,51 +213,17 @@ impl Host {
     ) -> Host {
         let owner = Owner::current();
         let executing = Executions::default();
-        // A lease renewed at `t` holds until `t + lease` by the journal's
-        // clock; this host counts on it until four fifths of that.
-        let margin = move |at: i64| at + (lease.as_millis() as i64) * 4 / 5;
-        let valid_until = Arc::new(std::sync::atomic::AtomicI64::new(margin(now_ms())));
-        // Renews the leases of the runs executing here (only those: a run
-        // this process holds but no longer executes expires, and a sweep
-        // takes it), on a thread of its own: the async workers may all be
-        // busy in blocking journal calls, and a late renewal loses leases.
-        let renewal = {
-            let (journal, owner, executing, valid_until) = (
-                journal.clone(),
-                owner.clone(),
-                executing.clone(),
-                valid_until.clone(),
-            );
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let stopped = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name("wasaga-leases".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::park_timeout(lease / 3);
-                        if stopped.load(std::sync::atomic::Ordering::SeqCst) {
-                            return;
-                        }
-                        let runs: Vec<String> = executing
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .keys()
-                            .cloned()
-                            .collect();
-                        let at = now_ms();
-                        match journal.renew(&owner, lease, &runs) {
-                            Ok(_) => {
-                                valid_until.store(margin(at), std::sync::atomic::Ordering::SeqCst)
-                            }
-                            // Past `valid_until` each run's recorder renews
-                            // its own lease before it writes, or stops the run.
-                            Err(e) => tracing::warn!("could not renew leases: {e}"),
-                        }
-                    }
-                })
-                .expect("a thread for lease renewals");
-            Renewal { stop, thread }
-        };
+        let valid_until = Arc::new(std::sync::atomic::AtomicI64::new(leases::counted_until(
+            now_ms(),
+            lease,
+        )));
+        let renewal = Renewal::start(
+            journal.clone(),
+            owner.clone(),
+            executing.clone(),
+            valid_until.clone(),
+            lease,
+        );
         let cancel_watch = {
             let (journal, executing) = (journal.clone(), executing.clone());
             tokio::spawn(async move {
@@ -312,69 +260,6 @@ impl Host {
             accept_changed_components: Default::default(),
             refused: Mutex::default(),
         }
-    }
-
-    /// Takes over, as long as the returned task runs, the runs of hosts
-    /// that died (on this machine: at once; elsewhere: once their lease
-    /// expired) and runs left for later (a detached background step): every
-    /// `poll` (with jitter, so hosts do not sweep in step) it claims a batch
-    /// and resumes each run of it.
-    pub fn sweep(self: &Arc<Self>, poll: Duration) -> tokio::task::JoinHandle<()> {
-        let host = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let skip: Vec<String> = {
-                    let executing = host.executing.lock().unwrap_or_else(|e| e.into_inner());
-                    let refused = host.refused.lock().unwrap_or_else(|e| e.into_inner());
-                    executing.keys().chain(refused.iter()).cloned().collect()
-                };
-                match host
-                    .journal
-                    .claim_orphans(&host.owner, host.lease, SWEEP_BATCH, &skip)
-                {
-                    Ok(claimed) => {
-                        for (run, epoch) in claimed {
-                            let host = host.clone();
-                            tokio::spawn(async move {
-                                tracing::info!(
-                                    run,
-                                    "taking over an unfinished run no live host holds"
-                                );
-                                if let Err(e) = host.resume_claimed(&run, epoch).await {
-                                    tracing::warn!(run, "could not resume the run: {e}");
-                                    // What a retry cannot mend is left to an
-                                    // operator; anything else (the database
-                                    // away for a moment, say) is claimed again
-                                    // once the lease taken here expires.
-                                    if matches!(
-                                        e,
-                                        DurableError::Manifest { .. }
-                                            | DurableError::Load(_)
-                                            | DurableError::ChangedComponents(_)
-                                    ) {
-                                        host.refused
-                                            .lock()
-                                            .unwrap_or_else(|e| e.into_inner())
-                                            .insert(run);
-                                    }
-                                }
-                            });
-                        }
-                    }
-                    Err(e) => tracing::warn!("could not look for unfinished runs: {e}"),
-                }
-                // Jitter from the clock's low bits: between half and all of `poll`.
-                let jitter = (crate::journal::now_us() as u64 % 1000) as f64 / 2000.0;
-                tokio::time::sleep(poll.mul_f64(0.5 + jitter)).await;
-            }
-        })
-    }
-
-    /// Resumes a run this host's sweep claimed (under `epoch`).
-    async fn resume_claimed(&self, run: &str, epoch: u64) -> Result<RunReport, DurableError> {
-        let executing = self.executing_or_refuse(run)?;
-        self.continue_marked(run, false, executing, Some(epoch))
-            .await
     }
 
     /// Tells `observer` about every transition of the runs this host executes.
@@ -748,128 +633,6 @@ impl Host {
         Ok(results)
     }
 
-    /// Cancels a run: no new call starts, and everything it did is
-    /// compensated. Refused for a failed run (its compensation already
-    /// failed) and for one already compensated.
-    pub async fn cancel(&self, run: &str) -> Result<RunReport, DurableError> {
-        let mut record = self.journal.run(run)?;
-        match record.status {
-            RunStatus::Failed => {
-                return Err(DurableError::Refused(format!(
-                    "run {run} failed: a compensation already failed ({}); cancelling would not undo more. Fix the cause, then compensate by hand",
-                    record
-                        .error
-                        .as_ref()
-                        .map_or_else(String::new, |e| e.message.clone())
-                )));
-            }
-            RunStatus::Reverted | RunStatus::Cancelled => {
-                return Err(DurableError::Refused(format!(
-                    "run {run} is already {}: everything it did was compensated",
-                    record.status.as_str()
-                )));
-            }
-            _ => {}
-        }
-        if self.busy_elsewhere(&record) {
-            // Journaled for the recorder, which reads it with every commit;
-            // a call in flight is interrupted at once here, or within a
-            // second by the process executing it.
-            self.journal.request_cancel(run)?;
-            self.interrupt(run);
-            let report = self.wait_final(run).await?;
-            if !matches!(report.status, RunStatus::Waiting | RunStatus::Done) {
-                return Ok(report);
-            }
-            // It paused or finished before it saw the cancel: cancel it here
-            // (found in review: the answer said "waiting" while the cancel
-            // stayed pending for a later answer to act on).
-            record = self.journal.run(run)?;
-        }
-        // Refused before anything changes if it cannot resume here.
-        self.resumable(&record)?;
-        // Journaled first: whoever continues the run (this host, or another
-        // after this one died) compensates it.
-        self.journal.request_cancel(run)?;
-        if record.status == RunStatus::Done {
-            // A finished run is reopened for its compensation, leased here
-            // at once.
-            let executing = self.executing_or_refuse(run)?;
-            let Some(epoch) = self.journal.reopen(run, &self.owner, self.lease)? else {
-                return Err(DurableError::Refused(format!(
-                    "run {run} is being cancelled by another request"
-                )));
-            };
-            return self
-                .continue_marked(run, true, executing, Some(epoch))
-                .await;
-        }
-        self.continue_run(run, true).await
-    }
-
-    /// Records the answer to a waiting async step, then continues the run.
-    pub async fn answer(
-        &self,
-        run: &str,
-        step: &str,
-        answer: Answer,
-    ) -> Result<RunReport, DurableError> {
-        // Taken first: an answer is recorded only for a run no one executes.
-        let executing = self.executing_or_refuse(run)?;
-        let record = self.journal.run(run)?;
-        if record.status.is_final() {
-            return Err(DurableError::Refused(format!(
-                "run {run} is {}: it waits for nothing",
-                record.status.as_str()
-            )));
-        }
-        let history = self.journal.history(run)?;
-        let waiting: Vec<String> = history.waiting_nodes();
-        let Some(call) = history
-            .call(step, Action::Invoke)
-            .filter(|c| c.waiting.is_some() && c.settled.is_none())
-        else {
-            let known = if history.call(step, Action::Invoke).is_some() {
-                format!("step '{step}' of run {run} is not waiting for an answer")
-            } else {
-                format!("run {run} has no step '{step}' that ran")
-            };
-            let hint = if waiting.is_empty() {
-                "no step of it is waiting".to_string()
-            } else {
-                format!("waiting: {}", waiting.join(", "))
-            };
-            return Err(DurableError::Refused(format!("{known} ({hint})")));
-        };
-        let Some(epoch) = self.journal.claim(run, &self.owner, self.lease)? else {
-            return Err(DurableError::Refused(format!(
-                "run {run} is being executed by another process"
-            )));
-        };
-        // `running` before the answer is recorded: a host that dies in
-        // between leaves a run the sweep resumes (it waits again for the
-        // answer), never a `waiting` run whose call already settled.
-        self.journal.set_status(run, epoch, RunStatus::Running)?;
-        let outcome = match answer {
-            Answer::Succeed(output) => CallRecord::Done {
-                output,
-                compensation: None,
-            },
-            Answer::Fail(error) => CallRecord::Failed { error, last: true },
-        };
-        let answer = RecordKind::Finished {
-            node: step.to_string(),
-            action: Action::Invoke,
-            attempt: call.attempts,
-            record: outcome,
-        };
-        let _cancelled = self
-            .journal
-            .append(run, epoch, &[(history.last_seq + 1, answer)])?;
-        self.continue_marked(run, false, executing, Some(epoch))
-            .await
-    }
-
     /// Marks `run` as executing here, unless it already is.
     fn mark_executing(&self, run: &str) -> Option<Executing> {
         let mut runs = self.executing.lock().unwrap_or_else(|e| e.into_inner());
@@ -933,93 +696,4 @@ impl Host {
     pub fn report(&self, run: &str) -> Result<RunReport, JournalError> {
         crate::journal::report_from_journal(self.journal.as_ref(), run)
     }
-}
-
-/// Where a host keeps its state: a SQLite file (the embedded default), or
-/// a PostgreSQL database shared by several hosts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateLocation {
-    /// The SQLite state file.
-    File(PathBuf),
-    /// A `postgres://` URL.
-    Postgres(String),
-}
-
-impl StateLocation {
-    /// `postgres://...` (or `postgresql://...`) names a database; anything
-    /// else a file.
-    pub fn parse(text: &str) -> StateLocation {
-        if crate::postgres::is_url(text) {
-            StateLocation::Postgres(text.to_string())
-        } else {
-            StateLocation::File(PathBuf::from(text))
-        }
-    }
-}
-
-impl std::fmt::Display for StateLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StateLocation::File(path) => write!(f, "{}", path.display()),
-            StateLocation::Postgres(url) => f.write_str(&crate::postgres::hide_password(url)),
-        }
-    }
-}
-
-/// The journal and the entity store of one state.
-pub type State = (Arc<dyn Journal>, Arc<EntityStore>);
-
-/// Opens the journal and the entities store at `location`: a state file
-/// (creating its folder), or a PostgreSQL database (migrating its schema).
-pub fn open_state(
-    location: &StateLocation,
-    durability: crate::journal::SyncMode,
-) -> Result<State, String> {
-    match location {
-        StateLocation::File(path) => open_state_file(path, durability),
-        StateLocation::Postgres(url) => {
-            let database = crate::postgres::Database::connect(url, durability)?;
-            Ok((
-                Arc::new(crate::journal::PgJournal::new(database.clone())),
-                Arc::new(EntityStore::postgres(database)),
-            ))
-        }
-    }
-}
-
-/// Opens the journal and the entities store of a state file, creating its folder.
-pub fn open_state_file(path: &Path, durability: crate::journal::SyncMode) -> Result<State, String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the state folder {}: {e}", dir.display()))?;
-    }
-    let journal = crate::journal::SqliteJournal::open(path, durability)
-        .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
-    let entities = EntityStore::open(path)
-        .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
-    Ok((Arc::new(journal), Arc::new(entities)))
-}
-
-/// A step failure given on the command line (`--error '{"kind": ..., "message": ...}'`).
-pub fn parse_answer_error(text: &str) -> Result<StepFailure, String> {
-    #[derive(serde::Deserialize)]
-    struct Given {
-        #[serde(default)]
-        kind: Option<FailureKind>,
-        message: String,
-        #[serde(default)]
-        compensation_data: Option<Box<serde_json::value::RawValue>>,
-    }
-    let given: Given = serde_json::from_str(text).map_err(|e| {
-        format!("the error is not {{\"kind\"?: \"...\", \"message\": \"...\"}}: {e}")
-    })?;
-    let mut failure =
-        StepFailure::new(given.kind.unwrap_or(FailureKind::Unknown), given.message).permanent();
-    // Checked by `Json::parse`, like every JSON that enters.
-    failure.compensation_data = given
-        .compensation_data
-        .map(|raw| Json::parse(raw.get().to_string()))
-        .transpose()
-        .map_err(|e| format!("the error's compensation_data: {e}"))?;
-    Ok(failure)
 }
