@@ -21,10 +21,41 @@ pub const MAX_DEPTH: usize = 100;
 pub struct Json(Arc<Inner>);
 
 struct Inner {
-    text: Box<RawValue>,
+    text: Text,
     value: OnceLock<Value>,
     cel: OnceLock<cel::Value>,
     shape: OnceLock<Vec<usize>>,
+}
+
+/// A document's text.
+enum Text {
+    /// Checked by serde_json when the document was made.
+    Checked(Box<RawValue>),
+    /// Put together by the host from checked documents (it is valid by
+    /// construction, so it is not parsed again); the form serde needs to
+    /// write it raw is made only if it is ever serialized.
+    Composed {
+        text: Box<str>,
+        raw: OnceLock<Box<RawValue>>,
+    },
+}
+
+impl Text {
+    fn get(&self) -> &str {
+        match self {
+            Text::Checked(raw) => raw.get(),
+            Text::Composed { text, .. } => text,
+        }
+    }
+
+    fn raw(&self) -> &RawValue {
+        match self {
+            Text::Checked(raw) => raw,
+            Text::Composed { text, raw } => raw.get_or_init(|| {
+                RawValue::from_string(text.to_string()).expect("composed of checked JSON")
+            }),
+        }
+    }
 }
 
 impl Json {
@@ -50,7 +81,7 @@ impl Json {
             }
         }
         Ok(Json(Arc::new(Inner {
-            text,
+            text: Text::Checked(text),
             value,
             cel: OnceLock::new(),
             shape: OnceLock::new(),
@@ -71,7 +102,7 @@ impl Json {
     pub fn from_value(value: Value) -> Json {
         let text = serde_json::value::to_raw_value(&value).expect("a JSON value serializes");
         Json(Arc::new(Inner {
-            text,
+            text: Text::Checked(text),
             value: OnceLock::from(value),
             cel: OnceLock::new(),
             shape: OnceLock::new(),
@@ -80,7 +111,9 @@ impl Json {
 
     /// The object `{"key": value, ...}` built from the values' texts,
     /// without parsing them (an event carrying a step's output costs a copy,
-    /// not a parse and a serialization).
+    /// not a parse and a serialization). It may nest one level deeper than
+    /// [`MAX_DEPTH`] (its values may each reach it); serde_json still reads
+    /// it.
     pub fn object(fields: &[(&str, &Json)]) -> Json {
         let size: usize = fields
             .iter()
@@ -97,7 +130,15 @@ impl Json {
             text.push_str(value.text());
         }
         text.push('}');
-        Json::parse(text).expect("keys are escaped and values are JSON")
+        Json(Arc::new(Inner {
+            text: Text::Composed {
+                text: text.into_boxed_str(),
+                raw: OnceLock::new(),
+            },
+            value: OnceLock::new(),
+            cel: OnceLock::new(),
+            shape: OnceLock::new(),
+        }))
     }
 
     /// A JSON string.
@@ -277,7 +318,7 @@ impl fmt::Display for Json {
 
 impl Serialize for Json {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.text.serialize(serializer)
+        self.0.text.raw().serialize(serializer)
     }
 }
 
@@ -317,6 +358,19 @@ mod tests {
             &serde_json::json!({"step": "a \"quoted\" step", "output": {"id": "b1", "tags": ["x"]}})
         );
         assert_eq!(Json::object(&[]).text(), "{}");
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"step":"a \"quoted\" step","output":{"id": "b1", "tags": ["x"]}}"#
+        );
+    }
+
+    #[test]
+    fn an_object_of_values_as_deep_as_allowed_is_still_read() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let output = Json::parse(deep).unwrap();
+        let event = Json::object(&[("output", &output)]);
+        assert!(event.value()["output"].is_array());
+        assert!(serde_json::to_string(&event).is_ok());
     }
 
     #[test]
