@@ -235,6 +235,10 @@ impl History {
 
     /// What happened to a call.
     pub fn call(&self, node: &str, action: Action) -> Option<&RecordedCall> {
+        // A fresh run (the common case) has no past: no key is built.
+        if self.calls.is_empty() {
+            return None;
+        }
         self.calls.get(&(node.to_string(), action))
     }
 
