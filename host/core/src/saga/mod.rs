@@ -7,6 +7,7 @@
 //! components. It may not touch manifests, WASM or storage.
 
 mod cancel;
+pub mod fixtures;
 mod plan;
 mod record;
 mod report;
