@@ -57,6 +57,12 @@ impl SqliteEntities {
     fn open_once(path: &Path) -> rusqlite::Result<SqliteEntities> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // As the journal does: one plan whatever the bound values (a list's
+        // `LIMIT ? OFFSET ?` would re-prepare its statement on every bind).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         // As the journal does: a new state file gives freed pages back.
         conn.pragma_update(None, "auto_vacuum", "incremental")?;
         conn.pragma_update(None, "journal_mode", "wal")?;
