@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust (idempotent; skips what is there):
-# the wasm32-wasip2 target; Debian's Chromium (the browser test) and clang +
-# wasi-libc (the C step); npm packages (playwright-core, the JavaScript
+# the wasm32-wasip2 target; Debian's Chromium (the browser test), clang +
+# wasi-libc (the C step) and valgrind (the instruction budget); npm packages (playwright-core, the JavaScript
 # SDK's componentizers); componentize-py (Python steps); schemathesis (the
 # OpenAPI contract test); wit-bindgen-cli
 # (the C step's bindings); a PostgreSQL server for the PostgreSQL tests, if
@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 > /dev/null
 
-echo "--- Debian packages: Chromium (the browser test), clang + wasi-libc (the C step)"
+echo "--- Debian packages: Chromium (the browser test), clang + wasi-libc (the C step), valgrind (the instruction budget)"
 need=""
+command -v valgrind > /dev/null || need="$need valgrind"
 [ -x /usr/bin/chromium ] || need="$need chromium"
 command -v clang > /dev/null || need="$need clang"
 command -v wasm-ld > /dev/null || need="$need lld"
