@@ -3,7 +3,9 @@
 //! run at a time and 100 in flight, spread over 1, 2 and 4 hosts (each a
 //! `Host` with its own connection pool), at `normal` and `full` durability.
 //! Before measuring it prints the commits (write transactions) each run
-//! makes on PostgreSQL.
+//! makes on PostgreSQL, and on SQLite per step with 100 runs in flight
+//! (with `full` each is a disk flush: group commit shares them between
+//! runs; `WASAGA_GROUP_COMMIT=0` measures without it).
 //!
 //!     cargo bench -p wasaga-host --bench postgres
 //!
@@ -18,7 +20,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use wasaga_host::capabilities::registry::load_options;
 use wasaga_host::durable::{Host, StateLocation};
-use wasaga_host::journal::SyncMode;
+use wasaga_host::journal::{SqliteJournal, SyncMode};
 use wasaga_host::json::Json;
 use wasaga_host::manifest;
 use wasaga_host::postgres::testing::TestSchema;
@@ -134,6 +136,39 @@ fn bench(c: &mut Criterion) {
         );
     });
 
+    // Commits per step on SQLite: one run at a time, and 100 in flight.
+    for sync in [SyncMode::Normal, SyncMode::Full] {
+        let file = StateLocation::File(dir.path().join(format!("commits-{sync:?}.db")));
+        let (host, workflow) = hosts(&file, sync, 1, &runtime, &manifest_path)
+            .pop()
+            .unwrap();
+        let host = Arc::new(host);
+        for in_flight in [1, 100] {
+            let batch = || async {
+                let runs: Vec<_> = (0..in_flight)
+                    .map(|_| {
+                        let (host, workflow) = (host.clone(), workflow.clone());
+                        tokio::spawn(async move {
+                            host.start(&workflow, &[], input(), false).await.unwrap()
+                        })
+                    })
+                    .collect();
+                for run in runs {
+                    assert_eq!(run.await.unwrap().report().status, RunStatus::Done);
+                }
+            };
+            rt.block_on(batch());
+            let before = SqliteJournal::commits();
+            const BATCHES: u64 = 5;
+            for _ in 0..BATCHES {
+                rt.block_on(batch());
+            }
+            let per_step = (SqliteJournal::commits() - before) as f64
+                / (BATCHES * in_flight as u64 * 10) as f64;
+            eprintln!("SQLite {sync:?}, {in_flight} in flight: {per_step:.3} commits per step");
+        }
+    }
+
     let mut group = c.benchmark_group("durable_sequential");
     group.throughput(Throughput::Elements(1));
     for (name, location, sync, samples) in [
@@ -158,6 +193,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for (name, location, sync, n) in [
         ("sqlite_normal_1host", &sqlite, SyncMode::Normal, 1),
+        ("sqlite_full_1host", &sqlite, SyncMode::Full, 1),
         ("postgres_normal_1host", &postgres, SyncMode::Normal, 1),
         ("postgres_normal_2hosts", &postgres, SyncMode::Normal, 2),
         ("postgres_normal_4hosts", &postgres, SyncMode::Normal, 4),

@@ -96,7 +96,7 @@ pub(super) fn report(id: &str, status: RunStatus) -> RunReport {
     }
 }
 
-fn started(node: &str) -> RecordKind {
+pub(super) fn started(node: &str) -> RecordKind {
     RecordKind::Started {
         node: node.into(),
         step: node.into(),

@@ -1,7 +1,8 @@
 //! The checkpoint gate and bell: every use of a state-file connection in
 //! this process holds the gate shared; the checkpointer holds it alone for
 //! the moment it restarts the write-ahead log, and is woken by the bell when
-//! a commit leaves the log past the restart size. It owns no SQL.
+//! a commit leaves the log past the restart size; and counts commits. It
+//! owns no SQL.
 //!
 //! A restarting checkpoint must find no writer between two transactions and
 //! no reader on an old snapshot; under sustained load SQLite's busy handler
@@ -28,6 +29,7 @@ pub fn watch(conn: &mut Connection, restart_at: u64) -> rusqlite::Result<()> {
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
     conn.wal_hook(Some(
         move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if pages.max(0) as u64 * page_size.max(512) as u64 > restart_at {
                 *BELL.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
                 BELL.1.notify_all();
@@ -35,6 +37,15 @@ pub fn watch(conn: &mut Connection, restart_at: u64) -> rusqlite::Result<()> {
             Ok(())
         },
     ))
+}
+
+/// Commits of watched connections in this process (each one a disk flush
+/// with `synchronous = FULL`).
+static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many commits watched connections of this process made so far.
+pub fn commits() -> u64 {
+    COMMITS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Waits until the bell rings or `timeout` passes; says whether it rang.
@@ -57,10 +68,15 @@ pub struct Gated<'a> {
 /// Takes `conn`, holding the gate shared while it is in use.
 pub fn lock(conn: &Mutex<Connection>) -> Gated<'_> {
     let gate = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-    Gated {
-        conn: conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
-        _gate: gate,
-    }
+    let conn = match conn.try_lock() {
+        Ok(conn) => conn,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        // In use by another thread: wait without idling a runtime worker.
+        Err(std::sync::TryLockError::WouldBlock) => super::group::off_the_worker(|| {
+            conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }),
+    };
+    Gated { conn, _gate: gate }
 }
 
 /// Holds the gate shared, with no connection (a checkpointer's passive turn).

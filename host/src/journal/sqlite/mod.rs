@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{
-    RunRecordRow, end_columns, from_text, json_text, kind_columns, sources_hash, storage,
-};
+use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
     RunRecord, now_ms, now_us,
@@ -23,7 +21,9 @@ use super::{
 use crate::saga::{RunReport, RunStatus};
 use rows::{record_from_row, run_from_row};
 
+mod append;
 mod gate;
+mod group;
 mod rows;
 pub mod schema;
 
@@ -43,6 +43,8 @@ pub enum SyncMode {
 /// The journal in a SQLite file.
 pub struct SqliteJournal {
     conn: Mutex<Connection>,
+    /// Appends and ends of concurrent runs, committed together.
+    appends: group::Group<append::Write>,
     /// Manifest snapshots this process already stored (by hash).
     stored: Mutex<std::collections::HashSet<String>>,
     /// Tells the checkpointer thread to stop when the journal goes.
@@ -240,10 +242,18 @@ impl SqliteJournal {
             schema::migrate(&mut conn)?;
             Ok(SqliteJournal {
                 conn: Mutex::new(conn),
+                appends: group::Group::default(),
                 stored: Mutex::default(),
                 _checkpointer: None,
             })
         })
+    }
+
+    /// How many commits this process's state-file journals made so far
+    /// (each a disk flush with `full` durability): what the benchmarks
+    /// report per step.
+    pub fn commits() -> u64 {
+        gate::commits()
     }
 
     fn conn(&self) -> gate::Gated<'_> {
@@ -322,49 +332,7 @@ impl Journal for SqliteJournal {
         epoch: u64,
         records: &[(u64, RecordKind)],
     ) -> Result<bool, JournalError> {
-        run_sql(|| {
-            let conn = self.conn();
-            // IMMEDIATE: a read-then-write transaction would get "busy" at once
-            // (no waiting) if another connection wrote in between. BEGIN and
-            // COMMIT are cached statements: this runs once per step.
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            let written = (|| -> Result<bool, Sql> {
-                // The fence: read under the write lock, so no claim can
-                // come between it and the records.
-                let (cancel, held): (bool, i64) = conn
-                    .prepare_cached("SELECT cancel_requested, lease_epoch FROM runs WHERE id = ?1")?
-                    .query_row(params![run], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?
-                    .ok_or_else(|| JournalError::UnknownRun(run.to_string()))?;
-                if held != epoch as i64 {
-                    return Err(JournalError::LeaseLost(run.to_string()).into());
-                }
-                let mut insert = conn.prepare_cached(
-                "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-                let at = now_us();
-                for (seq, kind) in records {
-                    let (kind_name, node, action, attempt, body) = kind_columns(kind)?;
-                    insert.execute(params![
-                        run,
-                        *seq as i64,
-                        at,
-                        kind_name,
-                        node,
-                        action,
-                        attempt,
-                        body
-                    ])?;
-                }
-                conn.prepare_cached("COMMIT")?.execute([])?;
-                Ok(cancel)
-            })();
-            if written.is_err() && !conn.is_autocommit() {
-                // Nothing of a failed append stays.
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            written
-        })
+        self.append_grouped(run, epoch, records)
     }
 
     fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError> {
@@ -422,17 +390,18 @@ impl Journal for SqliteJournal {
     }
 
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
-        run_sql(|| {
-            let now = now_ms();
-            let (finished_at, output, error, errors) = end_columns(report, now)?;
-            let changed = self.conn()
-            .prepare_cached(
-                "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,
-                 finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_epoch = ?9",
-            )?
-            .execute(params![run, report.status.as_str(), report.partial, output, error, errors, now, finished_at, epoch as i64])?;
-            self.fenced(run, changed)
-        })
+        let now = now_ms();
+        let (finished_at, output, error, errors) = end_columns(report, now)?;
+        let end = append::End {
+            status: report.status.as_str(),
+            partial: report.partial,
+            finished_at,
+            output,
+            error,
+            errors,
+            now,
+        };
+        self.finish_grouped(run, epoch, end)
     }
 
     fn run(&self, run: &str) -> Result<RunRecord, JournalError> {

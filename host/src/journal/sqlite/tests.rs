@@ -219,3 +219,60 @@ fn a_state_file_from_before_versioning_is_migrated_in_place() {
         .unwrap();
     assert_eq!(version, schema::VERSION);
 }
+
+/// Appends of concurrent runs share commits (group commit) and stay apart:
+/// eight threads append to eight runs of one state file at once, one of
+/// which another host took over meanwhile; every other run has all its
+/// records, in order, and the taken run none after the take-over.
+#[test]
+fn concurrent_appends_are_committed_together_and_a_fenced_one_writes_nothing() {
+    use crate::journal::tests::started;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(SqliteJournal::open(&dir.path().join("s.db"), SyncMode::Normal).unwrap());
+    let lease = Duration::from_secs(60);
+    let runs: Vec<String> = (0..8).map(|i| format!("run-{i}")).collect();
+    for run in &runs {
+        journal
+            .begin(&new_run(run, run), &Owner::current(), lease)
+            .unwrap();
+    }
+    // Another host claims run-0 (as after an expired lease): epoch 2.
+    let other = Owner::from_id("other-host:1:x");
+    journal
+        .conn()
+        .execute("UPDATE runs SET lease_until = 0 WHERE id = 'run-0'", [])
+        .unwrap();
+    assert_eq!(journal.claim("run-0", &other, lease).unwrap(), Some(2));
+    let barrier = Arc::new(std::sync::Barrier::new(runs.len()));
+    let threads: Vec<_> = runs
+        .iter()
+        .cloned()
+        .map(|run| {
+            let (journal, barrier) = (journal.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (1..=100u64)
+                    .map(|seq| journal.append(&run, 1, &[(seq, started(&format!("n{seq}")))]))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (run, thread) in runs.iter().zip(threads) {
+        let results = thread.join().unwrap();
+        let records = journal.records(run).unwrap();
+        if run == "run-0" {
+            assert!(
+                results
+                    .iter()
+                    .all(|r| matches!(r, Err(JournalError::LeaseLost(_))))
+            );
+            assert!(records.is_empty(), "{run}: {} records", records.len());
+        } else {
+            assert!(results.iter().all(|r| matches!(r, Ok(false))), "{run}");
+            let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "{run}");
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The group-committed writes of a running run: its records as rows, the
+//! fenced write of one run's records or of its end, and the commit of a
+//! batch of concurrent runs' writes in one transaction (the queue itself is
+//! `group.rs`).
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::super::rows::kind_columns;
+use super::{JournalError, RecordKind, Sql, SqliteJournal, group, now_us};
+
+impl SqliteJournal {
+    /// Appends `records` of `run`, committed with whatever other runs
+    /// append meanwhile.
+    pub(super) fn append_grouped(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> Result<bool, JournalError> {
+        let rows = records
+            .iter()
+            .map(|(seq, kind)| {
+                let (kind, node, action, attempt, body) = kind_columns(kind)?;
+                Ok(RecordRow {
+                    seq: *seq as i64,
+                    kind,
+                    node: node.map(str::to_string),
+                    action,
+                    attempt,
+                    body,
+                })
+            })
+            .collect::<Result<Vec<_>, JournalError>>()?;
+        self.write_grouped(Write::Records {
+            run: run.to_string(),
+            epoch,
+            rows,
+        })
+    }
+
+    /// Records how `run` ended (or paused) and releases its lease,
+    /// committed with whatever other runs write meanwhile.
+    pub(super) fn finish_grouped(
+        &self,
+        run: &str,
+        epoch: u64,
+        end: End,
+    ) -> Result<(), JournalError> {
+        self.write_grouped(Write::End {
+            run: run.to_string(),
+            epoch,
+            end,
+        })
+        .map(|_| ())
+    }
+
+    fn write_grouped(&self, write: Write) -> Result<bool, JournalError> {
+        if !group::enabled() {
+            let alone = Arc::new(group::Pending::new(write));
+            self.commit_appends(std::slice::from_ref(&alone));
+            return alone.outcome();
+        }
+        self.appends
+            .submit(write, |batch| self.commit_appends(batch))
+    }
+
+    /// Commits a batch of appends (of concurrent runs) in one transaction;
+    /// each is fenced on its own run's epoch, and one refused or failed
+    /// append (rolled back to its savepoint) leaves the others written.
+    fn commit_appends(&self, batch: &[Arc<group::Pending<Write>>]) {
+        let conn = self.conn();
+        // Alone, an append needs no savepoint: the transaction is its own.
+        let alone = batch.len() == 1;
+        let committed = (|| -> Result<Vec<Result<bool, Sql>>, Sql> {
+            // IMMEDIATE: a read-then-write transaction would get "busy" at
+            // once (no waiting) if another connection wrote in between.
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let at = now_us();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for pending in batch {
+                if alone {
+                    outcomes.push(write_append(&conn, &pending.work, at));
+                    continue;
+                }
+                conn.prepare_cached("SAVEPOINT append")?.execute([])?;
+                let outcome = write_append(&conn, &pending.work, at);
+                if outcome.is_err() {
+                    conn.prepare_cached("ROLLBACK TO append")?.execute([])?;
+                }
+                conn.prepare_cached("RELEASE append")?.execute([])?;
+                outcomes.push(outcome);
+            }
+            if alone && outcomes[0].is_err() {
+                conn.prepare_cached("ROLLBACK")?.execute([])?;
+            } else {
+                conn.prepare_cached("COMMIT")?.execute([])?;
+            }
+            Ok(outcomes)
+        })();
+        match committed {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.iter().zip(outcomes) {
+                    pending.settle(outcome.map_err(JournalError::from));
+                }
+            }
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    // Nothing of a failed commit stays.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                let message = JournalError::from(e).to_string();
+                for pending in batch {
+                    pending.settle(Err(JournalError::Storage(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One run's write, queued for a group commit: records, or the run's end.
+pub(super) enum Write {
+    Records {
+        run: String,
+        epoch: u64,
+        rows: Vec<RecordRow>,
+    },
+    End {
+        run: String,
+        epoch: u64,
+        end: End,
+    },
+}
+
+/// The columns a run's end sets (see `rows::end_columns`).
+pub(super) struct End {
+    pub status: &'static str,
+    pub partial: bool,
+    pub finished_at: Option<i64>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub errors: Option<String>,
+    pub now: i64,
+}
+
+/// A record's columns, owned (the append waits in a queue).
+pub(super) struct RecordRow {
+    seq: i64,
+    kind: &'static str,
+    node: Option<String>,
+    action: Option<&'static str>,
+    attempt: Option<u32>,
+    body: String,
+}
+
+/// Writes one run's write inside the open transaction; for records,
+/// whether a cancel was requested.
+fn write_append(conn: &Connection, write: &Write, at: i64) -> Result<bool, Sql> {
+    match write {
+        Write::Records { run, epoch, rows } => write_records(conn, run, *epoch, rows, at),
+        Write::End { run, epoch, end } => write_end(conn, run, *epoch, end).map(|()| false),
+    }
+}
+
+/// The run's end, fenced on its epoch in the same statement.
+fn write_end(conn: &Connection, run: &str, epoch: u64, end: &End) -> Result<(), Sql> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,
+             finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_epoch = ?9",
+        )?
+        .execute(params![
+            run,
+            end.status,
+            end.partial,
+            end.output,
+            end.error,
+            end.errors,
+            end.now,
+            end.finished_at,
+            epoch as i64
+        ])?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
+        .exists(params![run])?;
+    Err(if exists {
+        JournalError::LeaseLost(run.to_string())
+    } else {
+        JournalError::UnknownRun(run.to_string())
+    }
+    .into())
+}
+
+/// The fence, read under the write lock (no claim can come between it and
+/// the records), then the records; whether a cancel was requested.
+fn write_records(
+    conn: &Connection,
+    run: &str,
+    epoch: u64,
+    rows: &[RecordRow],
+    at: i64,
+) -> Result<bool, Sql> {
+    let (cancel, held): (bool, i64) = conn
+        .prepare_cached("SELECT cancel_requested, lease_epoch FROM runs WHERE id = ?1")?
+        .query_row(params![run], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .ok_or_else(|| JournalError::UnknownRun(run.to_string()))?;
+    if held != epoch as i64 {
+        return Err(JournalError::LeaseLost(run.to_string()).into());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO records (run, seq, at, kind, node, action, attempt, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for row in rows {
+        insert.execute(params![
+            run,
+            row.seq,
+            at,
+            row.kind,
+            row.node,
+            row.action,
+            row.attempt,
+            row.body
+        ])?;
+    }
+    Ok(cancel)
+}

@@ -1,0 +1,231 @@
+//! Group commit: appends that arrive while another thread is committing wait,
+//! and the next commit takes all of them, so that concurrent runs share one
+//! transaction (its WAL frames, and with `full` its fsync) instead of
+//! queueing for one each. It owns the queue and who commits; what an append
+//! writes, and the SQL, are the journal's.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::JournalError;
+
+/// What a committed append answers: whether a cancel was requested.
+pub type Outcome = Result<bool, JournalError>;
+
+/// Appends waiting for a commit, and whether one is being made.
+pub struct Group<T> {
+    state: Mutex<State<T>>,
+    settled: Condvar,
+}
+
+struct State<T> {
+    queue: Vec<Arc<Pending<T>>>,
+    committing: bool,
+}
+
+/// One append in a batch: its work, and where its outcome goes.
+pub struct Pending<T> {
+    /// What to write.
+    pub work: T,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+impl<T> Pending<T> {
+    /// An append not yet settled.
+    pub fn new(work: T) -> Pending<T> {
+        Pending {
+            work,
+            outcome: Mutex::new(None),
+        }
+    }
+
+    /// Its outcome, once settled (an unsettled one is a storage error).
+    pub fn outcome(&self) -> Outcome {
+        self.take().unwrap_or_else(|| {
+            Err(JournalError::Storage(
+                "the commit of this append did not finish".into(),
+            ))
+        })
+    }
+
+    /// Gives this append its outcome.
+    pub fn settle(&self, outcome: Outcome) {
+        *lock(&self.outcome) = Some(outcome);
+    }
+
+    fn take(&self) -> Option<Outcome> {
+        lock(&self.outcome).take()
+    }
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Group<T> {
+        Group {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                committing: false,
+            }),
+            settled: Condvar::new(),
+        }
+    }
+}
+
+impl<T> Group<T> {
+    /// Queues `work` and waits for its outcome. If no commit is under way,
+    /// this thread makes one with `commit`, for everything queued; `commit`
+    /// settles every append of the batch it is given.
+    pub fn submit(&self, work: T, commit: impl Fn(&[Arc<Pending<T>>])) -> Outcome {
+        let pending = Arc::new(Pending::new(work));
+        let mut state = lock(&self.state);
+        state.queue.push(pending.clone());
+        loop {
+            if let Some(outcome) = pending.take() {
+                return outcome;
+            }
+            if state.committing {
+                state = off_the_worker(|| {
+                    self.settled
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                });
+                continue;
+            }
+            state.committing = true;
+            let batch = std::mem::take(&mut state.queue);
+            drop(state);
+            {
+                // Even if `commit` panics, the batch is settled and the
+                // next waiter may commit.
+                let _done = Done {
+                    group: self,
+                    batch: &batch,
+                };
+                commit(&batch);
+            }
+            state = lock(&self.state);
+        }
+    }
+}
+
+/// Ends a commit: settles what it left unsettled, and wakes the waiters.
+struct Done<'a, T> {
+    group: &'a Group<T>,
+    batch: &'a [Arc<Pending<T>>],
+}
+
+impl<T> Drop for Done<'_, T> {
+    fn drop(&mut self) {
+        for pending in self.batch {
+            let mut outcome = lock(&pending.outcome);
+            if outcome.is_none() {
+                *outcome = Some(Err(JournalError::Storage(
+                    "the commit of this append did not finish".into(),
+                )));
+            }
+        }
+        lock(&self.group.state).committing = false;
+        self.group.settled.notify_all();
+    }
+}
+
+/// Whether appends are group-committed and waits leave the worker: yes,
+/// unless `WASAGA_GROUP_COMMIT=0` (each append then commits on its own and
+/// waits block the worker: the benchmarks' baseline).
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var("WASAGA_GROUP_COMMIT").map_or(true, |v| v != "0")
+    });
+    *ENABLED
+}
+
+/// Runs `wait` (a wait for another thread) so that, on a worker of tokio's
+/// multi-thread runtime, the worker's other tasks go on meanwhile on another
+/// thread: otherwise a run waiting for a commit idles a core that other
+/// runs could use, and fewer appends join the next commit.
+pub fn off_the_worker<R>(wait: impl FnOnce() -> R) -> R {
+    let on_worker = enabled()
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn concurrent_appends_share_commits_and_each_gets_its_own_outcome() {
+        let group = Arc::new(Group::<usize>::default());
+        let commits = Arc::new(AtomicUsize::new(0));
+        let threads = 8;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (group, commits, barrier) = (group.clone(), commits.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut results = Vec::new();
+                    for round in 0..50 {
+                        let work = i * 1000 + round;
+                        results.push(group.submit(work, |batch| {
+                            commits.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            for pending in batch {
+                                // Odd work fails, even succeeds: outcomes stay apart.
+                                pending.settle(if pending.work % 2 == 0 {
+                                    Ok(pending.work % 4 == 0)
+                                } else {
+                                    Err(JournalError::LeaseLost(pending.work.to_string()))
+                                });
+                            }
+                        }));
+                    }
+                    (i, results)
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (i, results) = handle.join().unwrap();
+            for (round, result) in results.into_iter().enumerate() {
+                let work = i * 1000 + round;
+                match result {
+                    Ok(cancel) => assert!(work % 2 == 0 && cancel == (work % 4 == 0)),
+                    Err(JournalError::LeaseLost(w)) => assert_eq!(w, work.to_string()),
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }
+        let commits = commits.load(Ordering::SeqCst);
+        assert!(
+            commits < threads * 50,
+            "{commits} commits for {} appends: none was shared",
+            threads * 50
+        );
+    }
+
+    #[test]
+    fn a_commit_that_panics_fails_its_batch_and_the_next_one_goes_on() {
+        let group = Group::<u32>::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.submit(1, |_| panic!("the commit broke"))
+        }));
+        assert!(panicked.is_err());
+        let outcome = group.submit(2, |batch| {
+            for pending in batch {
+                pending.settle(Ok(true));
+            }
+        });
+        assert!(outcome.unwrap());
+    }
+}
