@@ -62,8 +62,15 @@ impl SqliteJournal {
             self.commit_appends(std::slice::from_ref(&alone));
             return alone.outcome();
         }
-        self.appends
-            .submit(write, |batch| self.commit_appends(batch))
+        self.appends.submit(write, |batch| {
+            if self.flushes {
+                // A commit that waits for the disk leaves the worker to
+                // other runs meanwhile (they queue for the next commit).
+                group::off_the_worker(|| self.commit_appends(batch))
+            } else {
+                self.commit_appends(batch)
+            }
+        })
     }
 
     /// Commits a batch of appends (of concurrent runs) in one transaction;
@@ -71,31 +78,56 @@ impl SqliteJournal {
     /// append (rolled back to its savepoint) leaves the others written.
     fn commit_appends(&self, batch: &[Arc<group::Pending<Write>>]) {
         let conn = self.conn();
-        // Alone, an append needs no savepoint: the transaction is its own.
+        // Alone, a write needs no savepoint: the transaction is its own.
         let alone = batch.len() == 1;
         let committed = (|| -> Result<Vec<Result<bool, Sql>>, Sql> {
             // IMMEDIATE: a read-then-write transaction would get "busy" at
             // once (no waiting) if another connection wrote in between.
             conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            // Whatever happens next (an error, a panic), no transaction is
+            // left open on the connection for a later statement to join.
+            let _open = OpenTransaction(&conn);
             let at = now_us();
             let mut outcomes = Vec::with_capacity(batch.len());
             for pending in batch {
-                if alone {
-                    outcomes.push(write_append(&conn, &pending.work, at));
-                    continue;
+                if !alone {
+                    conn.prepare_cached("SAVEPOINT append")?.execute([])?;
                 }
-                conn.prepare_cached("SAVEPOINT append")?.execute([])?;
                 let outcome = write_append(&conn, &pending.work, at);
-                if outcome.is_err() {
-                    conn.prepare_cached("ROLLBACK TO append")?.execute([])?;
+                if let Err(e) = &outcome
+                    && conn.is_autocommit()
+                {
+                    // SQLite rolled the whole transaction back (a full disk,
+                    // an I/O error): every write of the batch failed, with
+                    // this error.
+                    return Err(Sql::Journal(JournalError::Storage(describe(e))));
                 }
-                conn.prepare_cached("RELEASE append")?.execute([])?;
+                if !alone {
+                    if outcome.is_err() {
+                        conn.prepare_cached("ROLLBACK TO append")?.execute([])?;
+                    }
+                    conn.prepare_cached("RELEASE append")?.execute([])?;
+                }
                 outcomes.push(outcome);
             }
             if alone && outcomes[0].is_err() {
                 conn.prepare_cached("ROLLBACK")?.execute([])?;
-            } else {
-                conn.prepare_cached("COMMIT")?.execute([])?;
+                return Ok(outcomes);
+            }
+            if let Err(e) = conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut c| c.execute([]))
+            {
+                // What was refused stays refused (a lost lease says so);
+                // what was to be written was not.
+                let message = e.to_string();
+                return Ok(outcomes
+                    .into_iter()
+                    .map(|outcome| {
+                        outcome
+                            .and_then(|_| Err(Sql::Journal(JournalError::Storage(message.clone()))))
+                    })
+                    .collect());
             }
             Ok(outcomes)
         })();
@@ -106,16 +138,32 @@ impl SqliteJournal {
                 }
             }
             Err(e) => {
-                if !conn.is_autocommit() {
-                    // Nothing of a failed commit stays.
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                let message = JournalError::from(e).to_string();
+                let message = describe(&e);
                 for pending in batch {
                     pending.settle(Err(JournalError::Storage(message.clone())));
                 }
             }
         }
+    }
+}
+
+/// Rolls back, when dropped, a transaction still open on the connection.
+struct OpenTransaction<'a>(&'a Connection);
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// A failure's words, to be wrapped in `JournalError::Storage` again.
+fn describe(e: &Sql) -> String {
+    match e {
+        Sql::Sqlite(e) => e.to_string(),
+        Sql::Journal(JournalError::Storage(message)) => message.clone(),
+        Sql::Journal(e) => e.to_string(),
     }
 }
 

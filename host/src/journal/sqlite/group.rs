@@ -11,6 +11,9 @@ use super::JournalError;
 /// What a committed append answers: whether a cancel was requested.
 pub type Outcome = Result<bool, JournalError>;
 
+/// The most writes one transaction takes.
+const MAX_BATCH: usize = 256;
+
 /// Appends waiting for a commit, and whether one is being made.
 pub struct Group<T> {
     state: Mutex<State<T>>,
@@ -55,6 +58,10 @@ impl<T> Pending<T> {
     fn take(&self) -> Option<Outcome> {
         lock(&self.outcome).take()
     }
+
+    fn is_settled(&self) -> bool {
+        lock(&self.outcome).is_some()
+    }
 }
 
 impl<T> Default for Group<T> {
@@ -82,15 +89,25 @@ impl<T> Group<T> {
                 return outcome;
             }
             if state.committing {
+                // One hand-off of the worker for the whole wait, however
+                // many commits it takes (a waiter is woken by each).
                 state = off_the_worker(|| {
-                    self.settled
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    let mut state = state;
+                    while state.committing && !pending.is_settled() {
+                        state = self
+                            .settled
+                            .wait(state)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    }
+                    state
                 });
                 continue;
             }
             state.committing = true;
-            let batch = std::mem::take(&mut state.queue);
+            // A bounded transaction: the rest waits for the next one.
+            let take = state.queue.len().min(MAX_BATCH);
+            let rest = state.queue.split_off(take);
+            let batch = std::mem::replace(&mut state.queue, rest);
             drop(state);
             {
                 // Even if `commit` panics, the batch is settled and the

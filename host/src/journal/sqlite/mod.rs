@@ -45,6 +45,8 @@ pub struct SqliteJournal {
     conn: Mutex<Connection>,
     /// Appends and ends of concurrent runs, committed together.
     appends: group::Group<append::Write>,
+    /// Whether each commit waits for the disk (`full`).
+    flushes: bool,
     /// Manifest snapshots this process already stored (by hash).
     stored: Mutex<std::collections::HashSet<String>>,
     /// Tells the checkpointer thread to stop when the journal goes.
@@ -227,6 +229,7 @@ impl SqliteJournal {
             let mut conn = conn;
             gate::watch(&mut conn, RESTART_AT)?;
             let mut journal = Self::init(conn)?;
+            journal.flushes = sync == SyncMode::Full;
             journal._checkpointer = Checkpointer::start(path);
             Ok(journal)
         })
@@ -239,10 +242,13 @@ impl SqliteJournal {
 
     fn init(mut conn: Connection) -> Result<SqliteJournal, JournalError> {
         run_sql(|| {
+            // Every statement of the journal stays prepared (there are ~20).
+            conn.set_prepared_statement_cache_capacity(48);
             schema::migrate(&mut conn)?;
             Ok(SqliteJournal {
                 conn: Mutex::new(conn),
                 appends: group::Group::default(),
+                flushes: false,
                 stored: Mutex::default(),
                 _checkpointer: None,
             })
