@@ -5,6 +5,9 @@
 //! The baseline, measured in the same run, is the same workflow with native
 //! Rust closures as steps: the ratio is the cost of sandboxing.
 //!
+//! `call` times one call alone: the payload guest, its native twin, and
+//! the sandbox's floor (a fresh instance of a guest that returns at once).
+//!
 //!     cargo bench -p wasaga-host --bench workflow
 
 use std::path::{Path, PathBuf};
@@ -178,16 +181,37 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     // One call of one step, without the orchestrator: the price of a fresh
-    // sandbox (store, instantiation, the guest's work) against a native call.
+    // sandbox (store, instantiation, the guest's work) against a native
+    // call, and the floor: the same fresh sandbox for a guest whose invoke
+    // returns at once (the probe with `raw-output`, same engine), given
+    // the same ~1 KB input a mid-flow step gets.
     let single = current_thread();
-    let payload_input = Json::from_value(json!({"id": 7, "seq": 0}));
-    let call = step_call(&ok.workflow().steps[0].policy.config);
+    let floor_manifest = dir.path().join("floor.toml");
+    std::fs::write(
+        &floor_manifest,
+        format!(
+            "[workflow]\nname = \"floor\"\n\n[steps.floor]\ncomponent = \"{}\"\nconfig = {{ raw-output = \"null\" }}\n\n[[flow]]\nrun = \"floor\"\n",
+            common::guest("probe").display()
+        ),
+    )
+    .unwrap();
+    let floor = wasm_saga(&runtime, &floor_manifest);
+    let mid_flow_input = rt.block_on(ok.run(input())).output.unwrap();
     let mut group = c.benchmark_group("call");
     group.throughput(Throughput::Elements(1));
-    for (name, saga) in [("wasm_invoke", &ok), ("native_invoke", &native_ok)] {
+    for (name, saga) in [
+        ("wasm_invoke", &ok),
+        ("native_invoke", &native_ok),
+        ("floor_invoke", &floor),
+    ] {
         let step = saga.step(0);
+        let call = step_call(&saga.workflow().steps[0].policy.config);
         group.bench_function(name, |b| {
-            b.iter(|| single.block_on(step.invoke(&payload_input, &call)).unwrap())
+            b.iter(|| {
+                single
+                    .block_on(step.invoke(&mid_flow_input, &call))
+                    .unwrap()
+            })
         });
     }
     group.finish();
