@@ -340,12 +340,14 @@ impl Host {
     ) -> Result<Started, DurableError> {
         match begun {
             Begun::Fresh(run, executing, epoch) => {
+                let (base, recorder) =
+                    self.durability(&run, crate::saga::History::default(), 0, epoch);
                 let durability = Durability {
                     detach_background,
                     interrupt: executing.signal.clone(),
-                    ..self.durability(&run, crate::saga::History::default(), 0, epoch)
+                    ..base
                 };
-                let ran = self.execute(workflow, request, durability, epoch).await;
+                let ran = self.execute(workflow, request, durability, &recorder).await;
                 drop(executing);
                 match ran {
                     // Another host took it over (this one was paused or cut
@@ -372,35 +374,41 @@ impl Host {
         }
     }
 
+    /// How a run executed here is recorded: its recorder (kept by the host,
+    /// which writes the run's end with the last records), in a
+    /// `Durability` for the orchestrator.
     fn durability(
         &self,
         run: &str,
         history: crate::saga::History,
         elapsed_ms: i64,
         epoch: u64,
-    ) -> Durability {
-        Durability {
-            recorder: Arc::new(
-                JournalRecorder::new(
-                    self.journal.clone(),
-                    run,
-                    epoch,
-                    history.last_seq,
-                    self.crash.clone(),
-                )
-                .kept(LeaseKeeper {
-                    owner: self.owner.clone(),
-                    lease: self.lease,
-                    valid_until: self.valid_until.clone(),
-                })
-                .observed(self.observer.clone()),
-            ),
+    ) -> (Durability, Arc<JournalRecorder>) {
+        let recorder = Arc::new(
+            JournalRecorder::new(
+                self.journal.clone(),
+                run,
+                epoch,
+                history.last_seq,
+                self.crash.clone(),
+            )
+            .kept(LeaseKeeper {
+                owner: self.owner.clone(),
+                lease: self.lease,
+                valid_until: self.valid_until.clone(),
+            })
+            .observed(self.observer.clone()),
+        );
+        let durability = Durability {
+            recorder: recorder.clone(),
             history,
             elapsed: Duration::from_millis(elapsed_ms.max(0) as u64),
             detach_background: false,
             cancel: false,
             interrupt: CancelSignal::default(),
-        }
+            end_writes_last_records: true,
+        };
+        (durability, recorder)
     }
 
     /// Runs (or resumes) a leased run to its end or pause, records how it
@@ -410,11 +418,12 @@ impl Host {
         workflow: &LoadedWorkflow,
         request: RunRequest,
         durability: Durability,
-        epoch: u64,
+        recorder: &JournalRecorder,
     ) -> Result<RunReport, DurableError> {
         let run_id = request.run_id.clone();
         let report = workflow.saga.run_durably(request, durability).await;
-        self.journal.finish(&run_id, epoch, &report)?;
+        // The last call's end and the run's end: one commit.
+        recorder.finish_run(&report)?;
         if let Some(observer) = &self.observer {
             observer.status(&run_id, report.status);
         }
@@ -574,12 +583,13 @@ impl Host {
                 .set_components(run, epoch, &workflow.components)?;
             history = self.journal.history(run)?;
         }
+        let (base, recorder) = self.durability(run, history, now_ms() - record.created_at, epoch);
         let durability = Durability {
             cancel,
             interrupt: executing.signal.clone(),
-            ..self.durability(run, history, now_ms() - record.created_at, epoch)
+            ..base
         };
-        self.execute(&workflow, Self::request_of(&record), durability, epoch)
+        self.execute(&workflow, Self::request_of(&record), durability, &recorder)
             .await?;
         Ok(self.report(run)?)
     }

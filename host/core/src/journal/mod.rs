@@ -321,6 +321,21 @@ pub trait Journal: Send + Sync {
     ) -> Result<(), JournalError>;
     /// Records how a run ended (or paused) and releases its lease.
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError>;
+    /// Appends a run's last `records` and records its end: in one
+    /// transaction where the backend can (the SQLite journal), so that a
+    /// run's end costs one commit, not two; else one after the other.
+    fn finish_with(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        report: &RunReport,
+    ) -> Result<(), JournalError> {
+        if !records.is_empty() {
+            self.append(run, epoch, records)?;
+        }
+        self.finish(run, epoch, report)
+    }
     /// Reopens a `done` run for its compensation (a cancel after the end):
     /// its status becomes `compensating`, leased to `owner` in the same
     /// statement (so no sweep takes it in between); the new epoch, or

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::{Journal, JournalError, Observer, RecordKind};
 use crate::saga::{
     Action, CallRecord, CallStart, Event, Fence, OutboundRequest, RecordError, Recorder, RunError,
-    RunStatus,
+    RunReport, RunStatus,
 };
 
 /// Records one run's transitions in a journal.
@@ -116,6 +116,36 @@ impl JournalRecorder {
         }
         pending.records.clear();
         Ok(cancel)
+    }
+}
+
+impl JournalRecorder {
+    /// Records the run's end with the records still held back, in one
+    /// transaction where the journal can (for a run started with
+    /// `Durability::end_writes_last_records`).
+    pub fn finish_run(&self, report: &RunReport) -> Result<(), JournalError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lost() {
+            return Err(JournalError::LeaseLost(self.run.clone()));
+        }
+        if let Err(e) = self.check_lease() {
+            return Err(match e {
+                RecordError::LeaseLost(_) => JournalError::LeaseLost(self.run.clone()),
+                other => JournalError::Storage(other.to_string()),
+            });
+        }
+        let finished = self
+            .journal
+            .finish_with(&self.run, self.epoch, &pending.records, report);
+        if let Err(e) = finished {
+            self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
+        if let Some(observer) = &self.observer {
+            observer.committed(&self.run, &pending.records);
+        }
+        pending.records.clear();
+        Ok(())
     }
 }
 

@@ -19,38 +19,27 @@ impl SqliteJournal {
         epoch: u64,
         records: &[(u64, RecordKind)],
     ) -> Result<bool, JournalError> {
-        let rows = records
-            .iter()
-            .map(|(seq, kind)| {
-                let (kind, node, action, attempt, body) = kind_columns(kind)?;
-                Ok(RecordRow {
-                    seq: *seq as i64,
-                    kind,
-                    node: node.map(str::to_string),
-                    action,
-                    attempt,
-                    body,
-                })
-            })
-            .collect::<Result<Vec<_>, JournalError>>()?;
         self.write_grouped(Write::Records {
             run: run.to_string(),
             epoch,
-            rows,
+            rows: rows_of(records)?,
         })
     }
 
-    /// Records how `run` ended (or paused) and releases its lease,
-    /// committed with whatever other runs write meanwhile.
+    /// Appends `run`'s last `records` and records how it ended (or paused),
+    /// releasing its lease: one write, committed with whatever other runs
+    /// write meanwhile.
     pub(super) fn finish_grouped(
         &self,
         run: &str,
         epoch: u64,
+        records: &[(u64, RecordKind)],
         end: End,
     ) -> Result<(), JournalError> {
         self.write_grouped(Write::End {
             run: run.to_string(),
             epoch,
+            rows: rows_of(records)?,
             end,
         })
         .map(|_| ())
@@ -147,6 +136,24 @@ impl SqliteJournal {
     }
 }
 
+/// Records as rows, owned (the write waits in a queue).
+fn rows_of(records: &[(u64, RecordKind)]) -> Result<Vec<RecordRow>, JournalError> {
+    records
+        .iter()
+        .map(|(seq, kind)| {
+            let (kind, node, action, attempt, body) = kind_columns(kind)?;
+            Ok(RecordRow {
+                seq: *seq as i64,
+                kind,
+                node: node.map(str::to_string),
+                action,
+                attempt,
+                body,
+            })
+        })
+        .collect()
+}
+
 /// Rolls back, when dropped, a transaction still open on the connection.
 struct OpenTransaction<'a>(&'a Connection);
 
@@ -174,9 +181,11 @@ pub(super) enum Write {
         epoch: u64,
         rows: Vec<RecordRow>,
     },
+    /// The run's last records (maybe none), then its end.
     End {
         run: String,
         epoch: u64,
+        rows: Vec<RecordRow>,
         end: End,
     },
 }
@@ -207,7 +216,17 @@ pub(super) struct RecordRow {
 fn write_append(conn: &Connection, write: &Write, at: i64) -> Result<bool, Sql> {
     match write {
         Write::Records { run, epoch, rows } => write_records(conn, run, *epoch, rows, at),
-        Write::End { run, epoch, end } => write_end(conn, run, *epoch, end).map(|()| false),
+        Write::End {
+            run,
+            epoch,
+            rows,
+            end,
+        } => {
+            if !rows.is_empty() {
+                write_records(conn, run, *epoch, rows, at)?;
+            }
+            write_end(conn, run, *epoch, end).map(|()| false)
+        }
     }
 }
 

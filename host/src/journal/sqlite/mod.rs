@@ -396,6 +396,16 @@ impl Journal for SqliteJournal {
     }
 
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
+        self.finish_with(run, epoch, &[], report)
+    }
+
+    fn finish_with(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        report: &RunReport,
+    ) -> Result<(), JournalError> {
         let now = now_ms();
         let (finished_at, output, error, errors) = end_columns(report, now)?;
         let end = append::End {
@@ -407,7 +417,7 @@ impl Journal for SqliteJournal {
             errors,
             now,
         };
-        self.finish_grouped(run, epoch, end)
+        self.finish_grouped(run, epoch, records, end)
     }
 
     fn run(&self, run: &str) -> Result<RunRecord, JournalError> {

@@ -80,6 +80,10 @@ pub struct Durability {
     /// interrupted (and fails as `cancelled`), no new one starts, and what
     /// ran is compensated.
     pub interrupt: super::CancelSignal,
+    /// The recorder keeps the run's last records for whoever records the
+    /// run's end (the host writes them with it, in one commit): the run
+    /// does not flush them itself.
+    pub end_writes_last_records: bool,
 }
 
 impl Default for Durability {
@@ -91,6 +95,7 @@ impl Default for Durability {
             detach_background: false,
             cancel: false,
             interrupt: super::CancelSignal::default(),
+            end_writes_last_records: false,
         }
     }
 }
@@ -164,6 +169,7 @@ impl Saga {
             detach_background: durability.detach_background,
             cancel: durability.cancel,
             interrupt: durability.interrupt,
+            flush_at_end: !durability.end_writes_last_records,
         });
         if fresh {
             run.lifecycle("run.started", request.input.clone(), None);
@@ -224,7 +230,9 @@ impl Saga {
                 }
             }
         };
-        if let Err(e) = run.recorder.flush() {
+        if run.flush_at_end
+            && let Err(e) = run.recorder.flush()
+        {
             tracing::error!("{e}");
         }
         // The run could not be recorded to its end (a compensation's start
@@ -403,6 +411,9 @@ struct Run {
     interrupt: super::CancelSignal,
     /// The lease its calls' writes are fenced on (journaled runs).
     fence: Option<super::Fence>,
+    /// Whether the run flushes its last records itself (see
+    /// [`Durability::end_writes_last_records`]).
+    flush_at_end: bool,
 }
 
 impl Run {
