@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::rows::kind_columns;
-use super::{JournalError, RecordKind, Sql, SqliteJournal, group, now_us};
+use super::{JournalError, RecordKind, Sql, SqliteJournal, group, now_us, refusal};
 
 impl SqliteJournal {
     /// Appends `records` of `run`, committed with whatever other runs
@@ -251,15 +251,7 @@ fn write_end(conn: &Connection, run: &str, epoch: u64, end: &End) -> Result<(), 
     if changed == 1 {
         return Ok(());
     }
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
-        .exists(params![run])?;
-    Err(if exists {
-        JournalError::LeaseLost(run.to_string())
-    } else {
-        JournalError::UnknownRun(run.to_string())
-    }
-    .into())
+    Err(refusal(conn, run)?)
 }
 
 /// The fence, read under the write lock (no claim can come between it and

@@ -720,17 +720,22 @@ impl SqliteJournal {
         if changed == 1 {
             return Ok(());
         }
-        let exists = self
-            .conn()
-            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
-            .exists(params![run])?;
-        Err(if exists {
-            JournalError::LeaseLost(run.to_string())
-        } else {
-            JournalError::UnknownRun(run.to_string())
-        }
-        .into())
+        Err(refusal(&self.conn(), run)?)
     }
+}
+
+/// Why a fenced write to `run` changed nothing: the run is another
+/// host's now, or there is no such run.
+fn refusal(conn: &Connection, run: &str) -> Result<Sql, Sql> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?
+        .exists(params![run])?;
+    Ok(if exists {
+        JournalError::LeaseLost(run.to_string())
+    } else {
+        JournalError::UnknownRun(run.to_string())
+    }
+    .into())
 }
 
 #[cfg(test)]
