@@ -137,3 +137,40 @@ fn stdout_is_one_json_document_and_progress_goes_to_stderr() {
         run.stderr
     );
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_log_line() {
+    let sandbox = Sandbox::new();
+    let manifest = brand_manifest("create-brand.toml");
+    let run = sandbox.host(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--input",
+        r#"{"name": "Acme"}"#,
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "run finished"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("created brand"),
+        "the step's log line: {}",
+        run.stderr
+    );
+}

@@ -35,7 +35,7 @@ impl Drop for Database {
 
 /// The newest schema this host knows; a database at a higher version was
 /// migrated by a newer Wasaga and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The key of the advisory lock migrations hold (any fixed number: hosts
 /// of one database agree on it).
@@ -101,9 +101,18 @@ CREATE TABLE entities (
 CREATE INDEX entities_in_order ON entities (collection, seq);
 ";
 
+/// Version 2: when a waiting run wakes (a sleep's end, an async step's
+/// deadline), indexed for the timer sweep; the run a rerun runs again.
+const VERSION_2: &str = "
+ALTER TABLE runs ADD COLUMN wake_at BIGINT;
+CREATE INDEX runs_by_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
+ALTER TABLE runs ADD COLUMN rerun_of TEXT;
+CREATE INDEX runs_by_rerun ON runs (rerun_of) WHERE rerun_of IS NOT NULL;
+";
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1, VERSION_2];
 
 /// How many connections one host keeps at most.
 const POOL_SIZE: usize = 16;

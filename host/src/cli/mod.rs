@@ -24,6 +24,27 @@ pub struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// How log lines look on stderr: `text`, or `json` (one JSON object per
+    /// line, for a log collector).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "WASAGA_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people (colour on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with
+    /// `message`), and the spans it happened in.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,7 +104,7 @@ impl<E: std::fmt::Display> From<E> for UsageError {
 /// Entry point of the `host` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.quiet);
+    init_logging(cli.quiet, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,11 +137,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(quiet: bool) {
+fn init_logging(quiet: bool, format: LogFormat) {
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WASAGA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
+    if format == LogFormat::Json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .json()
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

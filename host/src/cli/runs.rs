@@ -182,6 +182,37 @@ pub enum RunsCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Retries the compensations of a failed run (after fixing their
+    /// cause): exactly those that failed, in the same reverse order.
+    Retry {
+        /// The failed run.
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// Print the report on one line even on a terminal.
+        #[arg(long)]
+        compact: bool,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Starts a new run like RUN (its workflow as the manifest is now, its
+    /// input unless --input, its metadata), linked to it (`rerun_of`).
+    Rerun {
+        /// The run to run again (any status).
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// Another input (JSON) instead of the run's.
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+        /// Print the report on one line even on a terminal.
+        #[arg(long)]
+        compact: bool,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
     /// Deletes finished runs older than a duration.
     Prune {
         /// E.g. `7d`, `12h`.
@@ -195,9 +226,41 @@ pub enum RunsCommand {
     },
 }
 
-/// `host runs list|show|prune`.
+/// `host runs list|show|retry|rerun|prune`.
 pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
     match command {
+        RunsCommand::Rerun {
+            run,
+            input,
+            compact,
+            state,
+            runtime,
+        } => {
+            let input = input
+                .map(|text| {
+                    Json::parse(text.trim()).map_err(|e| {
+                        usage(format!(
+                            "--input is not valid JSON: {e}\n  example: --input '{{\"name\": \"Acme\"}}'"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let host = state.host(&state.existing()?, &runtime)?;
+            let report = host.rerun(&run, input, true).await.map_err(usage)?;
+            print_report(&report, compact)?;
+            Ok(exit_code(&report))
+        }
+        RunsCommand::Retry {
+            run,
+            compact,
+            state,
+            runtime,
+        } => {
+            let host = state.host(&state.existing()?, &runtime)?;
+            let report = host.retry(&run).await.map_err(usage)?;
+            print_report(&report, compact)?;
+            Ok(exit_code(&report))
+        }
         RunsCommand::List {
             status,
             workflow,
@@ -219,6 +282,7 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
                     workflow,
                     limit: Some(limit),
                     before: None,
+                    rerun_of: None,
                 })
                 .map_err(usage)?;
             if json {
@@ -401,6 +465,9 @@ mod tests {
             events: Vec::new(),
             all_events: Vec::new(),
             duration_ms: 12.0,
+            wake_at: None,
+            rerun_of: None,
+            reruns: Vec::new(),
         };
         let text = timeline(&report);
         assert!(

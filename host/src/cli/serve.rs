@@ -6,9 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use indexmap::IndexMap;
+
 use super::state::StateArgs;
 use super::{RuntimeArgs, UsageError, manifest_errors};
-use crate::server::{AppState, Live, LoadProblem, ServeConfig};
+use crate::server::{
+    AppState, Live, LoadProblem, ServeConfig, Served, add_workflow, find_manifests, read_manifest,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -44,6 +48,15 @@ pub struct ServeArgs {
     /// Do not resume the state file's unfinished runs on start.
     #[arg(long)]
     no_resume: bool,
+    /// Build each workflow's stale or missing components first (each
+    /// step's `build` command), as `host run --build` does.
+    #[arg(long)]
+    build: bool,
+    /// Refuse to start when any manifest does not load (by default the
+    /// workflows that load are served and each one that does not is
+    /// reported).
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     state: StateArgs,
     #[command(flatten)]
@@ -77,11 +90,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
             .host(&location, &args.runtime)?
             .observed(live.clone()),
     );
-    let workflows =
-        crate::server::load_workflows(&paths, &host).map_err(|problem| match problem {
-            LoadProblem::Manifest(errors) => manifest_errors(&errors),
-            LoadProblem::Other(message) => UsageError(format!("error: {message}")),
-        })?;
+    let workflows = load_workflows(&paths, &host, args.build, args.strict).await?;
     let state = Arc::new(AppState {
         host,
         workflows,
@@ -103,4 +112,58 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
         .await
         .map_err(|e| UsageError(format!("error: cannot serve on {}: {e}", args.listen)))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The workflows to serve: every manifest found, built first with
+/// `--build`. One that does not load is reported (the same located message
+/// and fix as `host check` gives) and left out, or, with `--strict`, stops
+/// the start; so does finding none that loads.
+async fn load_workflows(
+    paths: &[PathBuf],
+    host: &crate::durable::Host,
+    build: bool,
+    strict: bool,
+) -> Result<IndexMap<String, Served>, UsageError> {
+    let problem_text = |problem: LoadProblem| match problem {
+        LoadProblem::Manifest(errors) => manifest_errors(&errors),
+        LoadProblem::Other(message) => UsageError(format!("error: {message}")),
+    };
+    let manifests = find_manifests(paths).map_err(problem_text)?;
+    let mut workflows = IndexMap::new();
+    let mut left_out = Vec::new();
+    for (file, dir) in manifests {
+        let loaded = async {
+            let manifest = read_manifest(&file, &dir, !build).map_err(problem_text)?;
+            if build {
+                super::build::build_components(&manifest).await?;
+            }
+            add_workflow(&mut workflows, manifest, &file, &dir, host).map_err(problem_text)
+        }
+        .await;
+        if let Err(problem) = loaded {
+            if strict {
+                return Err(problem);
+            }
+            eprintln!("{}", problem.0.trim_end());
+            eprintln!(
+                "warning: not serving {} (the error above); `--strict` refuses to start instead\n",
+                file.display()
+            );
+            left_out.push(file);
+        }
+    }
+    if workflows.is_empty() {
+        return Err(UsageError(format!(
+            "error: none of the {} workflow manifests loaded (each error is above)",
+            left_out.len()
+        )));
+    }
+    if !left_out.is_empty() {
+        tracing::warn!(
+            serving = workflows.len(),
+            left_out = left_out.len(),
+            "serving the workflows that loaded"
+        );
+    }
+    Ok(workflows)
 }

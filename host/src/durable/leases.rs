@@ -108,33 +108,40 @@ impl Host {
                                     "taking over an unfinished run no live host holds"
                                 );
                                 if let Err(e) = host.resume_claimed(&run, epoch).await {
-                                    tracing::warn!(run, "could not resume the run: {e}");
-                                    // What a retry cannot mend is left to an
-                                    // operator; anything else (the database
-                                    // away for a moment, say) is claimed again
-                                    // once the lease taken here expires.
-                                    if matches!(
-                                        e,
-                                        DurableError::Manifest { .. }
-                                            | DurableError::Load(_)
-                                            | DurableError::ChangedComponents(_)
-                                    ) {
-                                        host.refused
-                                            .lock()
-                                            .unwrap_or_else(|e| e.into_inner())
-                                            .insert(run);
-                                    }
+                                    host.note_failed_resume(&run, &e);
                                 }
                             });
                         }
                     }
                     Err(e) => tracing::warn!("could not look for unfinished runs: {e}"),
                 }
+                // Waiting runs whose time came (timers are journaled).
+                host.wake_due(&skip);
                 // Jitter from the clock's low bits: between half and all of `poll`.
                 let jitter = (crate::journal::now_us() as u64 % 1000) as f64 / 2000.0;
                 tokio::time::sleep(poll.mul_f64(0.5 + jitter)).await;
             }
         })
+    }
+
+    /// Says why a run could not be resumed; what a retry cannot mend (a
+    /// manifest or component problem) is left to an operator and not tried
+    /// again by this process. Anything else (the database away for a
+    /// moment, say) is tried again: claimed once the lease taken here
+    /// expires, or woken at the next poll.
+    pub(super) fn note_failed_resume(&self, run: &str, e: &DurableError) {
+        tracing::warn!(run, "could not resume the run: {e}");
+        if matches!(
+            e,
+            DurableError::Manifest { .. }
+                | DurableError::Load(_)
+                | DurableError::ChangedComponents(_)
+        ) {
+            self.refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(run.to_string());
+        }
     }
 
     /// Resumes a run this host's sweep claimed (under `epoch`).

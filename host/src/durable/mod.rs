@@ -23,7 +23,9 @@ use crate::workflow::{self, LoadedWorkflow};
 
 mod leases;
 mod requests;
+mod rerun;
 mod state;
+mod timers;
 
 pub use leases::LEASE;
 use leases::Renewal;
@@ -306,6 +308,17 @@ impl Host {
         extension_dirs: &[PathBuf],
         request: &RunRequest,
     ) -> Result<Begun, DurableError> {
+        self.begin_linked(workflow, extension_dirs, request, None)
+    }
+
+    /// [`Host::begin`], for a run that runs `rerun_of` again.
+    fn begin_linked(
+        &self,
+        workflow: &LoadedWorkflow,
+        extension_dirs: &[PathBuf],
+        request: &RunRequest,
+        rerun_of: Option<String>,
+    ) -> Result<Begun, DurableError> {
         let manifest = &workflow.manifest;
         let new = NewRun {
             components: workflow.components.clone(),
@@ -318,6 +331,7 @@ impl Host {
             input: request.input.clone(),
             metadata: request.metadata.clone(),
             idempotent: manifest.idempotent,
+            rerun_of,
         };
         // Marked before it is journaled, so no resume can see it unmarked.
         let executing = self
@@ -407,6 +421,7 @@ impl Host {
             cancel: false,
             interrupt: CancelSignal::default(),
             end_writes_last_records: true,
+            clock: crate::saga::Clock::system(),
         };
         (durability, recorder)
     }
@@ -620,7 +635,8 @@ impl Host {
     }
 
     /// Resumes every unfinished run no live process holds (not those waiting
-    /// for an answer); returns each run's id and how it went.
+    /// for an answer, unless their time has come); returns each run's id and
+    /// how it went.
     pub async fn resume_all(
         &self,
     ) -> Result<Vec<(String, Result<RunReport, DurableError>)>, DurableError> {
@@ -640,6 +656,7 @@ impl Host {
                 results.push((record.id, result));
             }
         }
+        self.wake_due_here(&mut results).await?;
         Ok(results)
     }
 

@@ -1,6 +1,7 @@
-//! What an outside caller asks of a run it does not execute: cancel it, or
-//! answer its waiting async step. Both journal the request first, then
-//! continue the run here through `Host`'s resume. It may not start runs.
+//! What an outside caller asks of a run it does not execute: cancel it,
+//! answer its waiting async step, or retry the compensations of a failed
+//! one. Each journals the request first, then continues the run here
+//! through `Host`'s resume. It may not start runs.
 
 use super::{DurableError, Host};
 use crate::journal::RecordKind;
@@ -64,7 +65,10 @@ impl Host {
             // A finished run is reopened for its compensation, leased here
             // at once.
             let executing = self.executing_or_refuse(run)?;
-            let Some(epoch) = self.journal.reopen(run, &self.owner, self.lease)? else {
+            let Some(epoch) = self
+                .journal
+                .reopen(run, RunStatus::Done, &self.owner, self.lease)?
+            else {
                 return Err(DurableError::Refused(format!(
                     "run {run} is being cancelled by another request"
                 )));
@@ -74,6 +78,50 @@ impl Host {
                 .await;
         }
         self.continue_run(run, true).await
+    }
+
+    /// Retries the compensations of a `failed` run (one that gave up on a
+    /// compensation) once an operator fixed the cause: exactly those that
+    /// failed, in the same reverse order, each with its next attempt
+    /// number. The run ends `reverted`, or `failed` again with the new
+    /// errors. Refused, changing nothing, for a run in any other status.
+    pub async fn retry(&self, run: &str) -> Result<RunReport, DurableError> {
+        let record = self.journal.run(run)?;
+        if record.status != RunStatus::Failed {
+            let why = match record.status {
+                RunStatus::Done => "it finished and nothing failed (`host cancel` compensates it)",
+                RunStatus::Reverted | RunStatus::Cancelled => {
+                    "every compensation already succeeded"
+                }
+                _ => "it has not finished: it is still being executed or waits",
+            };
+            return Err(DurableError::Refused(format!(
+                "run {run} is {}: only a failed run (a compensation gave up) can be retried, and {why}",
+                record.status.as_str()
+            )));
+        }
+        // Refused before anything changes if it cannot resume here.
+        self.resumable(&record)?;
+        let executing = self.executing_or_refuse(run)?;
+        let history = self.journal.history(run)?;
+        let compensations = history.failed_compensations();
+        let Some(epoch) = self
+            .journal
+            .reopen(run, RunStatus::Failed, &self.owner, self.lease)?
+        else {
+            return Err(DurableError::Refused(format!(
+                "run {run} is being retried by another request"
+            )));
+        };
+        tracing::info!(run, compensations = ?compensations, "retrying the compensations that failed");
+        // Journaled first: whoever continues the run (this host, or another
+        // after this one died) retries them.
+        let retry = RecordKind::Retry { compensations };
+        let _cancelled = self
+            .journal
+            .append(run, epoch, &[(history.last_seq + 1, retry)])?;
+        self.continue_marked(run, false, executing, Some(epoch))
+            .await
     }
 
     /// Records the answer to a waiting async step, then continues the run.

@@ -28,7 +28,7 @@ pub struct PgJournal {
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch";
+     components, lease_epoch, wake_at, rerun_of";
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
@@ -59,6 +59,8 @@ fn run_from_row(row: &Row) -> RunRecordRow {
         cancel_requested: row.get(18),
         components: row.get(19),
         lease_epoch: row.get(20),
+        wake_at: row.get(21),
+        rerun_of: row.get(22),
     }
 }
 
@@ -181,8 +183,8 @@ impl Journal for PgJournal {
             tx.execute(
                 &format!(
                     "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1)"
+                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13)"
                 ),
                 &[
                     &run.id,
@@ -197,6 +199,7 @@ impl Journal for PgJournal {
                     &owner,
                     &lease_ms,
                     &components,
+                    &run.rerun_of,
                 ],
             )
             .await?;
@@ -309,12 +312,13 @@ impl Journal for PgJournal {
         let now = now_ms();
         let (finished_at, output, error, errors) = end_columns(report, now)?;
         let (status, partial) = (report.status.as_str(), report.partial);
+        let wake_at = report.wake_at;
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
             let statement = client
                 .prepare_cached(
                     "UPDATE runs SET status = $2, partial = $3, output = $4, error = $5, errors = $6, updated_at = $7,
-                     finished_at = $8, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_epoch = $9",
+                     finished_at = $8, lease_owner = NULL, lease_until = NULL, wake_at = $10 WHERE id = $1 AND lease_epoch = $9",
                 )
                 .await?;
             let changed = client
@@ -330,6 +334,7 @@ impl Journal for PgJournal {
                         &now,
                         &finished_at,
                         &(epoch as i64),
+                        &wake_at,
                     ],
                 )
                 .await?;
@@ -340,10 +345,12 @@ impl Journal for PgJournal {
     fn reopen(
         &self,
         run: &str,
+        from: RunStatus,
         owner: &Owner,
         lease: Duration,
     ) -> Result<Option<u64>, JournalError> {
         let (run, owner) = (run.to_string(), owner.id().to_string());
+        let from = from.as_str();
         let lease_ms = lease.as_millis() as i64;
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
@@ -352,10 +359,10 @@ impl Journal for PgJournal {
                     &format!(
                         "UPDATE runs SET status = 'compensating', updated_at = $2, lease_owner = $3,
                                          lease_until = {DB_NOW} + $4, lease_epoch = lease_epoch + 1
-                         WHERE id = $1 AND status = 'done'
+                         WHERE id = $1 AND status = $5
                          RETURNING lease_epoch"
                     ),
-                    &[&run, &now_ms(), &owner, &lease_ms],
+                    &[&run, &now_ms(), &owner, &lease_ms, &from],
                 )
                 .await?;
             Ok(row.map(|row| row.get::<_, i64>(0) as u64))
@@ -469,6 +476,9 @@ impl Journal for PgJournal {
             }
             if let Some(workflow) = filter.workflow.clone() {
                 arg(&mut sql, " AND workflow = ?", Box::new(workflow));
+            }
+            if let Some(rerun_of) = filter.rerun_of.clone() {
+                arg(&mut sql, " AND rerun_of = ?", Box::new(rerun_of));
             }
             if let Some(before) = filter.before.clone() {
                 arg(
@@ -643,6 +653,19 @@ impl Journal for PgJournal {
                 .query_opt(&statement, &[&run])
                 .await?
                 .is_some_and(|row| row.get(0)))
+        })
+    }
+
+    fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError> {
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id FROM runs WHERE wake_at <= $1 AND status = 'waiting' ORDER BY wake_at LIMIT $2",
+                    &[&now, &(limit as i64)],
+                )
+                .await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
         })
     }
 

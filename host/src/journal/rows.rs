@@ -43,6 +43,8 @@ pub(super) struct RunRecordRow {
     pub cancel_requested: bool,
     pub components: Option<String>,
     pub lease_epoch: i64,
+    pub wake_at: Option<i64>,
+    pub rerun_of: Option<String>,
 }
 
 impl RunRecordRow {
@@ -75,6 +77,8 @@ impl RunRecordRow {
                 lease_until: self.lease_until,
                 cancel_requested: self.cancel_requested,
                 lease_epoch: self.lease_epoch.max(0) as u64,
+                wake_at: self.wake_at,
+                rerun_of: self.rerun_of,
                 components: self
                     .components
                     .as_deref()
@@ -160,6 +164,13 @@ pub(super) fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalErro
             RecordKind::Compensating(error) => {
                 ("compensating", None, None, None, json_text(error)?)
             }
+            RecordKind::Retry { compensations } => (
+                "retry",
+                None,
+                None,
+                None,
+                json_text(&serde_json::json!({ "compensations": compensations }))?,
+            ),
         })
     }
 }

@@ -58,6 +58,7 @@ on_both_backends!(
     only_a_finished_run_is_reopened_and_cancels_are_seen,
     runs_are_listed_newest_first_by_status_and_workflow,
     a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops,
+    waiting_runs_are_due_at_their_wake_up_time_and_reruns_are_listed_by_their_original,
 );
 
 pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
@@ -76,6 +77,7 @@ pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
             path: "/a.wasm".into(),
             hash: "abc".into(),
         }],
+        rerun_of: None,
     }
 }
 
@@ -93,6 +95,9 @@ pub(super) fn report(id: &str, status: RunStatus) -> RunReport {
         events: vec![],
         all_events: vec![],
         duration_ms: 1.0,
+        wake_at: None,
+        rerun_of: None,
+        reruns: Vec::new(),
     }
 }
 
@@ -444,7 +449,7 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
     let me = Owner::current();
     journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap();
     assert_eq!(
-        journal.reopen("r1", &me, LEASE).unwrap(),
+        journal.reopen("r1", RunStatus::Done, &me, LEASE).unwrap(),
         None,
         "a running run is not reopened"
     );
@@ -458,7 +463,10 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
     journal
         .finish("r1", 1, &report("r1", RunStatus::Done))
         .unwrap();
-    assert_eq!(journal.reopen("r1", &me, LEASE).unwrap(), Some(2));
+    assert_eq!(
+        journal.reopen("r1", RunStatus::Done, &me, LEASE).unwrap(),
+        Some(2)
+    );
     let reopened = journal.run("r1").unwrap();
     assert_eq!(reopened.status, RunStatus::Compensating);
     assert_eq!(
@@ -473,7 +481,7 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
             .is_empty()
     );
     assert_eq!(
-        journal.reopen("r1", &me, LEASE).unwrap(),
+        journal.reopen("r1", RunStatus::Done, &me, LEASE).unwrap(),
         None,
         "reopened once"
     );
@@ -567,4 +575,50 @@ fn a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops(journal: &Ar
     assert!(recorder.call_started(&start("b")).is_err());
     assert!(recorder.lost());
     assert_eq!(journal.records("r1").unwrap().len(), 1, "nothing written");
+}
+
+fn waiting_runs_are_due_at_their_wake_up_time_and_reruns_are_listed_by_their_original(
+    journal: &Arc<dyn Journal>,
+) {
+    let me = Owner::current();
+    let now = now_ms();
+    let pause = |id: &str, wake_at: Option<i64>| {
+        journal.begin(&new_run(id, id), &me, LEASE).unwrap();
+        let mut waiting = report(id, RunStatus::Waiting);
+        waiting.output = None;
+        waiting.wake_at = wake_at;
+        journal.finish(id, 1, &waiting).unwrap();
+    };
+    pause("later", Some(now + 60_000));
+    pause("soon", Some(now - 10));
+    pause("sooner", Some(now - 20));
+    pause("answer-only", None);
+    assert_eq!(journal.due(now, 10).unwrap(), ["sooner", "soon"]);
+    assert_eq!(journal.due(now, 1).unwrap(), ["sooner"]);
+    assert_eq!(journal.run("soon").unwrap().wake_at, Some(now - 10));
+    // Once it runs again it is not due, whatever its old time said.
+    let epoch = journal.claim("soon", &me, LEASE).unwrap().unwrap();
+    journal
+        .set_status("soon", epoch, RunStatus::Running)
+        .unwrap();
+    assert_eq!(journal.due(now, 10).unwrap(), ["sooner"]);
+    assert_eq!(journal.due(now + 60_000, 10).unwrap(), ["sooner", "later"]);
+
+    let mut rerun = new_run("again", "again");
+    rerun.rerun_of = Some("later".into());
+    journal.begin(&rerun, &me, LEASE).unwrap();
+    assert_eq!(
+        journal.run("again").unwrap().rerun_of.as_deref(),
+        Some("later")
+    );
+    let reruns: Vec<String> = journal
+        .list(&RunFilter {
+            rerun_of: Some("later".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(reruns, ["again"]);
 }

@@ -81,12 +81,11 @@ pub enum LoadProblem {
     Other(String),
 }
 
-/// Loads every workflow manifest in `paths` (files, or folders of `.toml`
-/// files; extension manifests are picked up by the workflows they extend).
-pub fn load_workflows(
-    paths: &[PathBuf],
-    host: &Host,
-) -> Result<IndexMap<String, Served>, LoadProblem> {
+/// The workflow manifests in `paths` (files, or folders of `.toml` files
+/// with a `[workflow]` table; extension manifests are picked up by the
+/// workflows they extend), each with the folder its extensions are looked
+/// for in.
+pub fn find_manifests(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>, LoadProblem> {
     let mut manifests: Vec<(PathBuf, PathBuf)> = Vec::new();
     for path in paths {
         if path.is_file() {
@@ -120,32 +119,52 @@ pub fn load_workflows(
             "no workflow manifest (a .toml file with [workflow]) was found to serve".into(),
         ));
     }
-    let mut workflows = IndexMap::new();
-    for (file, dir) in manifests {
-        let options = LoadOptions {
-            extension_dirs: vec![dir.clone()],
-            ..crate::capabilities::registry::load_options()
-        };
-        let manifest = manifest::load(&file, &options).map_err(LoadProblem::Manifest)?;
-        let name = manifest.workflow.name.clone();
-        let loaded = crate::workflow::load(manifest, host.runtime(), host.entities().clone())
-            .map_err(|e| LoadProblem::Other(format!("{}: {e}", file.display())))?;
-        if workflows.contains_key(&name) {
-            return Err(LoadProblem::Other(format!(
-                "two manifests define the workflow '{name}' (the second is {}); workflow names must be unique",
-                file.display()
-            )));
-        }
-        tracing::info!(workflow = %name, manifest = %file.display(), "serving");
-        workflows.insert(
-            name,
-            Served {
-                workflow: Arc::new(loaded),
-                extension_dirs: vec![dir],
-            },
-        );
+    Ok(manifests)
+}
+
+/// Reads and resolves one manifest found by [`find_manifests`]; its
+/// component files need not exist yet when they are to be built.
+pub fn read_manifest(
+    file: &Path,
+    dir: &Path,
+    require_components: bool,
+) -> Result<crate::app::App, LoadProblem> {
+    let options = LoadOptions {
+        extension_dirs: vec![dir.to_path_buf()],
+        require_components,
+        ..crate::capabilities::registry::load_options()
+    };
+    manifest::load(file, &options).map_err(LoadProblem::Manifest)
+}
+
+/// Loads a resolved manifest's components and adds its workflow to those
+/// served (refused when another manifest already defines its name).
+pub fn add_workflow(
+    workflows: &mut IndexMap<String, Served>,
+    manifest: crate::app::App,
+    file: &Path,
+    dir: &Path,
+    host: &Host,
+) -> Result<(), LoadProblem> {
+    let name = manifest.workflow.name.clone();
+    if let Some(other) = workflows.get(&name) {
+        return Err(LoadProblem::Other(format!(
+            "{}: the workflow '{name}' is already defined by {}; workflow names must be unique",
+            file.display(),
+            other.workflow.manifest.source.path.display()
+        )));
     }
-    Ok(workflows)
+    let loaded = crate::workflow::load(manifest, host.runtime(), host.entities().clone())
+        .map_err(|e| LoadProblem::Other(format!("{}: {e}", file.display())))?;
+    tracing::info!(workflow = %name, manifest = %file.display(), "serving");
+    workflows.insert(
+        name,
+        Served {
+            workflow: Arc::new(loaded),
+            extension_dirs: vec![dir.to_path_buf()],
+        },
+    );
+    Ok(())
 }
 
 /// How often an idle host looks for runs to take over (with jitter: between

@@ -95,6 +95,20 @@ pub fn document(state: &AppState) -> Value {
                     }
                 }
             },
+            "/runs/{id}/retry": {
+                "post": {
+                    "summary": "Retry the compensations of a failed run",
+                    "description": "Once the cause is fixed: exactly the compensations that failed are called again, in the same reverse order; the run ends `reverted`, or `failed` again with the new errors.",
+                    "operationId": "retryRun",
+                    "parameters": [run_id],
+                    "responses": {
+                        "422": report_response("Retried: the run is reverted, or failed again (its report says which)."),
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such run."),
+                        "409": error_response("Refused: the run is not failed, or its components changed since it started.")
+                    }
+                }
+            },
             "/runs/{id}/events": {
                 "get": {
                     "summary": "The run's events, live (Server-Sent Events)",

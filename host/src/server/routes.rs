@@ -1,4 +1,4 @@
-//! The HTTP routes: start runs, read them, cancel them, answer async steps,
+//! The HTTP routes: start runs, read them, cancel and retry them, answer async steps,
 //! stream their events; list workflows; health; the OpenAPI document; the page.
 
 use std::convert::Infallible;
@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/retry", post(retry_run))
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/steps/{step}/success", post(step_success))
         .route("/runs/{id}/steps/{step}/failure", post(step_failure))
@@ -363,6 +364,7 @@ async fn list_runs(
         workflow: query.workflow.filter(|w| !w.is_empty()),
         limit: Some(limit + 1),
         before: query.cursor.filter(|c| !c.is_empty()),
+        rerun_of: None,
     };
     let mut runs = state.host.journal().list(&filter)?;
     let next = (runs.len() > limit).then(|| {
@@ -388,6 +390,15 @@ async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let report = state.host.cancel(&id).await?;
+    Ok(report_response(&report))
+}
+
+/// `POST /runs/{id}/retry`: retry a failed run's failed compensations.
+async fn retry_run(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = state.host.retry(&id).await?;
     Ok(report_response(&report))
 }
 
@@ -479,6 +490,9 @@ fn record_event(seq: u64, kind: &RecordKind) -> SseEvent {
         }
         RecordKind::Compensating(error) => {
             json!({"seq": seq, "kind": "compensating", "error": error})
+        }
+        RecordKind::Retry { compensations } => {
+            json!({"seq": seq, "kind": "retry", "compensations": compensations})
         }
         RecordKind::Requests {
             node,

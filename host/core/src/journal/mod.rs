@@ -65,6 +65,8 @@ pub struct NewRun {
     pub idempotent: bool,
     /// The content hash of each step's component, pinned with the run.
     pub components: Vec<PinnedComponent>,
+    /// The run this one runs again (`host runs rerun`).
+    pub rerun_of: Option<String>,
 }
 
 /// A step's component as a run started with it: a resume that finds other
@@ -141,6 +143,13 @@ pub struct RunRecord {
     pub lease_epoch: u64,
     /// Someone asked to cancel it.
     pub cancel_requested: bool,
+    /// When a waiting run wakes (unix ms): a sleep ends or an async step's
+    /// answer is due.
+    #[serde(default)]
+    pub wake_at: Option<i64>,
+    /// The run this one runs again (`host runs rerun`).
+    #[serde(default)]
+    pub rerun_of: Option<String>,
 }
 
 impl RunRecord {
@@ -209,6 +218,12 @@ pub enum RecordKind {
     Event(Event),
     /// The forward pass failed; compensation started.
     Compensating(RunError),
+    /// An operator asked to retry the compensations that failed (`host
+    /// runs retry`): those recorded before this are called again.
+    Retry {
+        /// The calls whose compensation is retried.
+        compensations: Vec<String>,
+    },
 }
 
 impl RecordKind {
@@ -263,6 +278,16 @@ impl RecordKind {
             },
             "event" => RecordKind::Event(serde_json::from_str(body).map_err(bad)?),
             "compensating" => RecordKind::Compensating(serde_json::from_str(body).map_err(bad)?),
+            "retry" => {
+                #[derive(serde::Deserialize)]
+                struct RetryBody {
+                    compensations: Vec<String>,
+                }
+                let retry: RetryBody = serde_json::from_str(body).map_err(bad)?;
+                RecordKind::Retry {
+                    compensations: retry.compensations,
+                }
+            }
             other => return Err(format!("unknown record kind '{other}'")),
         })
     }
@@ -287,6 +312,8 @@ pub struct RunFilter {
     pub limit: Option<usize>,
     /// Only runs created before this one (for paging).
     pub before: Option<String>,
+    /// Only the reruns of this run.
+    pub rerun_of: Option<String>,
 }
 
 /// The durable record of runs.
@@ -336,13 +363,15 @@ pub trait Journal: Send + Sync {
         }
         self.finish(run, epoch, report)
     }
-    /// Reopens a `done` run for its compensation (a cancel after the end):
-    /// its status becomes `compensating`, leased to `owner` in the same
-    /// statement (so no sweep takes it in between); the new epoch, or
-    /// `None` if it was not `done`.
+    /// Reopens a finished run for compensation: a `done` run (a cancel
+    /// after the end) or a `failed` one (a retry of the compensations that
+    /// failed). Its status becomes `compensating`, leased to `owner` in the
+    /// same statement (so no sweep takes it in between); the new epoch, or
+    /// `None` if its status was not `from`.
     fn reopen(
         &self,
         run: &str,
+        from: RunStatus,
         owner: &Owner,
         lease: Duration,
     ) -> Result<Option<u64>, JournalError>;
@@ -387,6 +416,9 @@ pub trait Journal: Send + Sync {
     fn request_cancel(&self, run: &str) -> Result<(), JournalError>;
     /// Whether someone asked to cancel the run.
     fn cancel_requested(&self, run: &str) -> Result<bool, JournalError>;
+    /// Waiting runs whose wake-up time is at or before `now` (unix ms),
+    /// earliest first, at most `limit`: the timers due.
+    fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError>;
     /// Deletes finished runs (and their records) that finished before
     /// `finished_before` (unix ms), of one workflow or all; returns how many.
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError>;
@@ -410,6 +442,7 @@ pub trait Journal: Send + Sync {
                     record: outcome,
                 } => history.finished(record.seq, &node, action, attempt, outcome),
                 RecordKind::Event(event) => history.events.push(event),
+                RecordKind::Retry { .. } => history.reopen_failed_compensations(),
                 RecordKind::Compensating(_) | RecordKind::Requests { .. } => {}
             }
         }

@@ -350,6 +350,7 @@ impl CrashPoint {
             } => ("requests", Some(node), Some(*action), Some(*attempt)),
             RecordKind::Event(_) => ("event", None, None, None),
             RecordKind::Compensating(_) => ("compensating", None, None, None),
+            RecordKind::Retry { .. } => ("retry", None, None, None),
         };
         self.kind == name
             && self.node.as_ref().is_none_or(|n| Some(n) == node)

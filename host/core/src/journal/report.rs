@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{Journal, JournalError, RecordKind};
 use crate::json::Json;
-use crate::saga::{Action, CallRecord, OutboundRequest, Outcome, RunReport, TraceEntry};
+use crate::saga::{Action, CallRecord, OutboundRequest, Outcome, RunReport, RunStatus, TraceEntry};
 
 /// Rebuilds a run's report from its record and transitions.
 pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport, JournalError> {
@@ -85,10 +85,20 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                 requests.insert((node, action, attempt), made);
             }
             RecordKind::Event(event) => events.push(event),
-            RecordKind::Compensating(_) => {}
+            RecordKind::Compensating(_) | RecordKind::Retry { .. } => {}
         }
     }
     let end = record.finished_at.unwrap_or(record.updated_at);
+    let mut reruns: Vec<String> = journal
+        .list(&super::RunFilter {
+            rerun_of: Some(record.id.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })?
+        .into_iter()
+        .map(|rerun| rerun.id)
+        .collect();
+    reruns.reverse();
     Ok(RunReport {
         run: record.id,
         workflow: record.workflow,
@@ -102,5 +112,10 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
         events,
         all_events: Vec::new(),
         duration_ms: (end - record.created_at) as f64,
+        wake_at: record
+            .wake_at
+            .filter(|_| record.status == RunStatus::Waiting),
+        rerun_of: record.rerun_of,
+        reruns,
     })
 }

@@ -164,7 +164,8 @@ pub struct Retries {
 }
 
 /// One `[[flow]]` entry (or an entry inside `parallel` / `then`). Exactly one
-/// of `run`, `parallel`, `when`, `transform`, `workflow` says what it is.
+/// of `run`, `parallel`, `when`, `transform`, `workflow`, `hook`, `query`,
+/// `for-each`, `sleep`, `sleep-until` says what it is.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Entry {
@@ -177,6 +178,8 @@ pub struct Entry {
     pub hook: Option<Spanned<String>>,
     pub query: Option<Spanned<Query>>,
     pub for_each: Option<Spanned<String>>,
+    pub sleep: Option<Spanned<String>>,
+    pub sleep_until: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<u32>>,
     pub input: Option<Spanned<String>>,
     #[serde(rename = "as")]

@@ -7,6 +7,7 @@
 //! components. It may not touch manifests, WASM or storage.
 
 mod cancel;
+mod clock;
 pub mod fixtures;
 mod plan;
 mod record;
@@ -18,8 +19,9 @@ mod step;
 mod tests;
 
 pub use cancel::CancelSignal;
+pub use clock::Clock;
 pub use plan::{
-    Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
+    Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, Sleep, StepPolicy, StepSpec, Workflow,
 };
 pub use record::{
     CallRecord, CallStart, Fence, History, NoRecorder, RecordError, RecordedCall, Recorder,

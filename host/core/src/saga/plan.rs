@@ -187,6 +187,9 @@ pub enum Entry {
         /// The name the handlers' outputs (a list) are bound to.
         bind: Option<String>,
     },
+    /// Wait for a time, journaled: the run pauses as `waiting` and holds
+    /// nothing while it sleeps; whoever resumes it after its time goes on.
+    Sleep(Sleep),
     /// Bind the value of an expression to a name.
     Transform {
         /// A CEL expression.
@@ -206,8 +209,23 @@ impl Entry {
             Entry::When { binds, .. } => binds.clone(),
             Entry::Nested { bind, .. } | Entry::Hook { bind, .. } => bind.iter().cloned().collect(),
             Entry::Transform { bind, .. } => vec![bind.clone()],
+            Entry::Sleep(sleep) => sleep.bind.iter().cloned().collect(),
         }
     }
+}
+
+/// A `sleep` (or `sleep-until`) flow entry.
+#[derive(Debug)]
+pub struct Sleep {
+    /// Its unique name in the run (`sleep`, or its `as`): the call the
+    /// journal records.
+    pub node: String,
+    /// How long (`sleep = "2h"`).
+    pub duration: Option<Duration>,
+    /// Until when (`sleep-until`): a CEL expression giving an RFC 3339 time.
+    pub until: Option<Expr>,
+    /// The name its output (`{"until": "<RFC 3339>"}`) is bound to.
+    pub bind: Option<String>,
 }
 
 /// A call of a step from the flow.

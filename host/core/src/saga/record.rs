@@ -33,10 +33,15 @@ pub enum CallRecord {
     },
     /// A compensation succeeded.
     Compensated,
-    /// An async step's invoke returned: the step waits for an outside answer.
+    /// An async step's invoke returned: the step waits for an outside answer
+    /// (or a sleep started: it waits for its time).
     Waiting {
         /// What the invoke returned.
         output: Json,
+        /// Unix ms: a sleep's wake-up time, or the deadline of an async
+        /// step's answer (past it, the step fails as `timeout`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
     },
 }
 
@@ -56,7 +61,7 @@ impl CallRecord {
                 output,
                 compensation,
             } => Some(compensation.clone().unwrap_or_else(|| output.clone())),
-            CallRecord::Waiting { output } => Some(output.clone()),
+            CallRecord::Waiting { output, .. } => Some(output.clone()),
             CallRecord::Failed { error, .. } => error.compensation_data.clone(),
             _ => None,
         }
@@ -192,6 +197,8 @@ pub struct RecordedCall {
     pub settled: Option<(u64, CallRecord)>,
     /// An async step's invoke output and its sequence number, while it waits.
     pub waiting: Option<(u64, Json)>,
+    /// Until when it waits (unix ms), if it waits for a time.
+    pub until: Option<i64>,
 }
 
 /// A run's recorded past: replaying the flow over it skips every settled call.
@@ -224,9 +231,13 @@ impl History {
         let call = self.calls.entry((node.to_string(), action)).or_default();
         call.attempts = call.attempts.max(attempt);
         match record {
-            CallRecord::Waiting { output } => call.waiting = Some((seq, output)),
+            CallRecord::Waiting { output, until } => {
+                call.waiting = Some((seq, output));
+                call.until = until;
+            }
             record if record.settles() => {
                 call.waiting = None;
+                call.until = None;
                 call.settled = Some((seq, record));
             }
             _ => {}
@@ -254,6 +265,34 @@ impl History {
             .collect();
         nodes.sort();
         nodes
+    }
+
+    /// The compensations that failed for good, by call name, in no order.
+    pub fn failed_compensations(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|((_, action), call)| {
+                *action == Action::Compensate
+                    && matches!(call.settled, Some((_, CallRecord::Failed { .. })))
+            })
+            .map(|((node, _), _)| node.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Makes the compensations that failed for good unsettled, so that the
+    /// next backward pass calls them again (with the next attempt number):
+    /// what a journaled retry request means.
+    pub fn reopen_failed_compensations(&mut self) {
+        for ((_, action), call) in self.calls.iter_mut() {
+            if *action == Action::Compensate
+                && matches!(call.settled, Some((_, CallRecord::Failed { .. })))
+            {
+                call.settled = None;
+            }
+        }
     }
 
     /// Whether nothing was recorded.

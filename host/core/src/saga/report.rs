@@ -159,4 +159,24 @@ pub struct RunReport {
     pub all_events: Vec<Event>,
     /// Wall time of the run.
     pub duration_ms: f64,
+    /// When a waiting run wakes (unix ms): its earliest sleep's end or
+    /// async step's deadline.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "wake_at_as_rfc3339"
+    )]
+    pub wake_at: Option<i64>,
+    /// The run this one runs again (`host runs rerun`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
+    /// The runs that ran this one again, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<String>,
+}
+
+fn wake_at_as_rfc3339<S: serde::Serializer>(at: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(ms) => s.serialize_str(&super::run::rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
 }

@@ -1487,3 +1487,5 @@ async fn a_run_lost_while_compensating_is_left_unfinished_not_failed() {
         f.log.lines()
     );
 }
+
+mod time;

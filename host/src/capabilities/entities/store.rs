@@ -707,6 +707,7 @@ mod tests {
             metadata: crate::json::Json::from_value(json!({})),
             idempotent: false,
             components: vec![],
+            rerun_of: None,
         };
         let paused = Owner::from_id("other-machine:1:1");
         let Begin::Started { epoch } = journal

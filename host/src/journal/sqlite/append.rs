@@ -199,6 +199,8 @@ pub(super) struct End {
     pub error: Option<String>,
     pub errors: Option<String>,
     pub now: i64,
+    /// When a waiting run wakes (NULL for any other status).
+    pub wake_at: Option<i64>,
 }
 
 /// A record's columns, owned (the append waits in a queue).
@@ -235,7 +237,7 @@ fn write_end(conn: &Connection, run: &str, epoch: u64, end: &End) -> Result<(), 
     let changed = conn
         .prepare_cached(
             "UPDATE runs SET status = ?2, partial = ?3, output = ?4, error = ?5, errors = ?6, updated_at = ?7,
-             finished_at = ?8, lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_epoch = ?9",
+             finished_at = ?8, lease_owner = NULL, lease_until = NULL, wake_at = ?10 WHERE id = ?1 AND lease_epoch = ?9",
         )?
         .execute(params![
             run,
@@ -246,7 +248,8 @@ fn write_end(conn: &Connection, run: &str, epoch: u64, end: &End) -> Result<(), 
             end.errors,
             end.now,
             end.finished_at,
-            epoch as i64
+            epoch as i64,
+            end.wake_at
         ])?;
     if changed == 1 {
         return Ok(());

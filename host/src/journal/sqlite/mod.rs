@@ -136,7 +136,7 @@ const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch";
+     components, lease_epoch, wake_at, rerun_of";
 
 /// What this file's code fails with: SQLite's errors and the journal's own,
 /// so `?` works on both (the core's error type cannot know rusqlite).
@@ -304,8 +304,8 @@ impl Journal for SqliteJournal {
             let now = now_ms();
             tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1)",
+                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1, ?13)",
         )?
         .execute(params![
                 run.id,
@@ -319,7 +319,8 @@ impl Journal for SqliteJournal {
                 now,
                 owner.id(),
                 now + lease.as_millis() as i64,
-                json_text(&run.components)?
+                json_text(&run.components)?,
+                run.rerun_of
             ])?;
             tx.commit()?;
             if !stored {
@@ -373,6 +374,7 @@ impl Journal for SqliteJournal {
     fn reopen(
         &self,
         run: &str,
+        from: RunStatus,
         owner: &Owner,
         lease: Duration,
     ) -> Result<Option<u64>, JournalError> {
@@ -383,11 +385,17 @@ impl Journal for SqliteJournal {
                 .prepare_cached(
                     "UPDATE runs SET status = 'compensating', updated_at = ?2, lease_owner = ?3,
                                      lease_until = ?4, lease_epoch = lease_epoch + 1
-                     WHERE id = ?1 AND status = 'done'
+                     WHERE id = ?1 AND status = ?5
                      RETURNING lease_epoch",
                 )?
                 .query_row(
-                    params![run, now, owner.id(), now + lease.as_millis() as i64],
+                    params![
+                        run,
+                        now,
+                        owner.id(),
+                        now + lease.as_millis() as i64,
+                        from.as_str()
+                    ],
                     |row| row.get::<_, i64>(0),
                 )
                 .optional()?;
@@ -416,6 +424,7 @@ impl Journal for SqliteJournal {
             error,
             errors,
             now,
+            wake_at: report.wake_at,
         };
         self.finish_grouped(run, epoch, records, end)
     }
@@ -510,6 +519,10 @@ impl Journal for SqliteJournal {
             if let Some(workflow) = &filter.workflow {
                 sql.push_str(" AND workflow = ?");
                 args.push(workflow.clone().into());
+            }
+            if let Some(rerun_of) = &filter.rerun_of {
+                sql.push_str(" AND rerun_of = ?");
+                args.push(rerun_of.clone().into());
             }
             if let Some(before) = &filter.before {
                 sql.push_str(
@@ -678,6 +691,19 @@ impl Journal for SqliteJournal {
                 .query_row(params![run], |row| row.get(0))
                 .optional()?
                 .unwrap_or(false))
+        })
+    }
+
+    fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError> {
+        run_sql(|| {
+            let conn = self.conn();
+            let mut statement = conn.prepare_cached(
+                "SELECT id FROM runs WHERE wake_at <= ?1 AND status = 'waiting' ORDER BY wake_at LIMIT ?2",
+            )?;
+            let ids = statement
+                .query_map(params![now, limit as i64], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
         })
     }
 

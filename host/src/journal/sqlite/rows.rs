@@ -28,6 +28,8 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
         cancel_requested: row.get(18)?,
         components: row.get(19)?,
         lease_epoch: row.get(20)?,
+        wake_at: row.get(21)?,
+        rerun_of: row.get(22)?,
     })
 }
 

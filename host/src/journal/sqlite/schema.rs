@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// The newest schema this host knows. A state file at a higher version was
 /// written by a newer Wasaga and is refused.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1: the tables as the first releases made them (with `CREATE ...
 /// IF NOT EXISTS`, so a file made before versioning, at user_version 0,
@@ -92,10 +92,21 @@ fn version_2(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0")
 }
 
+/// Version 3: when a waiting run wakes (a sleep's end, an async step's
+/// deadline), indexed for the timer sweep; the run a rerun runs again.
+fn version_3(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE runs ADD COLUMN wake_at INTEGER;
+         CREATE INDEX runs_by_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
+         ALTER TABLE runs ADD COLUMN rerun_of TEXT;
+         CREATE INDEX runs_by_rerun ON runs (rerun_of) WHERE rerun_of IS NOT NULL;",
+    )
+}
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
 const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; VERSION as usize] =
-    [version_1, version_2];
+    [version_1, version_2, version_3];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

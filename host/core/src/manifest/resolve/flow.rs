@@ -31,6 +31,8 @@ impl Resolver<'_> {
             entry.hook.is_some(),
             entry.query.is_some(),
             entry.for_each.is_some(),
+            entry.sleep.is_some(),
+            entry.sleep_until.is_some(),
         ];
         let kinds: Vec<&str> = set
             .iter()
@@ -42,7 +44,7 @@ impl Resolver<'_> {
         match kinds.as_slice() {
             [] => {
                 self.error(file, span, "this flow entry does not say what to do");
-                self.add_help("give it one of `run = \"step\"`, `parallel = [...]`, `when = \"...\"` with `then`, `transform = \"...\"` with `as`, `workflow = \"file.toml\"`, `hook = \"name\"`, `query = {...}` or `for-each = \"...\"` with `run`");
+                self.add_help("give it one of `run = \"step\"`, `parallel = [...]`, `when = \"...\"` with `then`, `transform = \"...\"` with `as`, `workflow = \"file.toml\"`, `hook = \"name\"`, `query = {...}`, `for-each = \"...\"` with `run`, `sleep = \"2h\"` or `sleep-until = \"<CEL time>\"`");
                 return None;
             }
             [_] => {}
@@ -100,6 +102,7 @@ impl Resolver<'_> {
             "hook" => self.hook(file, entry, entry.hook.as_ref()?, names),
             "query" => self.query(file, entry, entry.query.as_ref()?, names),
             "for-each" => self.for_each(file, entry, entry.for_each.as_ref()?, names),
+            "sleep" | "sleep-until" => self.sleep(file, entry, span, names),
             _ => None,
         }
     }
@@ -114,7 +117,8 @@ impl Resolver<'_> {
     ) {
         let calls_a_step = matches!(kind, "run" | "for-each");
         let takes_input = calls_a_step || matches!(kind, "workflow" | "hook");
-        let takes_as = takes_input || matches!(kind, "transform" | "query");
+        let takes_as =
+            takes_input || matches!(kind, "transform" | "query" | "sleep" | "sleep-until");
         let misplaced = [
             ("input", entry.input.is_some() && !takes_input),
             ("as", entry.bind.is_some() && !takes_as),
@@ -137,6 +141,45 @@ impl Resolver<'_> {
                 self.add_help("move it onto the entry or step it belongs to, or remove it");
             }
         }
+    }
+
+    /// A `sleep = "2h"` or `sleep-until = "<CEL>"` entry, named `sleep` or
+    /// by its `as` (which binds `{"until": "<RFC 3339>"}`).
+    pub(super) fn sleep(
+        &mut self,
+        file: &mut File,
+        entry: &authored::Entry,
+        span: Range<usize>,
+        names: &mut Names,
+    ) -> Option<Entry> {
+        let name = entry
+            .bind
+            .as_ref()
+            .map_or("sleep", |b| b.get_ref().as_str());
+        let node = format!("{}{name}", file.prefix);
+        if !file.nodes.insert(node.clone()) {
+            self.error(file, span, format!("two calls are named '{node}'"));
+            self.add_help("give this sleep an `as` name of its own, e.g. as = \"cooling_off\"");
+            return None;
+        }
+        let duration = match &entry.sleep {
+            Some(text) => Some(self.duration(file, text)?),
+            None => None,
+        };
+        let until = match &entry.sleep_until {
+            Some(expr) => Some(self.expression(file, expr, names)?),
+            None => None,
+        };
+        let bind = match &entry.bind {
+            Some(bind) => Some(self.bind(file, bind, names)?),
+            None => None,
+        };
+        Some(Entry::Sleep(Sleep {
+            node,
+            duration,
+            until,
+            bind,
+        }))
     }
 
     /// The step a `run` names, or an error with suggestions.

@@ -36,7 +36,7 @@ use crate::app::{
 use crate::expr::Expr;
 use crate::json::Json;
 use crate::saga::{
-    Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, StepPolicy, StepSpec, Workflow,
+    Backoff, Call, Entry, JsonCheck, OnFailure, RetryPolicy, Sleep, StepPolicy, StepSpec, Workflow,
 };
 use crate::schema::Schema;
 
@@ -50,7 +50,7 @@ const MAX_CONCURRENCY: u32 = 256;
 const SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kinds a flow entry can be: exactly one per entry (`for-each` goes with `run`).
-const ENTRY_KINDS: [&str; 8] = [
+const ENTRY_KINDS: [&str; 10] = [
     "run",
     "parallel",
     "when",
@@ -59,6 +59,8 @@ const ENTRY_KINDS: [&str; 8] = [
     "hook",
     "query",
     "for-each",
+    "sleep",
+    "sleep-until",
 ];
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {

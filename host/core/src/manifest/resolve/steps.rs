@@ -78,7 +78,7 @@ impl Resolver<'_> {
             .label("no such file");
             match build {
                 Some(b) => self.add_help(format!(
-                    "build it with `host run --build` (it runs `{}`), or fix the path: it is relative to the manifest's folder",
+                    "build it with `--build` (`host run --build`, `host serve --build`; it runs `{}`), or fix the path: it is relative to the manifest's folder",
                     b.command
                 )),
                 None => self.add_help("build the component, or fix the path: it is relative to the manifest's folder"),

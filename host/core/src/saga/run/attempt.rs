@@ -63,6 +63,7 @@ impl Run {
                 Ok(()) => {}
             }
             let started = Instant::now();
+            let started_ms = self.clock.now_ms();
             let deadline = self.call_deadline(policy, invoke, started);
             let context = self.call_context(
                 target.step,
@@ -88,9 +89,15 @@ impl Run {
                 }
                 .map(|invoked| match invoked {
                     // An async step's invoke starts the work; the answer comes later.
-                    Invoked::Done { output, .. } if policy.asynchronous => {
-                        CallRecord::Waiting { output }
-                    }
+                    // Its `timeout` bounds the wait for the answer too,
+                    // from the invoke's start.
+                    Invoked::Done { output, .. } if policy.asynchronous => CallRecord::Waiting {
+                        output,
+                        until: policy.timeout.map(|timeout| {
+                            started_ms
+                                .saturating_add(timeout.as_millis().min(i64::MAX as u128) as i64)
+                        }),
+                    },
                     Invoked::Done {
                         output,
                         compensation,

@@ -140,6 +140,12 @@ impl Run {
                 let value = expr.eval(scope)?;
                 scope.bind(bind.clone(), value);
             }
+            Entry::Sleep(sleep) => {
+                let output = self.sleep(sleep, scope)?;
+                if let Some(name) = &sleep.bind {
+                    scope.bind(name.clone(), output);
+                }
+            }
         }
         Ok(())
     }
@@ -330,8 +336,21 @@ impl Run {
                     .permanent(),
             }));
         }
-        if waiting.is_some() {
-            return Err(Stop::Pause(Pause::Waiting));
+        if let (Some(recorded), Some((_, invoked))) = (recorded, waiting) {
+            // Past its deadline the waiting attempt fails as `timeout`, and
+            // the step settles (or is retried) as after any failed attempt.
+            match recorded.until {
+                Some(until) if self.clock.now_ms() >= until => {
+                    let (seq, record) =
+                        self.answer_timed_out(call, node, recorded.attempts, invoked)?;
+                    if let CallRecord::Failed { last: true, .. } = record {
+                        return self
+                            .settle(call, node, seq, record, true)
+                            .map_err(Stop::Fail);
+                    }
+                }
+                until => return Err(self.pause_until(until)),
+            }
         }
         match recorded {
             Some(recorded) => attempt = recorded.attempts + 1,
@@ -348,8 +367,8 @@ impl Run {
             input: Some(&input),
         };
         let (seq, record) = self.attempts(&target, attempt).await?;
-        if let CallRecord::Waiting { .. } = record {
-            return Err(Stop::Pause(Pause::Waiting));
+        if let CallRecord::Waiting { until, .. } = record {
+            return Err(self.pause_until(until));
         }
         self.settle(call, node, seq, record, true)
             .map_err(Stop::Fail)

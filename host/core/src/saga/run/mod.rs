@@ -8,20 +8,22 @@
 mod attempt;
 mod compensate;
 mod forward;
+mod sleep;
 
 use attempt::CallTarget;
+pub(crate) use sleep::rfc3339;
 
 /// How long a call attempt may run when its step sets no `timeout`.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::plan::{Call, Entry, OnFailure, StepPolicy, Workflow};
+use super::plan::{Call, Entry, OnFailure, Sleep, StepPolicy, Workflow};
 use super::record::{CallRecord, CallStart, History, NoRecorder, RecordError, Recorder};
 use super::report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
 use super::step::{
@@ -84,6 +86,8 @@ pub struct Durability {
     /// run's end (the host writes them with it, in one commit): the run
     /// does not flush them itself.
     pub end_writes_last_records: bool,
+    /// The clock of the run's durable times (sleeps, answer deadlines).
+    pub clock: super::Clock,
 }
 
 impl Default for Durability {
@@ -96,6 +100,7 @@ impl Default for Durability {
             cancel: false,
             interrupt: super::CancelSignal::default(),
             end_writes_last_records: false,
+            clock: super::Clock::system(),
         }
     }
 }
@@ -170,6 +175,8 @@ impl Saga {
             cancel: durability.cancel,
             interrupt: durability.interrupt,
             flush_at_end: !durability.end_writes_last_records,
+            wake_at: AtomicI64::new(i64::MAX),
+            clock: durability.clock,
         });
         if fresh {
             run.lifecycle("run.started", request.input.clone(), None);
@@ -258,6 +265,13 @@ impl Saga {
             events: run.events.snapshot(),
             all_events: run.events.all(),
             duration_ms: ms(run.started.elapsed()),
+            wake_at: if status == RunStatus::Waiting {
+                run.wake_at()
+            } else {
+                None
+            },
+            rerun_of: None,
+            reruns: Vec::new(),
         }
     }
 }
@@ -414,6 +428,10 @@ struct Run {
     /// Whether the run flushes its last records itself (see
     /// [`Durability::end_writes_last_records`]).
     flush_at_end: bool,
+    /// The earliest time (unix ms) a waiting call of the paused run waits
+    /// for; `i64::MAX` for none.
+    wake_at: AtomicI64,
+    clock: super::Clock,
 }
 
 impl Run {
