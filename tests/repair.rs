@@ -195,3 +195,64 @@ fn rerun_starts_a_new_run_linked_to_the_original_with_its_input_or_another() {
         unknown.stderr
     );
 }
+
+#[test]
+fn a_run_whose_host_dies_at_the_same_step_again_and_again_is_parked_and_retry_continues_it() {
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "crashes.toml",
+        "[workflow]\nname = \"crashes\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { output = 1 }\n[steps.b]\ncomponent = \"{probe}\"\nconfig = { output = 2 }\n[[flow]]\nrun = \"a\"\n[[flow]]\nrun = \"b\"\nas = \"b\"\n[output]\nvalue = \"b\"\n",
+    );
+    // Every process that reaches b's start dies there (as if b crashed it).
+    let dies = |args: &[&str]| {
+        let status = sandbox
+            .command()
+            .args(args)
+            .env("WASAGA_CRASH_AT", "started:b")
+            .env("WASAGA_DEAD_LETTER_AFTER", "3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{args:?} should have died");
+    };
+    dies(&["run", manifest.to_str().unwrap(), "--input", "{}"]);
+    dies(&["resume", "--all"]);
+    dies(&["resume", "--all"]);
+    // The third take-over parks it instead of dying a fourth time.
+    let parked = sandbox
+        .command()
+        .args(["resume", "--all"])
+        .env("WASAGA_CRASH_AT", "started:b")
+        .env("WASAGA_DEAD_LETTER_AFTER", "3")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&parked.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(report["error"]["kind"], "host");
+    assert_eq!(report["error"]["step"], "b");
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("died 3 times while executing it (each time at 'b')"),
+        "{message}"
+    );
+    assert!(message.contains("host runs retry"), "{message}");
+    // Parked: a resume leaves it alone.
+    let resumed = sandbox.host(&["resume", "--all"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(resumed.stdout.trim().is_empty(), "{}", resumed.stdout);
+
+    // The cause is gone: retry continues it where it stopped (a is not called again).
+    let run = report["run"].as_str().unwrap();
+    let retried = sandbox.host(&["runs", "retry", run]);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    let report = retried.report();
+    assert_eq!(report["status"], "done", "{report:#}");
+    assert_eq!(report["output"], 2);
+    let invokes_of_a = common::calls_of(&report)
+        .iter()
+        .filter(|c| *c == "invoke a")
+        .count();
+    assert_eq!(invokes_of_a, 1);
+}

@@ -102,12 +102,14 @@ CREATE INDEX entities_in_order ON entities (collection, seq);
 ";
 
 /// Version 2: when a waiting run wakes (a sleep's end, an async step's
-/// deadline), indexed for the timer sweep; the run a rerun runs again.
+/// deadline), indexed for the timer sweep; the run a rerun runs again; how
+/// many times a run was taken over from a host that died executing it.
 const VERSION_2: &str = "
 ALTER TABLE runs ADD COLUMN wake_at BIGINT;
 CREATE INDEX runs_by_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
 ALTER TABLE runs ADD COLUMN rerun_of TEXT;
 CREATE INDEX runs_by_rerun ON runs (rerun_of) WHERE rerun_of IS NOT NULL;
+ALTER TABLE runs ADD COLUMN crashes BIGINT NOT NULL DEFAULT 0;
 ";
 
 /// The migrations, in order: the one at index i takes the schema from

@@ -85,16 +85,20 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
     };
     let location = args.state.location(&paths[0]);
     let live = Arc::new(Live::default());
-    let host = Arc::new(
-        args.state
-            .host(&location, &args.runtime)?
-            .observed(live.clone()),
-    );
+    let metrics = Arc::new(crate::server::metrics::Metrics::default());
+    let host = args.state.host(&location, &args.runtime)?;
+    let observed = crate::server::metrics::Observed {
+        metrics: metrics.clone(),
+        journal: host.journal().clone(),
+    };
+    let observers = crate::server::metrics::Observers(vec![live.clone(), Arc::new(observed)]);
+    let host = Arc::new(host.observed(Arc::new(observers)));
     let workflows = load_workflows(&paths, &host, args.build, args.strict).await?;
     let state = Arc::new(AppState {
         host,
         workflows,
         live,
+        metrics,
         config: ServeConfig {
             listen: args.listen,
             token: args.token.clone(),

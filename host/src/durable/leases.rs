@@ -100,6 +100,8 @@ impl Host {
                     .claim_orphans(&host.owner, host.lease, SWEEP_BATCH, &skip)
                 {
                     Ok(claimed) => {
+                        host.takeovers
+                            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
                         for (run, epoch) in claimed {
                             let host = host.clone();
                             tokio::spawn(async move {

@@ -22,6 +22,7 @@ use crate::wasm::{LoadError, Runtime};
 use crate::workflow::{self, LoadedWorkflow};
 
 mod leases;
+mod parking;
 mod requests;
 mod rerun;
 mod state;
@@ -125,7 +126,16 @@ pub struct Host {
     /// Runs this process's sweep claimed and could not resume (a manifest
     /// that no longer loads, changed components): not claimed again by it.
     refused: Mutex<std::collections::HashSet<String>>,
+    /// The dead-letter rule: a run taken over this many times from a host
+    /// that died executing it is parked as `failed` instead of resumed.
+    dead_letter_after: u32,
+    /// Runs this process's sweep took over (for metrics).
+    takeovers: std::sync::atomic::AtomicU64,
 }
+
+/// How many times a run's host may die executing it before the run is
+/// parked (`WASAGA_DEAD_LETTER_AFTER` changes it).
+pub const DEAD_LETTER_AFTER: u32 = 5;
 
 /// The runs this process executes, each with its cancel signal.
 type Executions = Arc<Mutex<HashMap<String, CancelSignal>>>;
@@ -261,7 +271,18 @@ impl Host {
             executing,
             accept_changed_components: Default::default(),
             refused: Mutex::default(),
+            dead_letter_after: std::env::var("WASAGA_DEAD_LETTER_AFTER")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(DEAD_LETTER_AFTER),
+            takeovers: Default::default(),
         }
+    }
+
+    /// How many unfinished runs this process's sweep took over.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tells `observer` about every transition of the runs this host executes.
@@ -565,6 +586,11 @@ impl Host {
                     ))
                 })?,
         };
+        // After the claim: its crash count includes this take-over.
+        let claimed_record = self.journal.run(run)?;
+        if claimed_record.crashes >= self.dead_letter_after {
+            return self.park(run, epoch, &claimed_record).await;
+        }
         // A compensating run stays so (its history says where it is).
         let status = match record.status {
             RunStatus::Compensating => RunStatus::Compensating,

@@ -65,9 +65,13 @@ impl Host {
             // A finished run is reopened for its compensation, leased here
             // at once.
             let executing = self.executing_or_refuse(run)?;
-            let Some(epoch) = self
-                .journal
-                .reopen(run, RunStatus::Done, &self.owner, self.lease)?
+            let Some(epoch) = self.journal.reopen(
+                run,
+                RunStatus::Done,
+                RunStatus::Compensating,
+                &self.owner,
+                self.lease,
+            )?
             else {
                 return Err(DurableError::Refused(format!(
                     "run {run} is being cancelled by another request"
@@ -84,7 +88,9 @@ impl Host {
     /// compensation) once an operator fixed the cause: exactly those that
     /// failed, in the same reverse order, each with its next attempt
     /// number. The run ends `reverted`, or `failed` again with the new
-    /// errors. Refused, changing nothing, for a run in any other status.
+    /// errors. A run parked by the dead-letter rule (its host died while
+    /// executing it too many times) continues where it stopped instead.
+    /// Refused, changing nothing, for a run in any other status.
     pub async fn retry(&self, run: &str) -> Result<RunReport, DurableError> {
         let record = self.journal.run(run)?;
         if record.status != RunStatus::Failed {
@@ -105,15 +111,25 @@ impl Host {
         let executing = self.executing_or_refuse(run)?;
         let history = self.journal.history(run)?;
         let compensations = history.failed_compensations();
-        let Some(epoch) = self
-            .journal
-            .reopen(run, RunStatus::Failed, &self.owner, self.lease)?
+        let parked = record.crashes >= self.dead_letter_after;
+        let to = if parked {
+            RunStatus::Running
+        } else {
+            RunStatus::Compensating
+        };
+        let Some(epoch) =
+            self.journal
+                .reopen(run, RunStatus::Failed, to, &self.owner, self.lease)?
         else {
             return Err(DurableError::Refused(format!(
                 "run {run} is being retried by another request"
             )));
         };
-        tracing::info!(run, compensations = ?compensations, "retrying the compensations that failed");
+        if parked {
+            tracing::info!(run, "continuing a parked run where it stopped");
+        } else {
+            tracing::info!(run, compensations = ?compensations, "retrying the compensations that failed");
+        }
         // Journaled first: whoever continues the run (this host, or another
         // after this one died) retries them.
         let retry = RecordKind::Retry { compensations };

@@ -28,7 +28,7 @@ pub struct PgJournal {
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of";
+     components, lease_epoch, wake_at, rerun_of, crashes";
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
@@ -61,6 +61,7 @@ fn run_from_row(row: &Row) -> RunRecordRow {
         lease_epoch: row.get(20),
         wake_at: row.get(21),
         rerun_of: row.get(22),
+        crashes: row.get(23),
     }
 }
 
@@ -346,23 +347,24 @@ impl Journal for PgJournal {
         &self,
         run: &str,
         from: RunStatus,
+        to: RunStatus,
         owner: &Owner,
         lease: Duration,
     ) -> Result<Option<u64>, JournalError> {
         let (run, owner) = (run.to_string(), owner.id().to_string());
-        let from = from.as_str();
+        let (from, to) = (from.as_str(), to.as_str());
         let lease_ms = lease.as_millis() as i64;
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
             let row = client
                 .query_opt(
                     &format!(
-                        "UPDATE runs SET status = 'compensating', updated_at = $2, lease_owner = $3,
-                                         lease_until = {DB_NOW} + $4, lease_epoch = lease_epoch + 1
+                        "UPDATE runs SET status = $6, updated_at = $2, lease_owner = $3,
+                                         lease_until = {DB_NOW} + $4, lease_epoch = lease_epoch + 1, crashes = 0
                          WHERE id = $1 AND status = $5
                          RETURNING lease_epoch"
                     ),
-                    &[&run, &now_ms(), &owner, &lease_ms, &from],
+                    &[&run, &now_ms(), &owner, &lease_ms, &from, &to],
                 )
                 .await?;
             Ok(row.map(|row| row.get::<_, i64>(0) as u64))
@@ -529,7 +531,8 @@ impl Journal for PgJournal {
                 .query_opt(
                     &format!(
                         "UPDATE runs SET lease_owner = $2, lease_until = {DB_NOW} + $3, updated_at = $4,
-                                         lease_epoch = lease_epoch + 1
+                                         lease_epoch = lease_epoch + 1,
+                                         crashes = crashes + CASE WHEN lease_owner IS NOT NULL AND lease_owner <> $2 THEN 1 ELSE 0 END
                          WHERE id = $1 AND lease_epoch = $5 AND status NOT IN {FINAL}
                            AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < {DB_NOW} OR $6)
                          RETURNING lease_epoch"
@@ -585,7 +588,8 @@ impl Journal for PgJournal {
                              FOR UPDATE SKIP LOCKED
                          )
                          UPDATE runs SET lease_owner = $5, lease_until = {DB_NOW} + $6, updated_at = $1,
-                                         lease_epoch = runs.lease_epoch + 1
+                                         lease_epoch = runs.lease_epoch + 1,
+                                         crashes = runs.crashes + CASE WHEN runs.lease_owner IS NOT NULL AND runs.lease_owner <> $5 THEN 1 ELSE 0 END
                          FROM picked WHERE runs.id = picked.id
                          RETURNING runs.id, runs.lease_epoch"
                     ),
@@ -653,6 +657,17 @@ impl Journal for PgJournal {
                 .query_opt(&statement, &[&run])
                 .await?
                 .is_some_and(|row| row.get(0)))
+        })
+    }
+
+    fn count(&self, status: RunStatus) -> Result<u64, JournalError> {
+        let status = status.as_str();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_one("SELECT count(*) FROM runs WHERE status = $1", &[&status])
+                .await?;
+            Ok(row.get::<_, i64>(0).max(0) as u64)
         })
     }
 

@@ -45,6 +45,7 @@ pub(super) struct RunRecordRow {
     pub lease_epoch: i64,
     pub wake_at: Option<i64>,
     pub rerun_of: Option<String>,
+    pub crashes: i64,
 }
 
 impl RunRecordRow {
@@ -79,6 +80,7 @@ impl RunRecordRow {
                 lease_epoch: self.lease_epoch.max(0) as u64,
                 wake_at: self.wake_at,
                 rerun_of: self.rerun_of,
+                crashes: self.crashes.clamp(0, u32::MAX as i64) as u32,
                 components: self
                     .components
                     .as_deref()

@@ -59,6 +59,7 @@ on_both_backends!(
     runs_are_listed_newest_first_by_status_and_workflow,
     a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops,
     waiting_runs_are_due_at_their_wake_up_time_and_reruns_are_listed_by_their_original,
+    taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_clears_them,
 );
 
 pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
@@ -449,7 +450,9 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
     let me = Owner::current();
     journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap();
     assert_eq!(
-        journal.reopen("r1", RunStatus::Done, &me, LEASE).unwrap(),
+        journal
+            .reopen("r1", RunStatus::Done, RunStatus::Compensating, &me, LEASE)
+            .unwrap(),
         None,
         "a running run is not reopened"
     );
@@ -464,7 +467,9 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
         .finish("r1", 1, &report("r1", RunStatus::Done))
         .unwrap();
     assert_eq!(
-        journal.reopen("r1", RunStatus::Done, &me, LEASE).unwrap(),
+        journal
+            .reopen("r1", RunStatus::Done, RunStatus::Compensating, &me, LEASE)
+            .unwrap(),
         Some(2)
     );
     let reopened = journal.run("r1").unwrap();
@@ -481,7 +486,9 @@ fn only_a_finished_run_is_reopened_and_cancels_are_seen(journal: &Arc<dyn Journa
             .is_empty()
     );
     assert_eq!(
-        journal.reopen("r1", RunStatus::Done, &me, LEASE).unwrap(),
+        journal
+            .reopen("r1", RunStatus::Done, RunStatus::Compensating, &me, LEASE)
+            .unwrap(),
         None,
         "reopened once"
     );
@@ -621,4 +628,35 @@ fn waiting_runs_are_due_at_their_wake_up_time_and_reruns_are_listed_by_their_ori
         .map(|r| r.id)
         .collect();
     assert_eq!(reruns, ["again"]);
+}
+
+fn taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_clears_them(
+    journal: &Arc<dyn Journal>,
+) {
+    let me = Owner::current();
+    // Its holder is gone (an expired lease on another machine).
+    journal
+        .begin(&new_run("r1", "r1"), &elsewhere("dead"), Duration::ZERO)
+        .unwrap();
+    journal
+        .begin(&new_run("r2", "r2"), &elsewhere("dead"), Duration::ZERO)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let epoch = journal.claim("r1", &me, LEASE).unwrap().unwrap();
+    assert_eq!(journal.run("r1").unwrap().crashes, 1);
+    // Claimed again by its own holder: no crash.
+    let epoch = journal.claim("r1", &me, LEASE).unwrap().unwrap_or(epoch);
+    assert_eq!(journal.run("r1").unwrap().crashes, 1);
+    let claimed = journal.claim_orphans(&me, LEASE, 10, &[]).unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(journal.run("r2").unwrap().crashes, 1);
+    let mut failed = report("r1", RunStatus::Failed);
+    failed.output = None;
+    journal.finish("r1", epoch, &failed).unwrap();
+    let reopened = journal
+        .reopen("r1", RunStatus::Failed, RunStatus::Running, &me, LEASE)
+        .unwrap();
+    assert!(reopened.is_some());
+    let record = journal.run("r1").unwrap();
+    assert_eq!((record.status, record.crashes), (RunStatus::Running, 0));
 }

@@ -8,6 +8,7 @@
 mod auth;
 mod guard;
 mod live;
+pub mod metrics;
 mod openapi;
 mod routes;
 
@@ -64,6 +65,8 @@ pub struct AppState {
     pub workflows: IndexMap<String, Served>,
     /// Live run updates.
     pub live: Arc<Live>,
+    /// What `GET /metrics` says.
+    pub metrics: Arc<metrics::Metrics>,
     /// The configuration.
     pub config: ServeConfig,
     /// Runs executing in this process.

@@ -95,6 +95,17 @@ pub fn document(state: &AppState) -> Value {
                     }
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Metrics in Prometheus' text format",
+                    "description": "Runs started and finished (by workflow and status), call attempts (by call, action and outcome) and their durations, lease take-overs, and the unfinished runs by status.",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": { "description": "The metrics.", "content": { "text/plain": { "schema": { "type": "string" } } } },
+                        "401": error_response("A token is required.")
+                    }
+                }
+            },
             "/runs/{id}/retry": {
                 "post": {
                     "summary": "Retry the compensations of a failed run",

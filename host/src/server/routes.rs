@@ -31,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/workflows", get(workflows))
         .route("/workflows/{name}/runs", post(start_run))
@@ -140,6 +141,26 @@ fn report_response(report: &RunReport) -> Response {
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("page/index.html"))
+}
+
+/// `GET /metrics`, in Prometheus' text format.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let state = state.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        state
+            .metrics
+            .render(state.host.journal().as_ref(), state.host.takeovers())
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
@@ -274,6 +295,9 @@ async fn start_run(
         .host
         .begin(&served.workflow, &served.extension_dirs, &request)?;
     let run_id = begun.run_id().to_string();
+    if matches!(begun, crate::durable::Begun::Fresh(..)) {
+        state.metrics.run_started(&run_id, &name);
+    }
     let workflow = served.workflow.clone();
     let task_state = state.clone();
     state.active.fetch_add(1, Ordering::SeqCst);

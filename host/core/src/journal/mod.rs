@@ -150,6 +150,10 @@ pub struct RunRecord {
     /// The run this one runs again (`host runs rerun`).
     #[serde(default)]
     pub rerun_of: Option<String>,
+    /// How many times it was taken over from a host that died (or stalled)
+    /// while executing it: past a limit it is parked as `failed`.
+    #[serde(default)]
+    pub crashes: u32,
 }
 
 impl RunRecord {
@@ -363,15 +367,17 @@ pub trait Journal: Send + Sync {
         }
         self.finish(run, epoch, report)
     }
-    /// Reopens a finished run for compensation: a `done` run (a cancel
-    /// after the end) or a `failed` one (a retry of the compensations that
-    /// failed). Its status becomes `compensating`, leased to `owner` in the
-    /// same statement (so no sweep takes it in between); the new epoch, or
+    /// Reopens a finished run: a `done` run for its compensation (a cancel
+    /// after the end), a `failed` one to retry the compensations that
+    /// failed, or a parked one to continue it. Its status becomes `to`,
+    /// leased to `owner` in the same statement (so no sweep takes it in
+    /// between), and its crash count starts again from 0; the new epoch, or
     /// `None` if its status was not `from`.
     fn reopen(
         &self,
         run: &str,
         from: RunStatus,
+        to: RunStatus,
         owner: &Owner,
         lease: Duration,
     ) -> Result<Option<u64>, JournalError>;
@@ -416,6 +422,8 @@ pub trait Journal: Send + Sync {
     fn request_cancel(&self, run: &str) -> Result<(), JournalError>;
     /// Whether someone asked to cancel the run.
     fn cancel_requested(&self, run: &str) -> Result<bool, JournalError>;
+    /// How many runs have `status` (for metrics).
+    fn count(&self, status: RunStatus) -> Result<u64, JournalError>;
     /// Waiting runs whose wake-up time is at or before `now` (unix ms),
     /// earliest first, at most `limit`: the timers due.
     fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError>;

@@ -136,7 +136,7 @@ const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of";
+     components, lease_epoch, wake_at, rerun_of, crashes";
 
 /// What this file's code fails with: SQLite's errors and the journal's own,
 /// so `?` works on both (the core's error type cannot know rusqlite).
@@ -375,6 +375,7 @@ impl Journal for SqliteJournal {
         &self,
         run: &str,
         from: RunStatus,
+        to: RunStatus,
         owner: &Owner,
         lease: Duration,
     ) -> Result<Option<u64>, JournalError> {
@@ -383,8 +384,8 @@ impl Journal for SqliteJournal {
             let epoch = self
                 .conn()
                 .prepare_cached(
-                    "UPDATE runs SET status = 'compensating', updated_at = ?2, lease_owner = ?3,
-                                     lease_until = ?4, lease_epoch = lease_epoch + 1
+                    "UPDATE runs SET status = ?6, updated_at = ?2, lease_owner = ?3,
+                                     lease_until = ?4, lease_epoch = lease_epoch + 1, crashes = 0
                      WHERE id = ?1 AND status = ?5
                      RETURNING lease_epoch",
                 )?
@@ -394,7 +395,8 @@ impl Journal for SqliteJournal {
                         now,
                         owner.id(),
                         now + lease.as_millis() as i64,
-                        from.as_str()
+                        from.as_str(),
+                        to.as_str()
                     ],
                     |row| row.get::<_, i64>(0),
                 )
@@ -565,7 +567,8 @@ impl Journal for SqliteJournal {
                 .is_some_and(|holder| holder != owner.id() && !Owner::is_alive(holder));
             let changed = self.conn().execute(
                 &format!(
-                    "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1
+                    "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1,
+                                     crashes = crashes + (lease_owner IS NOT NULL AND lease_owner != ?2)
                      WHERE id = ?1 AND lease_epoch = ?5 AND status NOT IN {FINAL}
                        AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4 OR ?6)"
                 ),
@@ -628,7 +631,8 @@ impl Journal for SqliteJournal {
                     continue;
                 }
                 let changed = self.conn().execute(
-                    "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1
+                    "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1,
+                                     crashes = crashes + (lease_owner IS NOT NULL AND lease_owner != ?2)
                      WHERE id = ?1 AND lease_epoch = ?5 AND status IN ('running', 'compensating')",
                     params![run, owner.id(), now + lease.as_millis() as i64, now, epoch],
                 )?;
@@ -691,6 +695,16 @@ impl Journal for SqliteJournal {
                 .query_row(params![run], |row| row.get(0))
                 .optional()?
                 .unwrap_or(false))
+        })
+    }
+
+    fn count(&self, status: RunStatus) -> Result<u64, JournalError> {
+        run_sql(|| {
+            let n: i64 = self
+                .conn()
+                .prepare_cached("SELECT count(*) FROM runs WHERE status = ?1")?
+                .query_row(params![status.as_str()], |row| row.get(0))?;
+            Ok(n.max(0) as u64)
         })
     }
 

@@ -30,6 +30,7 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
         lease_epoch: row.get(20)?,
         wake_at: row.get(21)?,
         rerun_of: row.get(22)?,
+        crashes: row.get(23)?,
     })
 }
 

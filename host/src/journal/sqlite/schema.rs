@@ -93,13 +93,15 @@ fn version_2(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Version 3: when a waiting run wakes (a sleep's end, an async step's
-/// deadline), indexed for the timer sweep; the run a rerun runs again.
+/// deadline), indexed for the timer sweep; the run a rerun runs again; how
+/// many times a run was taken over from a host that died executing it.
 fn version_3(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "ALTER TABLE runs ADD COLUMN wake_at INTEGER;
          CREATE INDEX runs_by_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
          ALTER TABLE runs ADD COLUMN rerun_of TEXT;
-         CREATE INDEX runs_by_rerun ON runs (rerun_of) WHERE rerun_of IS NOT NULL;",
+         CREATE INDEX runs_by_rerun ON runs (rerun_of) WHERE rerun_of IS NOT NULL;
+         ALTER TABLE runs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;",
     )
 }
 
