@@ -234,7 +234,7 @@ fn a_run_whose_host_dies_at_the_same_step_again_and_again_is_parked_and_retry_co
     assert_eq!(report["error"]["step"], "b");
     let message = report["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("died 3 times while executing it (each time at 'b')"),
+        message.contains("3 times while executing it, the last time at 'b'"),
         "{message}"
     );
     assert!(message.contains("host runs retry"), "{message}");

@@ -18,9 +18,9 @@ impl Host {
         record: &RunRecord,
     ) -> Result<RunReport, DurableError> {
         let at = self.call_in_flight(run)?;
-        let place = at.map_or_else(String::new, |node| format!(" (each time at '{node}')"));
+        let place = at.map_or_else(String::new, |node| format!(", the last time at '{node}'"));
         let message = format!(
-            "the host executing this run died {} times while executing it{place}: it is parked as failed instead of being resumed again (the dead-letter rule, WASAGA_DEAD_LETTER_AFTER={}). What ran is not compensated. Find the cause (a step that crashes or exhausts the host, say), then `host runs retry {run}` continues it where it stopped, or `host runs rerun {run}` starts it again",
+            "the hosts executing this run died (or stalled past their lease) {} times while executing it{place}: it is parked as failed instead of being resumed again (the dead-letter rule, WASAGA_DEAD_LETTER_AFTER={}). What ran is not compensated. Find the cause (a step that crashes or exhausts the host, say), then `host runs retry {run}` continues it where it stopped, or `host runs rerun {run}` starts it again",
             record.crashes, self.dead_letter_after
         );
         tracing::error!(run, crashes = record.crashes, "{message}");

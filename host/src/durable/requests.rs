@@ -111,12 +111,29 @@ impl Host {
         let executing = self.executing_or_refuse(run)?;
         let history = self.journal.history(run)?;
         let compensations = history.failed_compensations();
-        let parked = record.crashes >= self.dead_letter_after;
+        // Parked by the dead-letter rule: it failed without a compensation
+        // failing (a run that compensated and failed always has one).
+        let parked = record
+            .error
+            .as_ref()
+            .is_none_or(|e| e.compensation_failures.is_empty());
         let to = if parked {
             RunStatus::Running
         } else {
             RunStatus::Compensating
         };
+        if parked {
+            tracing::info!(run, "continuing a parked run where it stopped");
+        } else {
+            tracing::info!(run, compensations = ?compensations, "retrying the compensations that failed");
+        }
+        // Journaled first, under the run's last epoch: whoever continues the
+        // run (this host, or another after this one died) retries them; a
+        // host that dies before the reopen leaves it failed, to retry again.
+        let retry = RecordKind::Retry { compensations };
+        let _cancelled =
+            self.journal
+                .append(run, record.lease_epoch, &[(history.last_seq + 1, retry)])?;
         let Some(epoch) =
             self.journal
                 .reopen(run, RunStatus::Failed, to, &self.owner, self.lease)?
@@ -125,17 +142,6 @@ impl Host {
                 "run {run} is being retried by another request"
             )));
         };
-        if parked {
-            tracing::info!(run, "continuing a parked run where it stopped");
-        } else {
-            tracing::info!(run, compensations = ?compensations, "retrying the compensations that failed");
-        }
-        // Journaled first: whoever continues the run (this host, or another
-        // after this one died) retries them.
-        let retry = RecordKind::Retry { compensations };
-        let _cancelled = self
-            .journal
-            .append(run, epoch, &[(history.last_seq + 1, retry)])?;
         self.continue_marked(run, false, executing, Some(epoch))
             .await
     }
@@ -158,7 +164,7 @@ impl Host {
         }
         let history = self.journal.history(run)?;
         let waiting: Vec<String> = history.waiting_nodes();
-        let Some(call) = history
+        let Some(_) = history
             .call(step, Action::Invoke)
             .filter(|c| c.waiting.is_some() && c.settled.is_none())
         else {
@@ -177,6 +183,23 @@ impl Host {
         let Some(epoch) = self.journal.claim(run, &self.owner, self.lease)? else {
             return Err(DurableError::Refused(format!(
                 "run {run} is being executed by another process"
+            )));
+        };
+        // Read again under the lease: between the first read and the claim
+        // another host may have timed the step out (and invoked it again).
+        let history = self.journal.history(run)?;
+        let Some(call) = history
+            .call(step, Action::Invoke)
+            .filter(|c| c.waiting.is_some() && c.settled.is_none())
+            .cloned()
+        else {
+            // Continued as it is (which releases the lease), then refused.
+            let report = self
+                .continue_marked(run, false, executing, Some(epoch))
+                .await?;
+            return Err(DurableError::Refused(format!(
+                "step '{step}' of run {run} stopped waiting for an answer just before this one (the run is now {})",
+                report.status.as_str()
             )));
         };
         // `running` before the answer is recorded: a host that dies in

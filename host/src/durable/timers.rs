@@ -16,8 +16,14 @@ const DUE_BATCH: usize = 64;
 impl Host {
     /// The waiting runs due now that no one here is at (nor refused before).
     pub(super) fn due_runs(&self, skip: &[String]) -> Result<Vec<String>, DurableError> {
-        let due = self.journal.due(now_ms(), DUE_BATCH)?;
-        Ok(due.into_iter().filter(|run| !skip.contains(run)).collect())
+        // Past the ones skipped: a batch of refused runs with the earliest
+        // times must not keep every later timer from firing.
+        let due = self.journal.due(now_ms(), DUE_BATCH + skip.len())?;
+        Ok(due
+            .into_iter()
+            .filter(|run| !skip.contains(run))
+            .take(DUE_BATCH)
+            .collect())
     }
 
     /// Continues each due run in a task of its own (what the sweep of

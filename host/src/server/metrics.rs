@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::journal::{Journal, Observer, RecordKind};
-use crate::saga::{Action, CallRecord, RunStatus};
+use crate::saga::{Action, RunStatus};
 
 /// Upper bounds (seconds) of the call-duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
@@ -52,6 +52,10 @@ impl Metrics {
     pub fn run_started(&self, run: &str, workflow: &str) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *state.started.entry(workflow.to_string()).or_default() += 1;
+        // Runs that end on another host are never removed: bounded here.
+        if state.workflows.len() >= OPEN_CALLS {
+            state.workflows.clear();
+        }
         state.workflows.insert(run.into(), workflow.to_string());
     }
 
@@ -213,15 +217,12 @@ impl Observer for Observed {
                     attempt,
                     record,
                 } => {
-                    let outcome = match record {
-                        CallRecord::Done { .. } | CallRecord::Compensated => "ok",
-                        CallRecord::Skipped => "skipped",
-                        CallRecord::Waiting { .. } => "waiting",
-                        CallRecord::Failed { .. } => "error",
-                    };
+                    let outcome = record.outcome_name();
+                    // One series per call, not per for-each item.
+                    let call = node.split('[').next().unwrap_or(node).to_string();
                     *state
                         .calls
-                        .entry((node.clone(), action.as_str(), outcome))
+                        .entry((call, action.as_str(), outcome))
                         .or_default() += 1;
                     let key = (Arc::<str>::from(run), node.clone(), *action, *attempt);
                     if let Some(started) = state.open.remove(&key) {

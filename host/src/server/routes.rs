@@ -501,11 +501,10 @@ fn record_event(seq: u64, kind: &RecordKind) -> SseEvent {
             attempt,
             record,
         } => {
-            let (outcome, error) = match record {
-                CallRecord::Done { .. } | CallRecord::Compensated => ("ok", None),
-                CallRecord::Waiting { .. } => ("waiting", None),
-                CallRecord::Skipped => ("skipped", None),
-                CallRecord::Failed { error, .. } => ("error", Some(error)),
+            let outcome = record.outcome_name();
+            let error = match record {
+                CallRecord::Failed { error, .. } => Some(error),
+                _ => None,
             };
             json!({"seq": seq, "kind": "finished", "node": node, "action": action, "attempt": attempt, "outcome": outcome, "error": error})
         }

@@ -222,7 +222,8 @@ pub struct Sleep {
     pub node: String,
     /// How long (`sleep = "2h"`).
     pub duration: Option<Duration>,
-    /// Until when (`sleep-until`): a CEL expression giving an RFC 3339 time.
+    /// Until when (`sleep-until`): a CEL expression giving an RFC 3339 time
+    /// in UTC.
     pub until: Option<Expr>,
     /// The name its output (`{"until": "<RFC 3339>"}`) is bound to.
     pub bind: Option<String>,

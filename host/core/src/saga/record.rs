@@ -54,6 +54,17 @@ impl CallRecord {
         )
     }
 
+    /// The record's outcome as the event stream and metrics name it:
+    /// `ok`, `waiting`, `skipped` or `error`.
+    pub fn outcome_name(&self) -> &'static str {
+        match self {
+            CallRecord::Done { .. } | CallRecord::Compensated => "ok",
+            CallRecord::Waiting { .. } => "waiting",
+            CallRecord::Skipped => "skipped",
+            CallRecord::Failed { .. } => "error",
+        }
+    }
+
     /// What compensating this call would receive.
     pub fn compensation_data(&self) -> Option<Json> {
         match self {
@@ -240,7 +251,12 @@ impl History {
                 call.until = None;
                 call.settled = Some((seq, record));
             }
-            _ => {}
+            // An attempt that failed and is retried waits for nothing more
+            // (its answer timed out, say): the next attempt is invoked anew.
+            _ => {
+                call.waiting = None;
+                call.until = None;
+            }
         }
     }
 

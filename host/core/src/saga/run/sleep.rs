@@ -117,13 +117,13 @@ impl Run {
         let value = expr.eval(scope).map_err(|e| fail(e.to_string()))?;
         let text = value.value().as_str().map(str::to_string).ok_or_else(|| {
             fail(format!(
-                "`sleep-until` gave {}, not a time: give an RFC 3339 time (a string like \"2026-12-24T18:00:00Z\", or a CEL timestamp())",
+                "`sleep-until` gave {}, not a time: give an RFC 3339 time in UTC, a string like \"2026-12-24T18:00:00Z\"",
                 value.text()
             ))
         })?;
         let time = humantime::parse_rfc3339_weak(&text).map_err(|e| {
             fail(format!(
-                "`sleep-until` gave \"{text}\", which is not an RFC 3339 time ({e}): write it like \"2026-12-24T18:00:00Z\""
+                "`sleep-until` gave \"{text}\", which is not an RFC 3339 time in UTC ({e}): write it like \"2026-12-24T18:00:00Z\""
             ))
         })?;
         let ms = time
@@ -178,6 +178,8 @@ impl Run {
 
 /// Unix ms as an RFC 3339 time (UTC, ms precision).
 pub(crate) fn rfc3339(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 ends at year 9999 (a `sleep = "20000y"` sleeps until then).
+    const LAST: i64 = 253_402_300_799_999;
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }

@@ -274,3 +274,45 @@ async fn a_run_waiting_on_a_sleep_and_an_async_step_wakes_at_the_earlier_time() 
     assert_eq!(second.status, RunStatus::Waiting);
     assert_eq!(second.wake_at, Some(START + 3 * 3_600_000));
 }
+
+#[tokio::test]
+async fn a_retry_after_a_timeout_that_died_in_flight_is_invoked_again_not_timed_out_again() {
+    let mut f = Flow::new();
+    let pay = f.step("pay", Behaviour::default());
+    let flow = vec![f.run_with(pay, None, None, answered_within(HOUR, 2))];
+    let saga = f.saga(flow, None);
+    let recorder = Arc::new(MemoryRecorder::default());
+    let clock = Clock::manual(START);
+    // Attempt 1 waited and timed out; attempt 2 started, then its host died.
+    let waiting = CallRecord::Waiting {
+        output: Json::null(),
+        until: Some(START),
+    };
+    let timed_out = CallRecord::Failed {
+        error: StepFailure::new(FailureKind::Timeout, "no answer"),
+        last: false,
+    };
+    recorder
+        .history
+        .lock()
+        .unwrap()
+        .started("pay", Action::Invoke, 1);
+    recorder
+        .call_finished("pay", Action::Invoke, 1, &waiting)
+        .unwrap();
+    recorder
+        .call_finished("pay", Action::Invoke, 1, &timed_out)
+        .unwrap();
+    recorder
+        .history
+        .lock()
+        .unwrap()
+        .started("pay", Action::Invoke, 2);
+    clock.advance(HOUR);
+    let resumed = saga
+        .run_durably(RunRequest::new(Json::null()), at(&recorder, &clock, false))
+        .await;
+    assert_eq!(resumed.status, RunStatus::Waiting);
+    assert_eq!(f.log.lines(), ["invoke pay #3", "end pay"]);
+    assert_eq!(resumed.wake_at, Some(START + 2 * 3_600_000));
+}
