@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -50,15 +50,7 @@ fn serve(sandbox: &Sandbox, dir: &Path, extra: &[&str]) -> Child {
 
 /// The workflows a started server lists, and what it said on stderr.
 fn served(mut child: Child) -> (Vec<String>, String) {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("no address: {line:?}"))
-        .to_string();
+    let base = common::server::listening_address(&mut child);
     let mut response = ureq::get(&format!("{base}/workflows")).call().unwrap();
     let listed: Value =
         serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();

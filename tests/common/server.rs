@@ -43,15 +43,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("no address: {line:?}"))
-            .to_string();
+        let base = listening_address(&mut child);
         let token = extra
             .iter()
             .position(|a| *a == "--token")
@@ -158,4 +150,16 @@ pub fn probe_dir(sandbox: &Sandbox) -> PathBuf {
         "[workflow]\nname = \"compensates\"\n[steps.reserve]\ncomponent = \"{probe}\"\nconfig = { sleep-ms = 40, output = { reserved = true } }\n[steps.charge]\ncomponent = \"{probe}\"\nretries = { max = 1 }\nconfig = { sleep-ms = 40, fail-always = true, error-kind = \"conflict\", error-message = \"card declined\" }\n[[flow]]\nrun = \"reserve\"\n[[flow]]\nrun = \"charge\"\n",
     );
     dir
+}
+
+/// The address a `host serve` child prints on its first stdout line.
+pub fn listening_address(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("no address: {line:?}"))
+        .to_string()
 }

@@ -18,7 +18,9 @@ impl Host {
         record: &RunRecord,
     ) -> Result<RunReport, DurableError> {
         let at = self.call_in_flight(run)?;
-        let place = at.map_or_else(String::new, |node| format!(", the last time at '{node}'"));
+        let place = at
+            .as_ref()
+            .map_or_else(String::new, |node| format!(", the last time at '{node}'"));
         let message = format!(
             "the hosts executing this run died (or stalled past their lease) {} times while executing it{place}: it is parked as failed instead of being resumed again (the dead-letter rule, WASAGA_DEAD_LETTER_AFTER={}). What ran is not compensated. Find the cause (a step that crashes or exhausts the host, say), then `host runs retry {run}` continues it where it stopped, or `host runs rerun {run}` starts it again",
             record.crashes, self.dead_letter_after
@@ -32,7 +34,7 @@ impl Host {
             partial: false,
             output: None,
             error: Some(RunError {
-                step: self.call_in_flight(run)?,
+                step: at,
                 kind: FailureKind::Host,
                 message,
                 permanent: true,
