@@ -197,6 +197,39 @@ fn rerun_starts_a_new_run_linked_to_the_original_with_its_input_or_another() {
 }
 
 #[test]
+fn rerun_over_http_starts_a_linked_run_and_refuses_bad_bodies() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("workflows")).unwrap();
+    sandbox.manifest(
+        "workflows/echo.toml",
+        "[workflow]\nname = \"echo\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { echo-input = true }\n[[flow]]\nrun = \"a\"\nas = \"a\"\n[output]\nvalue = \"a\"\n",
+    );
+    let server = Server::start(&sandbox, &[&sandbox.path("workflows")], &[]);
+    let (code, original, _) =
+        server.post("/workflows/echo/runs", json!({ "input": { "order": 7 } }));
+    assert_eq!(code, 200, "{original}");
+    let run = original["run"].as_str().unwrap();
+
+    let (code, same, _) = server.post(&format!("/runs/{run}/rerun"), json!({}));
+    assert_eq!(code, 200, "{same}");
+    assert_eq!(same["rerun_of"], run);
+    assert_eq!(same["output"], json!({"order": 7}));
+    let (code, other, _) = server.post(
+        &format!("/runs/{run}/rerun"),
+        json!({ "input": { "order": 8 } }),
+    );
+    assert_eq!(code, 200, "{other}");
+    assert_eq!(other["output"], json!({"order": 8}));
+    let (_, shown) = server.get(&format!("/runs/{run}"));
+    assert_eq!(shown["reruns"], json!([same["run"], other["run"]]));
+
+    let (code, refused, _) = server.post(&format!("/runs/{run}/rerun"), json!({ "inputs": 1 }));
+    assert_eq!(code, 400, "{refused}");
+    let (code, _, _) = server.post("/runs/no-such-run/rerun", json!({}));
+    assert_eq!(code, 404);
+}
+
+#[test]
 fn a_run_whose_host_dies_at_the_same_step_again_and_again_is_parked_and_retry_continues_it() {
     let sandbox = Sandbox::new();
     let manifest = sandbox.manifest(

@@ -35,7 +35,7 @@ impl Drop for Database {
 
 /// The newest schema this host knows; a database at a higher version was
 /// migrated by a newer Wasaga and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The key of the advisory lock migrations hold (any fixed number: hosts
 /// of one database agree on it).
@@ -112,9 +112,18 @@ CREATE INDEX runs_by_rerun ON runs (rerun_of) WHERE rerun_of IS NOT NULL;
 ALTER TABLE runs ADD COLUMN crashes BIGINT NOT NULL DEFAULT 0;
 ";
 
+/// Version 3: the schedule tick a run was started for, and each schedule's
+/// last tick handled (what makes a tick start one run across hosts, and a
+/// host that was down start one catch-up run).
+const VERSION_3: &str = "
+ALTER TABLE runs ADD COLUMN tick BIGINT;
+CREATE INDEX runs_by_tick ON runs (workflow, status) WHERE tick IS NOT NULL;
+CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick BIGINT NOT NULL);
+";
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1, VERSION_2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1, VERSION_2, VERSION_3];
 
 /// How many connections one host keeps at most.
 const POOL_SIZE: usize = 16;

@@ -291,18 +291,22 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
                         "run": run.id, "workflow": run.workflow, "transaction_id": run.transaction_id,
                         "status": run.status, "partial": run.partial, "created_at": rfc3339(run.created_at),
                         "finished_at": run.finished_at.map(rfc3339),
+                        "tick": run.tick.map(rfc3339),
                     });
                     println!("{line}");
                 }
             } else {
                 println!(
-                    "{:<36}  {:<24}  {:<12}  {:<24}  {:>10}",
+                    "{:<36}  {:<24}  {:<12}  {:<24}  {:>10}  TICK",
                     "RUN", "WORKFLOW", "STATUS", "CREATED", "DURATION"
                 );
                 for run in &runs {
                     let end = run.finished_at.unwrap_or_else(now_ms);
+                    // The schedule's tick a run was started for; `-` for
+                    // runs someone started.
+                    let tick = run.tick.map_or_else(|| "-".to_string(), rfc3339);
                     println!(
-                        "{:<36}  {:<24}  {:<12}  {:<24}  {:>8}ms",
+                        "{:<36}  {:<24}  {:<12}  {:<24}  {:>8}ms  {tick}",
                         run.id,
                         run.workflow,
                         run.status.as_str(),
@@ -468,6 +472,7 @@ mod tests {
             wake_at: None,
             rerun_of: None,
             reruns: Vec::new(),
+            tick: None,
         };
         let text = timeline(&report);
         assert!(

@@ -25,12 +25,14 @@ mod leases;
 mod parking;
 mod requests;
 mod rerun;
+mod schedules;
 mod state;
 mod timers;
 
 pub use leases::LEASE;
 use leases::Renewal;
 pub use requests::{Answer, parse_answer_error};
+pub use schedules::tick_transaction;
 pub use state::{State, StateLocation, open_state, open_state_file};
 
 /// A failure of the durable layer (not of a workflow).
@@ -186,6 +188,15 @@ impl Started {
     }
 }
 
+/// Where a run comes from, besides a caller's request.
+#[derive(Debug, Default)]
+struct Origin {
+    /// The run it runs again.
+    rerun_of: Option<String>,
+    /// The schedule's tick it is for (unix ms).
+    tick: Option<i64>,
+}
+
 /// A run recorded by [`Host::begin`].
 #[derive(Debug)]
 pub enum Begun {
@@ -329,16 +340,16 @@ impl Host {
         extension_dirs: &[PathBuf],
         request: &RunRequest,
     ) -> Result<Begun, DurableError> {
-        self.begin_linked(workflow, extension_dirs, request, None)
+        self.begin_with(workflow, extension_dirs, request, Origin::default())
     }
 
-    /// [`Host::begin`], for a run that runs `rerun_of` again.
-    fn begin_linked(
+    /// [`Host::begin`], for a run of `origin` (a rerun, a schedule's tick).
+    fn begin_with(
         &self,
         workflow: &LoadedWorkflow,
         extension_dirs: &[PathBuf],
         request: &RunRequest,
-        rerun_of: Option<String>,
+        origin: Origin,
     ) -> Result<Begun, DurableError> {
         let manifest = &workflow.manifest;
         let new = NewRun {
@@ -351,8 +362,10 @@ impl Host {
             extension_dirs: extension_dirs.to_vec(),
             input: request.input.clone(),
             metadata: request.metadata.clone(),
-            idempotent: manifest.idempotent,
-            rerun_of,
+            // A tick starts one run, whatever the workflow says of repeats.
+            idempotent: manifest.idempotent || origin.tick.is_some(),
+            rerun_of: origin.rerun_of,
+            tick: origin.tick,
         };
         // Marked before it is journaled, so no resume can see it unmarked.
         let executing = self

@@ -48,6 +48,7 @@ impl Host {
             wake_at: None,
             rerun_of: None,
             reruns: Vec::new(),
+            tick: None,
         };
         self.journal.finish(run, epoch, &report)?;
         Ok(self.report(run)?)

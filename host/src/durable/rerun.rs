@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use super::{DurableError, Host, Started};
+use super::{Begun, DurableError, Host, Origin, Started};
 use crate::json::Json;
 use crate::manifest::{self, LoadOptions};
 use crate::saga::{RunReport, RunRequest};
-use crate::workflow;
+use crate::workflow::{self, LoadedWorkflow};
 
 impl Host {
     /// Starts a new run like `run` (any status), with `input` instead of
@@ -22,6 +22,25 @@ impl Host {
         input: Option<Json>,
         detach_background: bool,
     ) -> Result<RunReport, DurableError> {
+        let (loaded, begun, request) = self.begin_rerun(run, input)?;
+        let started = self
+            .complete(&loaded, begun, request, detach_background)
+            .await?;
+        Ok(match started {
+            Started::Ran(report) | Started::Recorded(report) => {
+                // The journal's report carries the link.
+                self.report(&report.run)?
+            }
+        })
+    }
+
+    /// The first half of [`Host::rerun`]: loads the workflow and records the
+    /// new run (the caller completes it).
+    pub fn begin_rerun(
+        &self,
+        run: &str,
+        input: Option<Json>,
+    ) -> Result<(Arc<LoadedWorkflow>, Begun, RunRequest), DurableError> {
         let original = self.journal.run(run)?;
         let options = LoadOptions {
             require_components: true,
@@ -61,20 +80,15 @@ impl Host {
         let mut request = RunRequest::new(input);
         request.metadata = original.metadata.clone();
         tracing::info!(run = %request.run_id, rerun_of = run, "rerun started");
-        let begun = self.begin_linked(
+        let begun = self.begin_with(
             &loaded,
             &original.extension_dirs,
             &request,
-            Some(run.to_string()),
+            Origin {
+                rerun_of: Some(run.to_string()),
+                ..Origin::default()
+            },
         )?;
-        let started = self
-            .complete(&loaded, begun, request, detach_background)
-            .await?;
-        Ok(match started {
-            Started::Ran(report) | Started::Recorded(report) => {
-                // The journal's report carries the link.
-                self.report(&report.run)?
-            }
-        })
+        Ok((loaded, begun, request))
     }
 }

@@ -28,7 +28,7 @@ pub struct PgJournal {
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of, crashes";
+     components, lease_epoch, wake_at, rerun_of, crashes, tick";
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
@@ -62,6 +62,7 @@ fn run_from_row(row: &Row) -> RunRecordRow {
         wake_at: row.get(21),
         rerun_of: row.get(22),
         crashes: row.get(23),
+        tick: row.get(24),
     }
 }
 
@@ -184,8 +185,8 @@ impl Journal for PgJournal {
             tx.execute(
                 &format!(
                     "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13)"
+                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14)"
                 ),
                 &[
                     &run.id,
@@ -201,6 +202,7 @@ impl Journal for PgJournal {
                     &lease_ms,
                     &components,
                     &run.rerun_of,
+                    &run.tick,
                 ],
             )
             .await?;
@@ -681,6 +683,51 @@ impl Journal for PgJournal {
                 )
                 .await?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError> {
+        let workflow = workflow.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            // Of two hosts seeing a new schedule at once, the first sets it.
+            let row = client
+                .query_one(
+                    "INSERT INTO schedules (workflow, last_tick) VALUES ($1, $2)
+                     ON CONFLICT (workflow) DO UPDATE SET last_tick = schedules.last_tick
+                     RETURNING last_tick",
+                    &[&workflow, &initial],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError> {
+        let workflow = workflow.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let changed = client
+                .execute(
+                    "UPDATE schedules SET last_tick = $2 WHERE workflow = $1 AND last_tick < $2",
+                    &[&workflow, &tick],
+                )
+                .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn schedule_busy(&self, workflow: &str) -> Result<bool, JournalError> {
+        let workflow = workflow.to_string();
+        self.run_pg(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT 1 FROM runs WHERE workflow = $1 AND tick IS NOT NULL AND status NOT IN {FINAL} LIMIT 1"),
+                    &[&workflow],
+                )
+                .await?;
+            Ok(row.is_some())
         })
     }
 

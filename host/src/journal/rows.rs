@@ -46,6 +46,7 @@ pub(super) struct RunRecordRow {
     pub wake_at: Option<i64>,
     pub rerun_of: Option<String>,
     pub crashes: i64,
+    pub tick: Option<i64>,
 }
 
 impl RunRecordRow {
@@ -81,6 +82,7 @@ impl RunRecordRow {
                 wake_at: self.wake_at,
                 rerun_of: self.rerun_of,
                 crashes: self.crashes.clamp(0, u32::MAX as i64) as u32,
+                tick: self.tick,
                 components: self
                     .components
                     .as_deref()

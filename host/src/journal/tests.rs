@@ -58,6 +58,7 @@ on_both_backends!(
     only_a_finished_run_is_reopened_and_cancels_are_seen,
     runs_are_listed_newest_first_by_status_and_workflow,
     a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops,
+    a_schedule_remembers_its_last_tick_and_sees_its_unfinished_runs,
     waiting_runs_are_due_at_their_wake_up_time_and_reruns_are_listed_by_their_original,
     taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_clears_them,
 );
@@ -79,6 +80,7 @@ pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
             hash: "abc".into(),
         }],
         rerun_of: None,
+        tick: None,
     }
 }
 
@@ -99,6 +101,7 @@ pub(super) fn report(id: &str, status: RunStatus) -> RunReport {
         wake_at: None,
         rerun_of: None,
         reruns: Vec::new(),
+        tick: None,
     }
 }
 
@@ -659,4 +662,36 @@ fn taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_clears_them(
     assert!(reopened.is_some());
     let record = journal.run("r1").unwrap();
     assert_eq!((record.status, record.crashes), (RunStatus::Running, 0));
+}
+
+fn a_schedule_remembers_its_last_tick_and_sees_its_unfinished_runs(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    // The first look sets the schedule's start; later ones read it.
+    assert_eq!(journal.schedule_last_tick("w", 1_000).unwrap(), 1_000);
+    assert_eq!(journal.schedule_last_tick("w", 5_000).unwrap(), 1_000);
+    assert_eq!(journal.schedule_last_tick("other", 7).unwrap(), 7);
+    // It only moves on: of two hosts handling one tick, one moves it.
+    assert!(journal.advance_schedule("w", 2_000).unwrap());
+    assert!(!journal.advance_schedule("w", 2_000).unwrap());
+    assert!(!journal.advance_schedule("w", 1_500).unwrap());
+    assert_eq!(journal.schedule_last_tick("w", 0).unwrap(), 2_000);
+    // A run someone started does not make the schedule busy; a tick's does
+    // until it ends.
+    assert!(!journal.schedule_busy("w").unwrap());
+    journal
+        .begin(&new_run("manual", "manual"), &me, LEASE)
+        .unwrap();
+    assert!(!journal.schedule_busy("w").unwrap());
+    let mut ticked = new_run("ticked", "schedule:2");
+    ticked.tick = Some(2_000);
+    let Begin::Started { epoch } = journal.begin(&ticked, &me, LEASE).unwrap() else {
+        panic!("a new transaction id starts a run")
+    };
+    assert_eq!(journal.run("ticked").unwrap().tick, Some(2_000));
+    assert!(journal.schedule_busy("w").unwrap());
+    assert!(!journal.schedule_busy("other").unwrap());
+    journal
+        .finish("ticked", epoch, &report("ticked", RunStatus::Done))
+        .unwrap();
+    assert!(!journal.schedule_busy("w").unwrap());
 }

@@ -11,6 +11,7 @@ mod live;
 pub mod metrics;
 mod openapi;
 mod routes;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -186,8 +187,13 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     // restart, a dead host's, runs left for later) are taken over from the
     // start and then as they appear.
     let sweep = state.config.resume.then(|| state.host.sweep(SWEEP_POLL));
+    let schedules = schedules::start(state.clone(), SWEEP_POLL);
     let app = routes::router(state.clone());
     accept(listener, app, &state.config).await;
+    // No new scheduled runs while the last ones drain.
+    if let Some(schedules) = schedules {
+        schedules.abort();
+    }
     // Give runs in flight a moment to reach their end; the rest resume later.
     for _ in 0..40 {
         if state.active.load(Ordering::SeqCst) == 0 {

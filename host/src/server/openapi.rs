@@ -120,6 +120,28 @@ pub fn document(state: &AppState) -> Value {
                     }
                 }
             },
+            "/runs/{id}/rerun": {
+                "post": {
+                    "summary": "Run a run again: a new run, linked to it",
+                    "description": "A new run of the same workflow, loaded from its manifest as it is now, with the original's input (or the body's) and metadata; its report says `rerun_of`, and the original's lists it in `reruns`.",
+                    "operationId": "rerunRun",
+                    "parameters": [run_id,
+                        { "name": "wait", "in": "query", "required": false, "schema": { "type": "boolean", "default": true },
+                          "description": "Wait for the new run's end (up to the server's wait timeout) instead of answering 202 at once." }],
+                    "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Rerun" } } } },
+                    "responses": {
+                        "200": report_response("The new run is done."),
+                        "202": { "description": "The new run goes on: follow Location.",
+                                 "headers": { "Location": { "schema": { "type": "string" } } },
+                                 "content": { "application/json": { "schema": { "oneOf": [ { "$ref": "#/components/schemas/Accepted" }, { "$ref": "#/components/schemas/RunReport" } ] } } } },
+                        "400": error_response("The body is not valid."),
+                        "401": error_response("A token is required."),
+                        "404": error_response("No such run."),
+                        "409": error_response("Refused: the input breaks the workflow's input-schema, or the run's manifest now defines another workflow."),
+                        "422": report_response("The new run failed and was compensated (reverted), or a compensation failed too (failed).")
+                    }
+                }
+            },
             "/runs/{id}/events": {
                 "get": {
                     "summary": "The run's events, live (Server-Sent Events)",
@@ -173,7 +195,7 @@ pub fn document(state: &AppState) -> Value {
             },
             "/workflows": {
                 "get": {
-                    "summary": "The served workflows and their input schemas",
+                    "summary": "The served workflows, their input schemas and schedules (with the next tick)",
                     "operationId": "listWorkflows",
                     "responses": { "200": { "description": "The workflows.", "content": { "application/json": { "schema": { "type": "object" } } } },
                                    "401": error_response("A token is required.") }
@@ -209,6 +231,8 @@ pub fn document(state: &AppState) -> Value {
                     "input": { "description": "The workflow input (any JSON)." },
                     "transaction_id": { "type": ["string", "null"], "description": "A run with a transaction id that already ran returns its recorded result." },
                     "metadata": { "type": ["object", "null"] } } },
+                "Rerun": { "type": "object", "additionalProperties": false, "properties": {
+                    "input": { "description": "The new run's input (any JSON); the original's when absent." } } },
                 "Accepted": { "type": "object", "required": ["run", "status", "location"], "properties": {
                     "run": { "type": "string" }, "status": { "const": "running" }, "location": { "type": "string" } } },
                 "RunStatus": { "type": "string", "enum": ["running", "waiting", "compensating", "done", "reverted", "failed", "cancelled"] },
@@ -246,12 +270,16 @@ pub fn document(state: &AppState) -> Value {
                     "errors": { "type": "array", "items": { "$ref": "#/components/schemas/RunError" } },
                     "trace": { "type": "array", "items": { "$ref": "#/components/schemas/TraceEntry" } },
                     "events": { "type": "array", "items": { "type": "object" } },
-                    "duration_ms": { "type": "number" } } },
+                    "duration_ms": { "type": "number" },
+                    "wake_at": { "type": "string", "description": "When a waiting run wakes (RFC 3339)." },
+                    "rerun_of": { "type": "string" }, "reruns": { "type": "array", "items": { "type": "string" } },
+                    "tick": { "type": "string", "description": "The schedule's tick the run was started for (RFC 3339)." } } },
                 "RunSummary": { "type": "object", "properties": {
                     "run": { "type": "string" }, "workflow": { "type": "string" }, "transaction_id": { "type": "string" },
                     "status": { "$ref": "#/components/schemas/RunStatus" }, "partial": { "type": "boolean" },
                     "created_at": { "type": "integer", "description": "Unix ms." }, "finished_at": { "type": ["integer", "null"] },
-                    "duration_ms": { "type": "integer" } } },
+                    "duration_ms": { "type": "integer" },
+                    "tick": { "type": ["string", "null"], "description": "The schedule's tick the run was started for (RFC 3339); null for runs someone started." } } },
                 "RunList": { "type": "object", "required": ["runs"], "properties": {
                     "runs": { "type": "array", "items": { "$ref": "#/components/schemas/RunSummary" } },
                     "next_cursor": { "type": ["string", "null"] } } }

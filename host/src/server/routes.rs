@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/retry", post(retry_run))
+        .route("/runs/{id}/rerun", post(rerun_run))
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/steps/{step}/success", post(step_success))
         .route("/runs/{id}/steps/{step}/failure", post(step_failure))
@@ -206,11 +207,20 @@ async fn workflows(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
                     .ok()
                     .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             });
+            let schedule = manifest.schedule.as_ref().map(|schedule| {
+                json!({
+                    "cron": schedule.pattern,
+                    "timezone": schedule.timezone.name(),
+                    "overlap": schedule.overlap.as_str(),
+                    "next_tick": schedule.next_after(crate::journal::now_ms()).map(crate::saga::rfc3339),
+                })
+            });
             json!({
                 "name": name,
                 "steps": manifest.workflow.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
                 "input_schema": schema,
                 "runs": format!("/workflows/{name}/runs"),
+                "schedule": schedule,
             })
         })
         .collect();
@@ -298,10 +308,21 @@ async fn start_run(
     if matches!(begun, crate::durable::Begun::Fresh(..)) {
         state.metrics.run_started(&run_id, &name);
     }
-    let workflow = served.workflow.clone();
+    let task = launch(&state, served.workflow.clone(), begun, request);
+    answer_when_done(&state, &run_id, task, query.wait.unwrap_or(true)).await
+}
+
+/// Executes a recorded run in a task of its own (counted as active while
+/// it runs), as a run started over HTTP is.
+pub(super) fn launch(
+    state: &Arc<AppState>,
+    workflow: Arc<crate::workflow::LoadedWorkflow>,
+    begun: crate::durable::Begun,
+    request: RunRequest,
+) -> tokio::task::JoinHandle<Result<Started, DurableError>> {
     let task_state = state.clone();
     state.active.fetch_add(1, Ordering::SeqCst);
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let result = task_state
             .host
             .complete(&workflow, begun, request, true)
@@ -314,9 +335,19 @@ async fn start_run(
         }
         task_state.active.fetch_sub(1, Ordering::SeqCst);
         result
-    });
-    if !query.wait.unwrap_or(true) {
-        return Ok(accepted(&run_id));
+    })
+}
+
+/// The run's report once `task` ends, or `202` with its location if it
+/// takes longer than the wait timeout (or the caller said `wait=false`).
+async fn answer_when_done(
+    state: &AppState,
+    run_id: &str,
+    task: tokio::task::JoinHandle<Result<Started, DurableError>>,
+    wait: bool,
+) -> Result<Response, ApiError> {
+    if !wait {
+        return Ok(accepted(run_id));
     }
     match tokio::time::timeout(state.config.wait_timeout, task).await {
         Ok(Ok(Ok(started))) => Ok(report_response(&started.report())),
@@ -329,7 +360,7 @@ async fn start_run(
             ))
         }
         // Still running: the caller follows the Location.
-        Err(_) => Ok(accepted(&run_id)),
+        Err(_) => Ok(accepted(run_id)),
     }
 }
 
@@ -361,6 +392,7 @@ fn summary(run: &RunRecord) -> Value {
         "created_at": run.created_at,
         "finished_at": run.finished_at,
         "duration_ms": run.finished_at.unwrap_or(run.updated_at) - run.created_at,
+        "tick": run.tick.map(crate::saga::rfc3339),
     })
 }
 
@@ -415,6 +447,54 @@ async fn cancel_run(
 ) -> Result<Response, ApiError> {
     let report = state.host.cancel(&id).await?;
     Ok(report_response(&report))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RerunBody {
+    /// Checked by `Json::parse`, like every JSON that enters.
+    input: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// `POST /runs/{id}/rerun`: a new run like this one (its input unless the
+/// body gives another), linked to it.
+async fn rerun_run(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let body: RerunBody = if body.is_empty() {
+        RerunBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not {{\"input\"?: ...}}: {e}"),
+            )
+        })?
+    };
+    let input = body
+        .input
+        .map(|raw| Json::parse(raw.get().to_string()))
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the input: {e}")))?;
+    let (workflow, begun, request) = state.host.begin_rerun(&id, input)?;
+    let run_id = begun.run_id().to_string();
+    state
+        .metrics
+        .run_started(&run_id, &workflow.manifest.workflow.name);
+    let task = launch(&state, workflow, begun, request);
+    let host = state.host.clone();
+    let linked = tokio::spawn(async move {
+        match task.await {
+            // The journal's report carries the link to the original.
+            Ok(started) => Ok(Started::Recorded(host.report(&started?.report().run)?)),
+            Err(crashed) => std::panic::resume_unwind(crashed.into_panic()),
+        }
+    });
+    answer_when_done(&state, &run_id, linked, query.wait.unwrap_or(true)).await
 }
 
 /// `POST /runs/{id}/retry`: retry a failed run's failed compensations.

@@ -12,6 +12,7 @@
 
 pub mod grants;
 pub mod hosts;
+pub mod schedule;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct App {
     pub idempotent: bool,
     /// `[workflow] retention`: how long finished runs are kept.
     pub retention: Option<Duration>,
+    /// `[workflow] schedule`: when `host serve` starts runs on its own.
+    pub schedule: Option<schedule::Schedule>,
     /// Every file read (manifests, extensions, schemas) with its text, the
     /// top manifest first: what a run pins.
     pub sources: Vec<(PathBuf, String)>,

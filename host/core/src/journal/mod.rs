@@ -67,6 +67,8 @@ pub struct NewRun {
     pub components: Vec<PinnedComponent>,
     /// The run this one runs again (`host runs rerun`).
     pub rerun_of: Option<String>,
+    /// The schedule's tick it was started for (unix ms).
+    pub tick: Option<i64>,
 }
 
 /// A step's component as a run started with it: a resume that finds other
@@ -154,6 +156,9 @@ pub struct RunRecord {
     /// while executing it: past a limit it is parked as `failed`.
     #[serde(default)]
     pub crashes: u32,
+    /// The schedule's tick it was started for (unix ms).
+    #[serde(default)]
+    pub tick: Option<i64>,
 }
 
 impl RunRecord {
@@ -427,6 +432,14 @@ pub trait Journal: Send + Sync {
     /// Waiting runs whose wake-up time is at or before `now` (unix ms),
     /// earliest first, at most `limit`: the timers due.
     fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError>;
+    /// The last tick of `workflow`'s schedule that a host handled (unix
+    /// ms); set to `initial` when the schedule has none yet.
+    fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError>;
+    /// Moves the last tick handled of `workflow`'s schedule on to `tick`
+    /// (never back); whether it moved.
+    fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError>;
+    /// Whether a run that `workflow`'s schedule started is unfinished.
+    fn schedule_busy(&self, workflow: &str) -> Result<bool, JournalError>;
     /// Deletes finished runs (and their records) that finished before
     /// `finished_before` (unix ms), of one workflow or all; returns how many.
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError>;

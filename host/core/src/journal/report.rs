@@ -117,5 +117,6 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
             .filter(|_| record.status == RunStatus::Waiting),
         rerun_of: record.rerun_of,
         reruns,
+        tick: record.tick,
     })
 }

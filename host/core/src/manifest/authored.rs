@@ -108,6 +108,17 @@ pub struct WorkflowSection {
     pub timeout: Option<Spanned<String>>,
     pub idempotent: Option<bool>,
     pub retention: Option<Spanned<String>>,
+    pub schedule: Option<Spanned<ScheduleTable>>,
+}
+
+/// `[workflow] schedule = { cron, timezone, input, overlap }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTable {
+    pub cron: Spanned<String>,
+    pub timezone: Option<Spanned<String>>,
+    pub input: Option<Spanned<toml::Value>>,
+    pub overlap: Option<Spanned<String>>,
 }
 
 /// `[steps.NAME]`.

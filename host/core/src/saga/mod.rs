@@ -27,7 +27,7 @@ pub use record::{
     CallRecord, CallStart, Fence, History, NoRecorder, RecordError, RecordedCall, Recorder,
 };
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
-pub use run::{DEFAULT_CALL_TIMEOUT, Durability, RunRequest, Saga};
+pub use run::{DEFAULT_CALL_TIMEOUT, Durability, RunRequest, Saga, rfc3339};
 pub use step::{
     Action, Event, FailureKind, FnStep, Invoked, OutboundLog, OutboundRequest, RunEvents, Step,
     StepCall, StepFailure,

@@ -172,6 +172,12 @@ pub struct RunReport {
     /// The runs that ran this one again, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reruns: Vec<String>,
+    /// The schedule's tick this run was started for (unix ms).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "wake_at_as_rfc3339"
+    )]
+    pub tick: Option<i64>,
 }
 
 fn wake_at_as_rfc3339<S: serde::Serializer>(at: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {

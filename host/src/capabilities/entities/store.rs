@@ -708,6 +708,7 @@ mod tests {
             idempotent: false,
             components: vec![],
             rerun_of: None,
+            tick: None,
         };
         let paused = Owner::from_id("other-machine:1:1");
         let Begin::Started { epoch } = journal

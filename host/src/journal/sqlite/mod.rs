@@ -25,6 +25,7 @@ mod append;
 mod gate;
 mod group;
 mod rows;
+mod schedules;
 pub mod schema;
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous`).
@@ -136,7 +137,7 @@ const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of, crashes";
+     components, lease_epoch, wake_at, rerun_of, crashes, tick";
 
 /// What this file's code fails with: SQLite's errors and the journal's own,
 /// so `?` works on both (the core's error type cannot know rusqlite).
@@ -304,8 +305,8 @@ impl Journal for SqliteJournal {
             let now = now_ms();
             tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1, ?13)",
+                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1, ?13, ?14)",
         )?
         .execute(params![
                 run.id,
@@ -320,7 +321,8 @@ impl Journal for SqliteJournal {
                 owner.id(),
                 now + lease.as_millis() as i64,
                 json_text(&run.components)?,
-                run.rerun_of
+                run.rerun_of,
+                run.tick
             ])?;
             tx.commit()?;
             if !stored {
@@ -719,6 +721,18 @@ impl Journal for SqliteJournal {
                 .collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(ids)
         })
+    }
+
+    fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError> {
+        self.last_tick(workflow, initial)
+    }
+
+    fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError> {
+        self.advance_tick(workflow, tick)
+    }
+
+    fn schedule_busy(&self, workflow: &str) -> Result<bool, JournalError> {
+        self.ticks_unfinished(workflow)
     }
 
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {

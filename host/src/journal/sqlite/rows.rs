@@ -31,6 +31,7 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
         wake_at: row.get(21)?,
         rerun_of: row.get(22)?,
         crashes: row.get(23)?,
+        tick: row.get(24)?,
     })
 }
 

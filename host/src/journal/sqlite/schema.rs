@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// The newest schema this host knows. A state file at a higher version was
 /// written by a newer Wasaga and is refused.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1: the tables as the first releases made them (with `CREATE ...
 /// IF NOT EXISTS`, so a file made before versioning, at user_version 0,
@@ -105,10 +105,21 @@ fn version_3(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 4: the schedule tick a run was started for, and each schedule's
+/// last tick handled (what makes a tick start one run across hosts, and a
+/// host that was down start one catch-up run).
+fn version_4(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE runs ADD COLUMN tick INTEGER;
+         CREATE INDEX runs_by_tick ON runs (workflow, status) WHERE tick IS NOT NULL;
+         CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick INTEGER NOT NULL);",
+    )
+}
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
 const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; VERSION as usize] =
-    [version_1, version_2, version_3];
+    [version_1, version_2, version_3, version_4];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

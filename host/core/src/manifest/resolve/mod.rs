@@ -11,6 +11,7 @@
 mod files;
 mod flow;
 mod hooks;
+mod schedule;
 mod scope;
 mod secrets;
 mod steps;
@@ -95,6 +96,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {
         input_schema: top.options.input_schema,
         idempotent: top.options.idempotent,
         retention: top.options.retention,
+        schedule: top.options.schedule,
         sources: resolver.sources,
         secrets: resolver.secrets,
     })
@@ -168,6 +170,7 @@ struct WorkflowOptions {
     timeout: Option<Duration>,
     idempotent: bool,
     retention: Option<Duration>,
+    schedule: Option<crate::app::schedule::Schedule>,
 }
 
 struct Resolved {

@@ -11,7 +11,7 @@ mod forward;
 mod sleep;
 
 use attempt::CallTarget;
-pub(crate) use sleep::rfc3339;
+pub use sleep::rfc3339;
 
 /// How long a call attempt may run when its step sets no `timeout`.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -272,6 +272,7 @@ impl Saga {
             },
             rerun_of: None,
             reruns: Vec::new(),
+            tick: None,
         }
     }
 }

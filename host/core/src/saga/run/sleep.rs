@@ -177,7 +177,7 @@ impl Run {
 }
 
 /// Unix ms as an RFC 3339 time (UTC, ms precision).
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     // RFC 3339 ends at year 9999 (a `sleep = "20000y"` sleeps until then).
     const LAST: i64 = 253_402_300_799_999;
     let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST) as u64);

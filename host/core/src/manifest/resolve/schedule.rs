@@ -1,0 +1,107 @@
+//! Resolves `[workflow] schedule = { cron, timezone, input, overlap }` into
+//! an [`app::schedule::Schedule`]: the pattern and zone parse, the policy is
+//! a known one, and the input is JSON that the workflow's `input-schema`
+//! accepts (a scheduled run has no caller to tell that it does not). It may
+//! not compute ticks (that is the schedule's own business).
+
+use super::{File, Resolver, to_json};
+use crate::app::schedule::{Overlap, Schedule, ScheduleError};
+use crate::json::Json;
+use crate::manifest::authored::ScheduleTable;
+use crate::schema::Schema;
+use toml::Spanned;
+
+impl Resolver<'_> {
+    pub(super) fn schedule(
+        &mut self,
+        file: &File,
+        table: &Spanned<ScheduleTable>,
+        input_schema: Option<&Schema>,
+    ) -> Option<Schedule> {
+        let section = table.get_ref();
+        let input = match &section.input {
+            None => Json::from_value(serde_json::json!({})),
+            Some(value) => match to_json(value.get_ref()) {
+                Ok(json) => json,
+                Err(e) => {
+                    self.error(
+                        file,
+                        value.span(),
+                        format!("the schedule's input cannot be JSON: {e}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let overlap = match &section.overlap {
+            None => Overlap::Skip,
+            Some(name) => match Overlap::from_name(name.get_ref()) {
+                Some(overlap) => overlap,
+                None => {
+                    self.error(
+                        file,
+                        name.span(),
+                        format!("'{}' is not an overlap policy", name.get_ref()),
+                    );
+                    self.add_help("use \"skip\" (the default: a tick is dropped while the run of an earlier one is unfinished), \"queue\" (it waits for that run to end) or \"allow\"");
+                    return None;
+                }
+            },
+        };
+        let timezone = section
+            .timezone
+            .as_ref()
+            .map_or("UTC", |zone| zone.get_ref().as_str());
+        let schedule = match Schedule::parse(section.cron.get_ref(), timezone, input, overlap) {
+            Ok(schedule) => schedule,
+            Err(e @ ScheduleError::Cron(_)) => {
+                self.error(file, section.cron.span(), e.to_string());
+                self.add_help("five fields: minute hour day-of-month month day-of-week (\"0 3 * * *\" is 03:00 every day), or six with seconds first; or @hourly, @daily, @weekly, @monthly");
+                return None;
+            }
+            Err(e @ ScheduleError::Timezone(_)) => {
+                let span = section
+                    .timezone
+                    .as_ref()
+                    .map_or(table.span(), |zone| zone.span());
+                self.error(file, span, e.to_string());
+                let near = chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .map(|zone| zone.name())
+                    .max_by(|a, b| {
+                        strsim::jaro_winkler(a, timezone)
+                            .total_cmp(&strsim::jaro_winkler(b, timezone))
+                    })
+                    .filter(|near| strsim::jaro_winkler(near, timezone) > 0.8);
+                self.add_help(match near {
+                    Some(near) => format!("did you mean \"{near}\"? Time zones are IANA names (\"Europe/Paris\", \"America/New_York\", \"UTC\")"),
+                    None => "time zones are IANA names (\"Europe/Paris\", \"America/New_York\", \"UTC\")".to_string(),
+                });
+                return None;
+            }
+        };
+        if let Some(schema) = input_schema {
+            let violations = schema.violations(schedule.input.value());
+            if !violations.is_empty() {
+                let span = section
+                    .input
+                    .as_ref()
+                    .map_or(table.span(), |input| input.span());
+                self.error(
+                    file,
+                    span,
+                    format!(
+                        "the schedule's input does not match the workflow's input-schema: {}",
+                        violations.join("; ")
+                    ),
+                );
+                self.add_help(format!(
+                    "every scheduled run starts with this input; make it match {}",
+                    crate::app::display_path(schema.path())
+                ));
+                return None;
+            }
+        }
+        Some(schedule)
+    }
+}
