@@ -479,7 +479,18 @@ fn the_runs_page_shows_the_timeline_in_a_real_browser() {
         "the browser test needs Debian's chromium and `npm ci` in tests/browser (see .ci/run), or WASAGA_SKIP_BROWSER=1"
     );
     let sandbox = Sandbox::new();
-    let server = Server::start(&sandbox, &[&probe_dir(&sandbox)], &[]);
+    // A daily schedule (it does not fire while the test runs): the page
+    // shows its next tick.
+    std::fs::create_dir_all(sandbox.path("scheduled")).unwrap();
+    sandbox.manifest(
+        "scheduled/nightly.toml",
+        "[workflow]\nname = \"nightly\"\nschedule = { cron = \"0 3 * * *\", timezone = \"Europe/Paris\" }\n[steps.a]\ncomponent = \"{probe}\"\n[[flow]]\nrun = \"a\"\n",
+    );
+    let server = Server::start(
+        &sandbox,
+        &[&probe_dir(&sandbox), &sandbox.path("scheduled")],
+        &[],
+    );
     let (status, report, _) = server.post("/workflows/compensates/runs", json!({}));
     assert_eq!(status, 422);
     let run = report["run"].as_str().unwrap();

@@ -1,6 +1,7 @@
 // Opens the runs page of a `host serve` in headless Chromium (Debian's
 // /usr/bin/chromium, driven by playwright-core), checks that a compensated
-// run shows the right bars, and saves a screenshot.
+// run shows the right bars, a call's input and error, that rerun opens a
+// linked run, and a schedule's next tick; and saves a screenshot.
 //
 //   node runs-page.mjs BASE_URL RUN_ID SCREENSHOT.png
 import { mkdirSync } from "node:fs";
@@ -50,9 +51,35 @@ try {
   if (!error.includes("card declined")) fail(`the run's error is not shown: ${error}`);
   const detailStatus = await page.$eval("[data-testid=run-detail]", (e) => e.dataset.status);
   if (detailStatus !== "reverted") fail(`the detail shows ${detailStatus}`);
+  // A failed call's error and a call's input, folded under the bar.
+  const callErrors = await page.$$eval("[data-testid=call-error]", (elements) => elements.map((e) => e.textContent));
+  if (!callErrors.some((text) => text.includes("card declined"))) fail(`no call shows its error: ${JSON.stringify(callErrors)}`);
+  if ((await page.$$("[data-testid=call-input]")).length === 0) fail("no call shows its input");
+  // A reverted run offers rerun (and not retry, which is for failed runs).
+  if (await page.$("[data-testid=retry]")) fail("a reverted run offers retry");
   mkdirSync(dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log("screenshot: " + screenshot);
+
+  // Rerun from the page: the new run opens, linked to this one.
+  await page.click("[data-testid=rerun]");
+  await page.waitForFunction((original) => {
+    const links = document.querySelector("[data-testid=run-links]");
+    return location.hash.startsWith("#run/") && !location.hash.includes(original) && links && links.textContent.includes(original);
+  }, run, { timeout: 10000 });
+  const rerun = decodeURIComponent(await page.evaluate(() => location.hash.slice("#run/".length)));
+  console.log(`rerun: ${rerun} says it is a rerun of ${run}`);
+  // The original now lists it.
+  await page.goto(base + "/#run/" + encodeURIComponent(run));
+  await page.waitForFunction((id) => document.querySelector("[data-testid=run-links]")?.textContent.includes(id), rerun, { timeout: 10000 });
+  console.log("the original lists its rerun");
+
+  // The list shows each schedule's next tick.
+  await page.goto(base + "/");
+  await page.waitForSelector("[data-testid=schedule][data-workflow=nightly] [data-testid=next-tick]", { timeout: 10000 });
+  const next = await page.$eval("[data-testid=schedule][data-workflow=nightly] [data-testid=next-tick]", (e) => e.textContent);
+  if (!next || next === "none") fail(`the schedule shows no next tick: ${next}`);
+  console.log("schedule: nightly's next tick is " + next);
 } finally {
   await browser.close();
 }
