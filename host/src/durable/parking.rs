@@ -51,6 +51,10 @@ impl Host {
             tick: None,
         };
         self.journal.finish(run, epoch, &report)?;
+        // Live streams end and metrics count it, as for any run that ended.
+        if let Some(observer) = &self.observer {
+            observer.status(run, RunStatus::Failed);
+        }
         Ok(self.report(run)?)
     }
 
