@@ -1,7 +1,8 @@
 //! Schedules through the real binary: two `host serve` on one PostgreSQL
 //! database start exactly one run per tick; a schedule whose every host was
 //! down starts one catch-up run, not one per missed tick; `overlap = "skip"`
-//! never runs two ticks at once. Schedules with seconds (`*/2 * * * * *`)
+//! drops the ticks that come while a run is unfinished, `"queue"` holds one
+//! until it ends, and neither runs two at once. Schedules with seconds (`*/2 * * * * *`)
 //! keep the waits short; every wait polls for a condition with a generous
 //! deadline, and the assertions hold however late a poll comes.
 
@@ -192,13 +193,13 @@ fn ticks_in_file(sandbox: &Sandbox, state: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn overlap_skip_never_runs_two_ticks_at_once() {
+/// `tick` every second, each run sleeping 2.5 s (durably, waiting), under
+/// `overlap`: the finished runs' (tick, started, finished), in tick order.
+fn overlapping(overlap: &str) -> Vec<(i64, i64, i64)> {
     let sandbox = Sandbox::new();
-    // Every second, but each run sleeps for 2.5 s (durably, waiting).
     let dir = scheduled(
         &sandbox,
-        "{ cron = \"* * * * * *\" }",
+        &format!("{{ cron = \"* * * * * *\", overlap = \"{overlap}\" }}"),
         "[[flow]]\nsleep = \"2500ms\"\n[[flow]]\nrun = \"report\"\n",
     );
     let state = sandbox.state().display().to_string();
@@ -207,20 +208,47 @@ fn overlap_skip_never_runs_two_ticks_at_once() {
         finished(runs) >= 3
     });
     drop(server);
-    let spans: Vec<(i64, i64)> = runs
-        .iter()
+    runs.iter()
         .filter(|run| run["status"] == "done")
         .map(|run| {
             (
+                unix_ms(run["tick"].as_str().unwrap()),
                 run["created_at"].as_i64().unwrap(),
                 run["finished_at"].as_i64().unwrap(),
             )
         })
-        .collect();
-    for pair in spans.windows(2) {
+        .collect()
+}
+
+#[test]
+fn overlap_skip_drops_the_ticks_that_come_while_a_run_is_unfinished() {
+    let runs = overlapping("skip");
+    for pair in runs.windows(2) {
+        let ((_, _, finished), (tick, started, _)) = (pair[0], pair[1]);
         assert!(
-            pair[1].0 >= pair[0].1,
-            "a tick started while the previous run was unfinished: {runs:#?}"
+            started >= finished,
+            "a run started while the previous one was unfinished: {runs:?}"
+        );
+        assert!(
+            tick >= finished,
+            "a tick that came while the previous run was unfinished was not dropped: {runs:?}"
+        );
+    }
+}
+
+#[test]
+fn overlap_queue_holds_a_tick_until_the_unfinished_run_ends() {
+    let runs = overlapping("queue");
+    for pair in runs.windows(2) {
+        let ((_, _, finished), (tick, started, _)) = (pair[0], pair[1]);
+        assert!(
+            started >= finished,
+            "a run started while the previous one was unfinished: {runs:?}"
+        );
+        // The tick came during the previous run and waited for it.
+        assert!(
+            tick < finished,
+            "the run is not for a tick that waited: {runs:?}"
         );
     }
 }

@@ -117,7 +117,8 @@ ALTER TABLE runs ADD COLUMN crashes BIGINT NOT NULL DEFAULT 0;
 /// host that was down start one catch-up run).
 const VERSION_3: &str = "
 ALTER TABLE runs ADD COLUMN tick BIGINT;
-CREATE INDEX runs_by_tick ON runs (workflow, status) WHERE tick IS NOT NULL;
+CREATE INDEX runs_of_ticks_open ON runs (workflow, status) WHERE tick IS NOT NULL;
+CREATE INDEX runs_of_ticks_finished ON runs (workflow, finished_at) WHERE tick IS NOT NULL;
 CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick BIGINT NOT NULL);
 ";
 

@@ -33,16 +33,34 @@ impl Host {
         // A schedule seen for the first time starts from now: ticks before
         // it existed are not "missed".
         let last = self.journal.schedule_last_tick(name, now)?;
-        let Some(tick) = schedule.latest_at(now).filter(|tick| *tick > last) else {
+        let Some(latest) = schedule.latest_at(now).filter(|tick| *tick > last) else {
             return Ok(None);
         };
-        let at = crate::saga::rfc3339(tick);
-        if schedule.overlap != Overlap::Allow && self.journal.schedule_busy(name)? {
-            if schedule.overlap == Overlap::Skip && self.journal.advance_schedule(name, tick)? {
-                tracing::info!(workflow = %name, tick = %at, "tick skipped: the run of an earlier tick is unfinished (overlap = \"skip\")");
+        let mut tick = latest;
+        match schedule.overlap {
+            Overlap::Allow => {}
+            // Dropped: a run of an earlier tick was unfinished at this tick.
+            Overlap::Skip if self.journal.schedule_busy(name, latest)? => {
+                if self.journal.advance_schedule(name, latest)? {
+                    tracing::info!(workflow = %name, tick = %crate::saga::rfc3339(latest), "tick skipped: the run of an earlier tick was unfinished (overlap = \"skip\")");
+                }
+                return Ok(None);
             }
-            return Ok(None);
+            Overlap::Skip => {}
+            // Held until the unfinished run ends.
+            Overlap::Queue if self.journal.schedule_busy(name, now)? => return Ok(None),
+            Overlap::Queue => {
+                // The first tick that waited for that run starts now (the
+                // later ones collapse into it); with none waiting, the
+                // latest (a catch-up after downtime).
+                if let Some(first) = schedule.next_after(last).filter(|t| *t < latest)
+                    && self.journal.schedule_busy(name, first)?
+                {
+                    tick = first;
+                }
+            }
         }
+        let at = crate::saga::rfc3339(tick);
         let missed = schedule.ticks_between(last, tick);
         if missed > 0 {
             tracing::info!(workflow = %name, tick = %at, missed, "ticks were missed while no host ran the schedule: one run for the latest");
@@ -60,8 +78,9 @@ impl Host {
             },
         )?;
         // After the run is recorded: a host that dies between the two
-        // leaves the tick due, and the next look finds its run.
-        self.journal.advance_schedule(name, tick)?;
+        // leaves the tick due, and the next look finds its run. Past every
+        // tick up to `latest`: those a held tick stood for are handled.
+        self.journal.advance_schedule(name, latest)?;
         Ok(match begun {
             Begun::Fresh(..) => {
                 tracing::info!(workflow = %name, tick = %at, run = %request.run_id, "scheduled run started");

@@ -717,17 +717,20 @@ impl Journal for PgJournal {
         })
     }
 
-    fn schedule_busy(&self, workflow: &str) -> Result<bool, JournalError> {
+    fn schedule_busy(&self, workflow: &str, at: i64) -> Result<bool, JournalError> {
         let workflow = workflow.to_string();
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
             let row = client
-                .query_opt(
-                    &format!("SELECT 1 FROM runs WHERE workflow = $1 AND tick IS NOT NULL AND status NOT IN {FINAL} LIMIT 1"),
-                    &[&workflow],
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE workflow = $1 AND tick < $2
+                                    AND status IN ('running', 'waiting', 'compensating'))
+                         OR EXISTS (SELECT 1 FROM runs WHERE workflow = $1 AND tick < $2
+                                    AND finished_at > $2)",
+                    &[&workflow, &at],
                 )
                 .await?;
-            Ok(row.is_some())
+            Ok(row.get(0))
         })
     }
 

@@ -676,22 +676,36 @@ fn a_schedule_remembers_its_last_tick_and_sees_its_unfinished_runs(journal: &Arc
     assert!(!journal.advance_schedule("w", 1_500).unwrap());
     assert_eq!(journal.schedule_last_tick("w", 0).unwrap(), 2_000);
     // A run someone started does not make the schedule busy; a tick's does
-    // until it ends.
-    assert!(!journal.schedule_busy("w").unwrap());
+    // from its tick to its end.
+    let far = now_ms() + 3_600_000;
+    assert!(!journal.schedule_busy("w", far).unwrap());
     journal
         .begin(&new_run("manual", "manual"), &me, LEASE)
         .unwrap();
-    assert!(!journal.schedule_busy("w").unwrap());
+    assert!(!journal.schedule_busy("w", far).unwrap());
     let mut ticked = new_run("ticked", "schedule:2");
     ticked.tick = Some(2_000);
     let Begin::Started { epoch } = journal.begin(&ticked, &me, LEASE).unwrap() else {
         panic!("a new transaction id starts a run")
     };
     assert_eq!(journal.run("ticked").unwrap().tick, Some(2_000));
-    assert!(journal.schedule_busy("w").unwrap());
-    assert!(!journal.schedule_busy("other").unwrap());
+    assert!(journal.schedule_busy("w", far).unwrap());
+    assert!(
+        !journal.schedule_busy("w", 2_000).unwrap(),
+        "its own tick is not before it"
+    );
+    assert!(journal.schedule_busy("w", 2_001).unwrap());
+    assert!(!journal.schedule_busy("other", far).unwrap());
+    std::thread::sleep(Duration::from_millis(5));
+    let during = now_ms() - 1;
     journal
         .finish("ticked", epoch, &report("ticked", RunStatus::Done))
         .unwrap();
-    assert!(!journal.schedule_busy("w").unwrap());
+    let finished = journal.run("ticked").unwrap().finished_at.unwrap();
+    assert!(!journal.schedule_busy("w", far).unwrap());
+    assert!(!journal.schedule_busy("w", finished).unwrap());
+    assert!(
+        journal.schedule_busy("w", during).unwrap(),
+        "it was unfinished then"
+    );
 }

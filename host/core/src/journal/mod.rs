@@ -438,8 +438,10 @@ pub trait Journal: Send + Sync {
     /// Moves the last tick handled of `workflow`'s schedule on to `tick`
     /// (never back); whether it moved.
     fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError>;
-    /// Whether a run that `workflow`'s schedule started is unfinished.
-    fn schedule_busy(&self, workflow: &str) -> Result<bool, JournalError>;
+    /// Whether a run of a tick of `workflow`'s schedule before `at` (unix
+    /// ms) was unfinished at `at` (a scheduled run occupies its schedule
+    /// from its tick to its end).
+    fn schedule_busy(&self, workflow: &str, at: i64) -> Result<bool, JournalError>;
     /// Deletes finished runs (and their records) that finished before
     /// `finished_before` (unix ms), of one workflow or all; returns how many.
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError>;

@@ -731,8 +731,8 @@ impl Journal for SqliteJournal {
         self.advance_tick(workflow, tick)
     }
 
-    fn schedule_busy(&self, workflow: &str) -> Result<bool, JournalError> {
-        self.ticks_unfinished(workflow)
+    fn schedule_busy(&self, workflow: &str, at: i64) -> Result<bool, JournalError> {
+        self.ticks_unfinished_at(workflow, at)
     }
 
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {

@@ -4,7 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{FINAL, SqliteJournal, run_sql};
+use super::{SqliteJournal, run_sql};
 use crate::journal::JournalError;
 
 impl SqliteJournal {
@@ -35,14 +35,21 @@ impl SqliteJournal {
         })
     }
 
-    pub(super) fn ticks_unfinished(&self, workflow: &str) -> Result<bool, JournalError> {
+    pub(super) fn ticks_unfinished_at(
+        &self,
+        workflow: &str,
+        at: i64,
+    ) -> Result<bool, JournalError> {
         run_sql(|| {
             Ok(self
                 .conn()
-                .prepare_cached(&format!(
-                    "SELECT 1 FROM runs WHERE workflow = ?1 AND tick IS NOT NULL AND status NOT IN {FINAL} LIMIT 1"
-                ))?
-                .exists(params![workflow])?)
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE workflow = ?1 AND tick < ?2
+                                 AND status IN ('running', 'waiting', 'compensating'))
+                         OR EXISTS (SELECT 1 FROM runs WHERE workflow = ?1 AND tick < ?2
+                                 AND finished_at > ?2)",
+                )?
+                .query_row(params![workflow, at], |row| row.get(0))?)
         })
     }
 }

@@ -111,7 +111,8 @@ fn version_3(conn: &Connection) -> rusqlite::Result<()> {
 fn version_4(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "ALTER TABLE runs ADD COLUMN tick INTEGER;
-         CREATE INDEX runs_by_tick ON runs (workflow, status) WHERE tick IS NOT NULL;
+         CREATE INDEX runs_of_ticks_open ON runs (workflow, status) WHERE tick IS NOT NULL;
+         CREATE INDEX runs_of_ticks_finished ON runs (workflow, finished_at) WHERE tick IS NOT NULL;
          CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick INTEGER NOT NULL);",
     )
 }
