@@ -271,7 +271,7 @@ pub async fn runs(command: RunsCommand) -> Result<ExitCode, UsageError> {
             let status = status
                 .map(|s| {
                     RunStatus::from_name(&s).ok_or_else(|| {
-                        usage(format!("'{s}' is not a status (running, waiting, compensating, done, reverted, failed, cancelled)"))
+                        usage(format!("'{s}' is not a status (running, waiting, compensating, queued, done, reverted, failed, cancelled)"))
                     })
                 })
                 .transpose()?;

@@ -128,7 +128,7 @@ pub fn exit_code(report: &crate::saga::RunReport) -> std::process::ExitCode {
         // journal failed, or the lease was lost): not finished, try again
         // (EX_TEMPFAIL; `host resume` continues it).
         RunStatus::Running if report.error.is_some() => std::process::ExitCode::from(75),
-        RunStatus::Done | RunStatus::Running | RunStatus::Waiting => {
+        RunStatus::Done | RunStatus::Running | RunStatus::Waiting | RunStatus::Queued => {
             std::process::ExitCode::SUCCESS
         }
         _ => std::process::ExitCode::from(1),

@@ -147,7 +147,11 @@ impl Host {
     }
 
     /// Resumes a run this host's sweep claimed (under `epoch`).
-    async fn resume_claimed(&self, run: &str, epoch: u64) -> Result<RunReport, DurableError> {
+    pub(super) async fn resume_claimed(
+        &self,
+        run: &str,
+        epoch: u64,
+    ) -> Result<RunReport, DurableError> {
         let executing = self.executing_or_refuse(run)?;
         self.continue_marked(run, false, executing, Some(epoch))
             .await

@@ -23,6 +23,7 @@ use crate::workflow::{self, LoadedWorkflow};
 
 mod leases;
 mod parking;
+mod queue;
 mod requests;
 mod rerun;
 mod schedules;
@@ -133,6 +134,9 @@ pub struct Host {
     dead_letter_after: u32,
     /// Runs this process's sweep took over (for metrics).
     takeovers: std::sync::atomic::AtomicU64,
+    /// Wakes the queue loop when a run of a workflow with `concurrency`
+    /// ends here.
+    promotions: tokio::sync::Notify,
 }
 
 /// How many times a run's host may die executing it before the run is
@@ -202,6 +206,8 @@ struct Origin {
 pub enum Begun {
     /// A new run with this id, marked as executing here, under this lease epoch.
     Fresh(String, Executing, u64),
+    /// A new run with this id, queued behind the runs of its key.
+    Queued(String),
     /// The run its transaction id already has.
     Existing(Box<RunRecord>),
 }
@@ -210,7 +216,7 @@ impl Begun {
     /// The run's id.
     pub fn run_id(&self) -> &str {
         match self {
-            Begun::Fresh(id, ..) => id,
+            Begun::Fresh(id, ..) | Begun::Queued(id) => id,
             Begun::Existing(record) => &record.id,
         }
     }
@@ -288,6 +294,7 @@ impl Host {
                 .filter(|n| *n > 0)
                 .unwrap_or(DEAD_LETTER_AFTER),
             takeovers: Default::default(),
+            promotions: tokio::sync::Notify::new(),
         }
     }
 
@@ -366,6 +373,7 @@ impl Host {
             idempotent: manifest.idempotent || origin.tick.is_some(),
             rerun_of: origin.rerun_of,
             tick: origin.tick,
+            queue: self.queue_for(workflow, &request.input)?,
         };
         // Marked before it is journaled, so no resume can see it unmarked.
         let executing = self
@@ -374,6 +382,8 @@ impl Host {
         Ok(match self.journal.begin(&new, &self.owner, self.lease)? {
             Begin::Started { epoch } => Begun::Fresh(new.id, executing, epoch),
             Begin::Existing(existing) => Begun::Existing(existing),
+            // Not executed here until its key has room.
+            Begin::Queued => Begun::Queued(new.id),
         })
     }
 
@@ -406,6 +416,13 @@ impl Host {
                     }
                     ran => Ok(Started::Ran(ran?)),
                 }
+            }
+            Begun::Queued(run) => {
+                tracing::info!(run, "queued: its concurrency key is at its limit");
+                Ok(Started::Recorded(self.report(&run)?))
+            }
+            Begun::Existing(existing) if existing.status == RunStatus::Queued => {
+                Ok(Started::Recorded(self.report(&existing.id)?))
             }
             Begun::Existing(existing) if existing.status.is_final() => {
                 tracing::info!(run = %existing.id, transaction = %existing.transaction_id, "this transaction already ran: its recorded result");
@@ -475,6 +492,9 @@ impl Host {
         recorder.finish_run(&report)?;
         if let Some(observer) = &self.observer {
             observer.status(&run_id, report.status);
+        }
+        if report.status.is_final() && workflow.manifest.concurrency.is_some() {
+            self.slot_freed();
         }
         if report.status.is_final() {
             if !workflow.subscribers.is_empty() {
@@ -696,6 +716,7 @@ impl Host {
             }
         }
         self.wake_due_here(&mut results).await?;
+        self.promote_here(&mut results).await?;
         Ok(results)
     }
 

@@ -22,6 +22,10 @@ impl Host {
     /// compensated. Refused for a failed run (its compensation already
     /// failed) and for one already compensated.
     pub async fn cancel(&self, run: &str) -> Result<RunReport, DurableError> {
+        // A queued run never ran: nothing to compensate.
+        if self.journal.cancel_queued(run)? {
+            return Ok(self.report(run)?);
+        }
         let mut record = self.journal.run(run)?;
         match record.status {
             RunStatus::Failed => {

@@ -86,6 +86,8 @@ impl Host {
                 tracing::info!(workflow = %name, tick = %at, run = %request.run_id, "scheduled run started");
                 Some((begun, request))
             }
+            // Started by the queue when its key has room.
+            Begun::Queued(_) => None,
             Begun::Existing(_) => None,
         })
     }

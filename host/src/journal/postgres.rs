@@ -21,6 +21,8 @@ use super::{
 use crate::postgres::{Database, PgError};
 use crate::saga::{RunReport, RunStatus};
 
+mod queue;
+
 /// The journal in a PostgreSQL database.
 pub struct PgJournal {
     database: Arc<Database>,
@@ -28,7 +30,7 @@ pub struct PgJournal {
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of, crashes, tick";
+     components, lease_epoch, wake_at, rerun_of, crashes, tick, concurrency_key";
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
@@ -63,6 +65,7 @@ fn run_from_row(row: &Row) -> RunRecordRow {
         rerun_of: row.get(22),
         crashes: row.get(23),
         tick: row.get(24),
+        concurrency_key: row.get(25),
     }
 }
 
@@ -206,8 +209,16 @@ impl Journal for PgJournal {
                 ],
             )
             .await?;
+            let queued = match &run.queue {
+                Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue).await?,
+                None => false,
+            };
             tx.commit().await?;
-            Ok(Begin::Started { epoch: 1 })
+            Ok(if queued {
+                Begin::Queued
+            } else {
+                Begin::Started { epoch: 1 }
+            })
         })
     }
 
@@ -513,7 +524,7 @@ impl Journal for PgJournal {
         lease: Duration,
     ) -> Result<Option<u64>, JournalError> {
         let record = self.run(run)?;
-        if record.status.is_final() {
+        if record.status.is_final() || record.status == RunStatus::Queued {
             return Ok(None);
         }
         // A holder on this machine whose process is gone is free at once.
@@ -535,7 +546,7 @@ impl Journal for PgJournal {
                         "UPDATE runs SET lease_owner = $2, lease_until = {DB_NOW} + $3, updated_at = $4,
                                          lease_epoch = lease_epoch + 1,
                                          crashes = crashes + CASE WHEN lease_owner IS NOT NULL AND lease_owner <> $2 THEN 1 ELSE 0 END
-                         WHERE id = $1 AND lease_epoch = $5 AND status NOT IN {FINAL}
+                         WHERE id = $1 AND lease_epoch = $5 AND status NOT IN {FINAL} AND status <> 'queued'
                            AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < {DB_NOW} OR $6)
                          RETURNING lease_epoch"
                     ),
@@ -684,6 +695,21 @@ impl Journal for PgJournal {
                 .await?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })
+    }
+
+    fn promote(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, JournalError> {
+        let (owner, lease_ms) = (owner.id().to_string(), lease.as_millis() as i64);
+        self.run_pg(move |pool| queue::promote(pool, owner, lease_ms, limit))
+    }
+
+    fn cancel_queued(&self, run: &str) -> Result<bool, JournalError> {
+        let run = run.to_string();
+        self.run_pg(move |pool| queue::cancel(pool, run))
     }
 
     fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError> {

@@ -47,6 +47,7 @@ pub(super) struct RunRecordRow {
     pub rerun_of: Option<String>,
     pub crashes: i64,
     pub tick: Option<i64>,
+    pub concurrency_key: Option<String>,
 }
 
 impl RunRecordRow {
@@ -83,6 +84,7 @@ impl RunRecordRow {
                 rerun_of: self.rerun_of,
                 crashes: self.crashes.clamp(0, u32::MAX as i64) as u32,
                 tick: self.tick,
+                concurrency_key: self.concurrency_key,
                 components: self
                     .components
                     .as_deref()

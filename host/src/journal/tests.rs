@@ -59,6 +59,7 @@ on_both_backends!(
     runs_are_listed_newest_first_by_status_and_workflow,
     a_recorder_past_the_hosts_last_renewal_renews_its_lease_or_stops,
     a_schedule_remembers_its_last_tick_and_sees_its_unfinished_runs,
+    runs_beyond_a_keys_limit_queue_and_start_by_priority_as_slots_free,
     waiting_runs_are_due_at_their_wake_up_time_and_reruns_are_listed_by_their_original,
     taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_clears_them,
 );
@@ -81,6 +82,7 @@ pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
         }],
         rerun_of: None,
         tick: None,
+        queue: None,
     }
 }
 
@@ -708,4 +710,78 @@ fn a_schedule_remembers_its_last_tick_and_sees_its_unfinished_runs(journal: &Arc
         journal.schedule_busy("w", during).unwrap(),
         "it was unfinished then"
     );
+}
+
+fn runs_beyond_a_keys_limit_queue_and_start_by_priority_as_slots_free(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    let queued = |id: &str, key: &str, priority: i64| {
+        let mut run = new_run(id, id);
+        run.queue = Some(Queue {
+            key: key.into(),
+            limit: 1,
+            priority,
+        });
+        run
+    };
+    let Begin::Started { epoch } = journal.begin(&queued("a1", "a", 0), &me, LEASE).unwrap() else {
+        panic!("the key has room")
+    };
+    // Another key has its own slot.
+    assert!(matches!(
+        journal.begin(&queued("b1", "b", 0), &me, LEASE).unwrap(),
+        Begin::Started { .. }
+    ));
+    for (id, priority) in [("a2", 0), ("a3", 5), ("a4", 0)] {
+        assert!(matches!(
+            journal
+                .begin(&queued(id, "a", priority), &me, LEASE)
+                .unwrap(),
+            Begin::Queued
+        ));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let a2 = journal.run("a2").unwrap();
+    assert_eq!(a2.status, RunStatus::Queued);
+    assert_eq!(a2.lease_owner, None);
+    assert_eq!(a2.concurrency_key.as_deref(), Some("a"));
+    // A queued run is not anyone's to claim, nor an orphan.
+    assert_eq!(journal.claim("a2", &me, LEASE).unwrap(), None);
+    assert!(
+        journal
+            .claim_orphans(&me, LEASE, 10, &[])
+            .unwrap()
+            .is_empty()
+    );
+    // No room while a1 runs.
+    assert!(journal.promote(&me, LEASE, 10).unwrap().is_empty());
+    journal
+        .finish("a1", epoch, &report("a1", RunStatus::Done))
+        .unwrap();
+    // The highest priority first, then the oldest.
+    let started = journal.promote(&me, LEASE, 10).unwrap();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].0, "a3");
+    assert_eq!(journal.run("a3").unwrap().status, RunStatus::Running);
+    assert!(journal.promote(&me, LEASE, 10).unwrap().is_empty());
+    // Cancelling a queued run ends it at once; a started one is not "queued".
+    assert!(journal.cancel_queued("a4").unwrap());
+    assert_eq!(journal.run("a4").unwrap().status, RunStatus::Cancelled);
+    assert!(!journal.cancel_queued("a3").unwrap());
+    journal
+        .finish("a3", started[0].1, &report("a3", RunStatus::Done))
+        .unwrap();
+    let started = journal.promote(&me, LEASE, 10).unwrap();
+    assert_eq!(
+        started
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["a2"]
+    );
+    // A new run queues behind nobody now that the queue is empty, but the
+    // key's slot is taken by a2.
+    assert!(matches!(
+        journal.begin(&queued("a5", "a", 9), &me, LEASE).unwrap(),
+        Begin::Queued
+    ));
 }

@@ -149,6 +149,7 @@ impl Metrics {
             RunStatus::Running,
             RunStatus::Waiting,
             RunStatus::Compensating,
+            RunStatus::Queued,
         ] {
             match journal.count(status) {
                 Ok(n) => {

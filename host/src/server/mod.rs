@@ -187,6 +187,11 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     // restart, a dead host's, runs left for later) are taken over from the
     // start and then as they appear.
     let sweep = state.config.resume.then(|| state.host.sweep(SWEEP_POLL));
+    // Queued runs start as their keys get room, here or on any host.
+    let queue = state
+        .config
+        .resume
+        .then(|| state.host.queue_loop(SWEEP_POLL));
     let schedules = schedules::start(state.clone(), SWEEP_POLL);
     let app = routes::router(state.clone());
     accept(listener, app, &state.config).await;
@@ -201,8 +206,8 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if let Some(sweep) = sweep {
-        sweep.abort();
+    for task in [sweep, queue].into_iter().flatten() {
+        task.abort();
     }
     let left = state.active.load(Ordering::SeqCst);
     if left > 0 {

@@ -234,8 +234,8 @@ pub fn document(state: &AppState) -> Value {
                 "Rerun": { "type": "object", "additionalProperties": false, "properties": {
                     "input": { "description": "The new run's input (any JSON); the original's when absent." } } },
                 "Accepted": { "type": "object", "required": ["run", "status", "location"], "properties": {
-                    "run": { "type": "string" }, "status": { "const": "running" }, "location": { "type": "string" } } },
-                "RunStatus": { "type": "string", "enum": ["running", "waiting", "compensating", "done", "reverted", "failed", "cancelled"] },
+                    "run": { "type": "string" }, "status": { "enum": ["running", "queued"] }, "location": { "type": "string" } } },
+                "RunStatus": { "type": "string", "enum": ["running", "waiting", "compensating", "queued", "done", "reverted", "failed", "cancelled"] },
                 "ErrorKind": { "type": "string", "enum": [
                     "invalid-data", "invalid-argument", "not-found", "not-allowed", "unauthorized", "forbidden",
                     "conflict", "duplicate", "unexpected-state", "database", "unknown", "timeout", "trap",

@@ -126,7 +126,9 @@ fn report_status(report: &RunReport) -> StatusCode {
         RunStatus::Reverted | RunStatus::Failed | RunStatus::Cancelled => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        RunStatus::Running | RunStatus::Waiting | RunStatus::Compensating => StatusCode::ACCEPTED,
+        RunStatus::Running | RunStatus::Waiting | RunStatus::Compensating | RunStatus::Queued => {
+            StatusCode::ACCEPTED
+        }
     }
 }
 
@@ -305,10 +307,17 @@ async fn start_run(
         .host
         .begin(&served.workflow, &served.extension_dirs, &request)?;
     let run_id = begun.run_id().to_string();
-    if matches!(begun, crate::durable::Begun::Fresh(..)) {
+    if matches!(
+        begun,
+        crate::durable::Begun::Fresh(..) | crate::durable::Begun::Queued(..)
+    ) {
         state.metrics.run_started(&run_id, &name);
     }
+    let queued = matches!(begun, crate::durable::Begun::Queued(..));
     let task = launch(&state, served.workflow.clone(), begun, request);
+    if queued && !query.wait.unwrap_or(true) {
+        return Ok(accepted(&run_id, RunStatus::Queued));
+    }
     answer_when_done(&state, &run_id, task, query.wait.unwrap_or(true)).await
 }
 
@@ -347,7 +356,7 @@ async fn answer_when_done(
     wait: bool,
 ) -> Result<Response, ApiError> {
     if !wait {
-        return Ok(accepted(run_id));
+        return Ok(accepted(run_id, RunStatus::Running));
     }
     match tokio::time::timeout(state.config.wait_timeout, task).await {
         Ok(Ok(Ok(started))) => Ok(report_response(&started.report())),
@@ -360,13 +369,13 @@ async fn answer_when_done(
             ))
         }
         // Still running: the caller follows the Location.
-        Err(_) => Ok(accepted(run_id)),
+        Err(_) => Ok(accepted(run_id, RunStatus::Running)),
     }
 }
 
-fn accepted(run: &str) -> Response {
+fn accepted(run: &str, status: RunStatus) -> Response {
     let location = format!("/runs/{run}");
-    let body = axum::Json(json!({ "run": run, "status": "running", "location": location }));
+    let body = axum::Json(json!({ "run": run, "status": status, "location": location }));
     let mut response = (StatusCode::ACCEPTED, body).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -404,7 +413,7 @@ async fn list_runs(
     let Query(query) = query.map_err(bad_query)?;
     let status = match query.status.as_deref() {
         Some(name) => Some(RunStatus::from_name(name).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("'{name}' is not a status (running, waiting, compensating, done, reverted, failed, cancelled)"))
+            ApiError::new(StatusCode::BAD_REQUEST, format!("'{name}' is not a status (running, waiting, compensating, queued, done, reverted, failed, cancelled)"))
         })?),
         None => None,
     };

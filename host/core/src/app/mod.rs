@@ -49,12 +49,27 @@ pub struct App {
     pub retention: Option<Duration>,
     /// `[workflow] schedule`: when `host serve` starts runs on its own.
     pub schedule: Option<schedule::Schedule>,
+    /// `[workflow] concurrency`: how many runs (of one key) execute at once.
+    pub concurrency: Option<Concurrency>,
     /// Every file read (manifests, extensions, schemas) with its text, the
     /// top manifest first: what a run pins.
     pub sources: Vec<(PathBuf, String)>,
     /// The secrets the manifests declare, by name (where each may go; the
     /// host supplies the values).
     pub secrets: IndexMap<String, SecretSpec>,
+}
+
+/// `[workflow] concurrency = { key, limit, priority }`: at most `limit`
+/// runs of one key execute at once; the others wait, `queued`, highest
+/// priority first, then oldest first.
+#[derive(Debug)]
+pub struct Concurrency {
+    /// The key (CEL over `input`); none: one key for the whole workflow.
+    pub key: Option<crate::expr::Expr>,
+    /// How many runs of a key execute at once.
+    pub limit: u32,
+    /// The priority (CEL over `input`, a number; higher first); none: 0.
+    pub priority: Option<crate::expr::Expr>,
 }
 
 /// The environment variable a secret's value is read from:

@@ -69,6 +69,20 @@ pub struct NewRun {
     pub rerun_of: Option<String>,
     /// The schedule's tick it was started for (unix ms).
     pub tick: Option<i64>,
+    /// Its workflow's `concurrency`: the run waits `queued` while as many
+    /// runs of its key execute as the limit allows.
+    pub queue: Option<Queue>,
+}
+
+/// Where a run of a workflow with `concurrency` queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// Its key (the workflow's runs share one when the manifest gives none).
+    pub key: String,
+    /// How many runs of the key execute at once.
+    pub limit: u32,
+    /// Higher first; equal ones oldest first.
+    pub priority: i64,
 }
 
 /// A step's component as a run started with it: a resume that finds other
@@ -94,6 +108,9 @@ pub enum Begin {
     },
     /// A run with this transaction id exists.
     Existing(Box<RunRecord>),
+    /// A new run was recorded `queued`: its key is at its limit (or others
+    /// queue before it). It holds no lease.
+    Queued,
 }
 
 /// A run as the journal holds it.
@@ -159,6 +176,9 @@ pub struct RunRecord {
     /// The schedule's tick it was started for (unix ms).
     #[serde(default)]
     pub tick: Option<i64>,
+    /// Its concurrency key, when its workflow has `concurrency`.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 impl RunRecord {
@@ -438,6 +458,18 @@ pub trait Journal: Send + Sync {
     /// Moves the last tick handled of `workflow`'s schedule on to `tick`
     /// (never back); whether it moved.
     fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError>;
+    /// Starts (leased to `owner`, status `running`) the queued runs for
+    /// which their key now has room, highest priority first, then oldest;
+    /// at most `limit` in all. Returns each with its lease epoch.
+    fn promote(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, JournalError>;
+    /// Ends a run that is still `queued` as `cancelled` (nothing of it ran);
+    /// whether it was.
+    fn cancel_queued(&self, run: &str) -> Result<bool, JournalError>;
     /// Whether a run of a tick of `workflow`'s schedule before `at` (unix
     /// ms) was unfinished at `at` (a scheduled run occupies its schedule
     /// from its tick to its end).

@@ -109,6 +109,16 @@ pub struct WorkflowSection {
     pub idempotent: Option<bool>,
     pub retention: Option<Spanned<String>>,
     pub schedule: Option<Spanned<ScheduleTable>>,
+    pub concurrency: Option<Spanned<ConcurrencyTable>>,
+}
+
+/// `[workflow] concurrency = { key, limit, priority }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyTable {
+    pub key: Option<Spanned<String>>,
+    pub limit: Option<Spanned<i64>>,
+    pub priority: Option<Spanned<String>>,
 }
 
 /// `[workflow] schedule = { cron, timezone, input, overlap }`.

@@ -23,6 +23,8 @@ pub enum RunStatus {
     Failed,
     /// Cancelled from outside, and compensated.
     Cancelled,
+    /// Waits for a slot of its workflow's `concurrency` (nothing ran yet).
+    Queued,
 }
 
 impl RunStatus {
@@ -36,6 +38,7 @@ impl RunStatus {
             RunStatus::Reverted => "reverted",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Queued => "queued",
         }
     }
 
@@ -49,6 +52,7 @@ impl RunStatus {
             RunStatus::Reverted,
             RunStatus::Failed,
             RunStatus::Cancelled,
+            RunStatus::Queued,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)

@@ -709,6 +709,7 @@ mod tests {
             components: vec![],
             rerun_of: None,
             tick: None,
+            queue: None,
         };
         let paused = Owner::from_id("other-machine:1:1");
         let Begin::Started { epoch } = journal

@@ -24,6 +24,8 @@ use rows::{record_from_row, run_from_row};
 mod append;
 mod gate;
 mod group;
+mod prune;
+mod queue;
 mod rows;
 mod schedules;
 pub mod schema;
@@ -137,7 +139,7 @@ const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of, crashes, tick";
+     components, lease_epoch, wake_at, rerun_of, crashes, tick, concurrency_key";
 
 /// What this file's code fails with: SQLite's errors and the journal's own,
 /// so `?` works on both (the core's error type cannot know rusqlite).
@@ -324,6 +326,10 @@ impl Journal for SqliteJournal {
                 run.rerun_of,
                 run.tick
             ])?;
+            let queued = match &run.queue {
+                Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue)?,
+                None => false,
+            };
             tx.commit()?;
             if !stored {
                 self.stored
@@ -331,7 +337,11 @@ impl Journal for SqliteJournal {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(hash);
             }
-            Ok(Begin::Started { epoch: 1 })
+            Ok(if queued {
+                Begin::Queued
+            } else {
+                Begin::Started { epoch: 1 }
+            })
         })
     }
 
@@ -555,7 +565,10 @@ impl Journal for SqliteJournal {
         run_sql(|| {
             let record = self.run(run)?;
             let now = now_ms();
-            if record.status.is_final() || record.held_by_other(owner, now) {
+            if record.status.is_final()
+                || record.status == RunStatus::Queued
+                || record.held_by_other(owner, now)
+            {
                 return Ok(None);
             }
             // Compare-and-set on the epoch: of two claimers, one wins, and
@@ -571,7 +584,7 @@ impl Journal for SqliteJournal {
                 &format!(
                     "UPDATE runs SET lease_owner = ?2, lease_until = ?3, updated_at = ?4, lease_epoch = lease_epoch + 1,
                                      crashes = crashes + (lease_owner IS NOT NULL AND lease_owner != ?2)
-                     WHERE id = ?1 AND lease_epoch = ?5 AND status NOT IN {FINAL}
+                     WHERE id = ?1 AND lease_epoch = ?5 AND status NOT IN {FINAL} AND status != 'queued'
                        AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4 OR ?6)"
                 ),
                 params![
@@ -727,6 +740,19 @@ impl Journal for SqliteJournal {
         self.last_tick(workflow, initial)
     }
 
+    fn promote(
+        &self,
+        owner: &Owner,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, JournalError> {
+        self.promote_queued(owner, lease, limit)
+    }
+
+    fn cancel_queued(&self, run: &str) -> Result<bool, JournalError> {
+        self.cancel_if_queued(run)
+    }
+
     fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError> {
         self.advance_tick(workflow, tick)
     }
@@ -736,34 +762,7 @@ impl Journal for SqliteJournal {
     }
 
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {
-        run_sql(|| {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let selection =
-                format!("status IN {FINAL} AND finished_at < ?1 AND (?2 IS NULL OR workflow = ?2)");
-            tx.execute(
-                &format!(
-                    "DELETE FROM records WHERE run IN (SELECT id FROM runs WHERE {selection})"
-                ),
-                params![finished_before, workflow],
-            )?;
-            let pruned = tx.execute(
-                &format!("DELETE FROM runs WHERE {selection}"),
-                params![finished_before, workflow],
-            )?;
-            tx.execute(
-                "DELETE FROM manifests WHERE hash NOT IN (SELECT manifest_hash FROM runs)",
-                [],
-            )?;
-            tx.commit()?;
-            // The file shrinks by the pages the runs held (on a state file
-            // made before incremental vacuum, nothing happens here).
-            // (Stepped to its end: each step frees one page.)
-            let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
-            let mut steps = vacuum.query([])?;
-            while steps.next()?.is_some() {}
-            Ok(pruned)
-        })
+        self.prune_finished(finished_before, workflow)
     }
 }
 

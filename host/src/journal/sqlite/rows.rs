@@ -32,6 +32,7 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
         rerun_of: row.get(22)?,
         crashes: row.get(23)?,
         tick: row.get(24)?,
+        concurrency_key: row.get(25)?,
     })
 }
 

@@ -107,13 +107,19 @@ fn version_3(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Version 4: the schedule tick a run was started for, and each schedule's
 /// last tick handled (what makes a tick start one run across hosts, and a
-/// host that was down start one catch-up run).
+/// host that was down start one catch-up run); a run's concurrency key,
+/// limit and priority, and the queued runs in the order they start.
 fn version_4(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "ALTER TABLE runs ADD COLUMN tick INTEGER;
          CREATE INDEX runs_of_ticks_open ON runs (workflow, status) WHERE tick IS NOT NULL;
          CREATE INDEX runs_of_ticks_finished ON runs (workflow, finished_at) WHERE tick IS NOT NULL;
-         CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick INTEGER NOT NULL);",
+         CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick INTEGER NOT NULL);
+         ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
+         ALTER TABLE runs ADD COLUMN concurrency_limit INTEGER;
+         ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+         CREATE INDEX runs_by_key ON runs (workflow, concurrency_key, status) WHERE concurrency_key IS NOT NULL;
+         CREATE INDEX runs_queued ON runs (workflow, concurrency_key, priority DESC, created_at) WHERE status = 'queued';",
     )
 }
 

@@ -129,6 +129,9 @@ impl Resolver<'_> {
         if let Some(retention) = &section.retention {
             options.retention = self.positive_duration(file, retention);
         }
+        if let Some(concurrency) = &section.concurrency {
+            options.concurrency = self.concurrency(file, concurrency);
+        }
         if let Some(schedule) = &section.schedule {
             let input_schema = options.input_schema.clone();
             options.schedule = self.schedule(file, schedule, input_schema.as_deref());

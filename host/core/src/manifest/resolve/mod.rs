@@ -97,6 +97,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<App, ManifestErrors> {
         idempotent: top.options.idempotent,
         retention: top.options.retention,
         schedule: top.options.schedule,
+        concurrency: top.options.concurrency,
         sources: resolver.sources,
         secrets: resolver.secrets,
     })
@@ -171,6 +172,7 @@ struct WorkflowOptions {
     idempotent: bool,
     retention: Option<Duration>,
     schedule: Option<crate::app::schedule::Schedule>,
+    concurrency: Option<crate::app::Concurrency>,
 }
 
 struct Resolved {

@@ -1,12 +1,16 @@
-//! Resolves `[workflow] schedule = { cron, timezone, input, overlap }` into
-//! an [`app::schedule::Schedule`]: the pattern and zone parse, the policy is
-//! a known one, and the input is JSON that the workflow's `input-schema`
-//! accepts (a scheduled run has no caller to tell that it does not). It may
-//! not compute ticks (that is the schedule's own business).
+//! Resolves how runs of a workflow are started and admitted: `[workflow]
+//! schedule = { cron, timezone, input, overlap }` into an
+//! [`app::schedule::Schedule`] (the pattern and zone parse, the policy is a
+//! known one, and the input is JSON that the workflow's `input-schema`
+//! accepts: a scheduled run has no caller to tell that it does not), and
+//! `concurrency = { key, limit, priority }`. It may not compute ticks or
+//! evaluate keys (the schedule and the host do).
 
-use super::{File, Resolver, to_json};
+use super::{File, Names, Resolver, to_json};
+use crate::app::Concurrency;
 use crate::app::schedule::{Overlap, Schedule, ScheduleError};
 use crate::json::Json;
+use crate::manifest::authored::ConcurrencyTable;
 use crate::manifest::authored::ScheduleTable;
 use crate::schema::Schema;
 use toml::Spanned;
@@ -103,5 +107,48 @@ impl Resolver<'_> {
             }
         }
         Some(schedule)
+    }
+
+    /// `[workflow] concurrency`: the key and priority are expressions over
+    /// the input; the limit is at least 1.
+    pub(super) fn concurrency(
+        &mut self,
+        file: &File,
+        table: &Spanned<ConcurrencyTable>,
+    ) -> Option<Concurrency> {
+        let section = table.get_ref();
+        let mut names = Names::default();
+        names.bound.insert("input".into(), 0);
+        let key = match &section.key {
+            Some(text) => Some(self.expression(file, text, &names)?),
+            None => None,
+        };
+        let priority = match &section.priority {
+            Some(text) => Some(self.expression(file, text, &names)?),
+            None => None,
+        };
+        let limit = match &section.limit {
+            None => 1,
+            Some(limit) => match u32::try_from(*limit.get_ref()) {
+                Ok(limit) if limit >= 1 => limit,
+                _ => {
+                    self.error(
+                        file,
+                        limit.span(),
+                        format!(
+                            "a concurrency limit is a whole number from 1, not {}",
+                            limit.get_ref()
+                        ),
+                    );
+                    self.add_help("limit = 1 runs one run of a key at a time (the default)");
+                    return None;
+                }
+            },
+        };
+        Some(Concurrency {
+            key,
+            limit,
+            priority,
+        })
     }
 }

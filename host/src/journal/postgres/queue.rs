@@ -1,0 +1,134 @@
+//! The PostgreSQL side of per-key concurrency: whether a new run must
+//! queue, starting the queued runs whose key has room, and cancelling a
+//! queued run. Every decision about a key holds that key's advisory lock for
+//! its transaction, so two hosts cannot both take the key's last slot. It
+//! may not execute runs.
+
+use super::{DB_NOW, Fail, Pool};
+use crate::journal::{Queue, now_ms};
+
+/// The statuses that hold a key's slot.
+const ACTIVE: &str = "('running', 'waiting', 'compensating')";
+
+/// Takes the advisory lock of `workflow`'s `key` for the transaction.
+async fn lock_key(
+    tx: &tokio_postgres::Transaction<'_>,
+    workflow: &str,
+    key: &str,
+) -> Result<(), Fail> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('queue' || E'\\n' || $1 || E'\\n' || $2, 0))",
+        &[&workflow, &key],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records `run`'s key; queues it (no lease, status `queued`) when its key
+/// is at its limit or other runs of the key already wait. Inside the begin
+/// transaction that just inserted it.
+pub(super) async fn admit(
+    tx: &tokio_postgres::Transaction<'_>,
+    workflow: &str,
+    run: &str,
+    queue: &Queue,
+) -> Result<bool, Fail> {
+    lock_key(tx, workflow, &queue.key).await?;
+    let limit = i64::from(queue.limit);
+    let full: bool = tx
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM runs WHERE workflow = $1 AND concurrency_key = $2
+                            AND status IN {ACTIVE} AND id <> $3) >= $4
+                     OR EXISTS (SELECT 1 FROM runs WHERE workflow = $1 AND concurrency_key = $2 AND status = 'queued')"
+            ),
+            &[&workflow, &queue.key, &run, &limit],
+        )
+        .await?
+        .get(0);
+    tx.execute(
+        "UPDATE runs SET concurrency_key = $2, concurrency_limit = $3, priority = $4,
+                         status = CASE WHEN $5 THEN 'queued' ELSE status END,
+                         lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END,
+                         lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END,
+                         lease_epoch = CASE WHEN $5 THEN 0 ELSE lease_epoch END
+         WHERE id = $1",
+        &[&run, &queue.key, &limit, &queue.priority, &full],
+    )
+    .await?;
+    Ok(full)
+}
+
+/// Starts the queued runs whose key has room (see `Journal::promote`).
+pub(super) async fn promote(
+    pool: Pool,
+    owner: String,
+    lease_ms: i64,
+    limit: usize,
+) -> Result<Vec<(String, u64)>, Fail> {
+    let mut client = pool.get().await?;
+    let keys: Vec<(String, String)> = client
+        .query(
+            "SELECT DISTINCT workflow, concurrency_key FROM runs WHERE status = 'queued' LIMIT $1",
+            &[&(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut started = Vec::new();
+    for (workflow, key) in keys {
+        let tx = client.transaction().await?;
+        lock_key(&tx, &workflow, &key).await?;
+        let room: i64 = tx
+            .query_opt(
+                &format!(
+                    "SELECT concurrency_limit - (SELECT count(*) FROM runs WHERE workflow = $1 AND concurrency_key = $2
+                                                  AND status IN {ACTIVE})
+                     FROM runs WHERE workflow = $1 AND concurrency_key = $2 AND status = 'queued'
+                     ORDER BY priority DESC, created_at, id LIMIT 1"
+                ),
+                &[&workflow, &key],
+            )
+            .await?
+            .map_or(0, |row| row.get(0));
+        let room = room.min((limit - started.len()) as i64);
+        if room > 0 {
+            let rows = tx
+                .query(
+                    &format!(
+                        "UPDATE runs SET status = 'running', lease_owner = $3, lease_until = {DB_NOW} + $4,
+                                         updated_at = $5, lease_epoch = lease_epoch + 1
+                         WHERE id IN (SELECT id FROM runs WHERE workflow = $1 AND concurrency_key = $2 AND status = 'queued'
+                                      ORDER BY priority DESC, created_at, id LIMIT $6)
+                         RETURNING id, lease_epoch"
+                    ),
+                    &[&workflow, &key, &owner, &lease_ms, &now_ms(), &room],
+                )
+                .await?;
+            started.extend(
+                rows.iter()
+                    .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64)),
+            );
+        }
+        tx.commit().await?;
+        if started.len() >= limit {
+            break;
+        }
+    }
+    Ok(started)
+}
+
+/// Ends a run that is still queued as cancelled.
+pub(super) async fn cancel(pool: Pool, run: String) -> Result<bool, Fail> {
+    let client = pool.get().await?;
+    let now = now_ms();
+    let changed = client
+        .execute(
+            "UPDATE runs SET status = 'cancelled', updated_at = $2, finished_at = $2
+             WHERE id = $1 AND status = 'queued'",
+            &[&run, &now],
+        )
+        .await?;
+    Ok(changed == 1)
+}
