@@ -120,7 +120,7 @@ const VERSION_3: &str = "
 ALTER TABLE runs ADD COLUMN tick BIGINT;
 CREATE INDEX runs_of_ticks_open ON runs (workflow, status) WHERE tick IS NOT NULL;
 CREATE INDEX runs_of_ticks_finished ON runs (workflow, finished_at) WHERE tick IS NOT NULL;
-CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick BIGINT NOT NULL);
+CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick BIGINT NOT NULL, pending_tick BIGINT, pattern TEXT NOT NULL);
 ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
 ALTER TABLE runs ADD COLUMN concurrency_limit BIGINT;
 ALTER TABLE runs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;

@@ -1,8 +1,9 @@
 //! Schedules: whether a workflow's schedule has a tick due, and the run
 //! recorded for it — once per tick across every host on one journal (the
-//! tick's time is in the run's transaction id, and the journal's schedule
-//! row keeps the last tick handled, so missed ticks give one catch-up run,
-//! not a flood). It may not execute the run (the caller completes it).
+//! journal's schedule row is moved on by compare-and-set and keeps the last
+//! tick handled, so missed ticks give one catch-up run, not a flood; the
+//! tick's time is in the run's transaction id). It may not execute the run
+//! (the caller completes it).
 
 use super::{Begun, DurableError, Host, Origin};
 use crate::app::schedule::Overlap;
@@ -20,6 +21,13 @@ impl Host {
     /// there is one and no host recorded it yet; `None` when no tick is due,
     /// another host took it, or the overlap policy holds it back (`skip`
     /// drops the tick, `queue` leaves it for a later look).
+    ///
+    /// A host first moves the journal's schedule row on to the tick, by
+    /// compare-and-set (of hosts looking at once, one does, so the overlap
+    /// check and the start are one decision), with the tick pending; then
+    /// records its run and clears the pending tick. A host that dies in
+    /// between leaves the tick pending, and the next look records its run
+    /// (the tick's transaction id makes it one run, whoever records it).
     pub fn begin_tick(
         &self,
         workflow: &LoadedWorkflow,
@@ -30,9 +38,15 @@ impl Host {
             return Ok(None);
         };
         let name = &workflow.manifest.workflow.name;
-        // A schedule seen for the first time starts from now: ticks before
-        // it existed are not "missed".
-        let last = self.journal.schedule_last_tick(name, now)?;
+        // A schedule seen for the first time (or changed) starts from now:
+        // ticks before it existed are not "missed".
+        let state = self
+            .journal
+            .schedule_state(name, &schedule.identity(), now)?;
+        if let Some(pending) = state.pending_tick {
+            return self.record_tick(workflow, extension_dirs, pending);
+        }
+        let last = state.last_tick;
         let Some(latest) = schedule.latest_at(now).filter(|tick| *tick > last) else {
             return Ok(None);
         };
@@ -41,7 +55,7 @@ impl Host {
             Overlap::Allow => {}
             // Dropped: a run of an earlier tick was unfinished at this tick.
             Overlap::Skip if self.journal.schedule_busy(name, latest)? => {
-                if self.journal.advance_schedule(name, latest)? {
+                if self.journal.decide_schedule(name, last, latest, None)? {
                     tracing::info!(workflow = %name, tick = %crate::saga::rfc3339(latest), "tick skipped: the run of an earlier tick was unfinished (overlap = \"skip\")");
                 }
                 return Ok(None);
@@ -60,11 +74,33 @@ impl Host {
                 }
             }
         }
-        let at = crate::saga::rfc3339(tick);
-        let missed = schedule.ticks_between(last, tick);
-        if missed > 0 {
-            tracing::info!(workflow = %name, tick = %at, missed, "ticks were missed while no host ran the schedule: one run for the latest");
+        if !self
+            .journal
+            .decide_schedule(name, last, latest, Some(tick))?
+        {
+            // Another host decided first.
+            return Ok(None);
         }
+        let missed = schedule.ticks_between(last, latest);
+        if missed > 0 {
+            tracing::info!(workflow = %name, tick = %crate::saga::rfc3339(tick), missed, "ticks were missed (no host ran the schedule, or they collapsed into a held one): one run");
+        }
+        self.record_tick(workflow, extension_dirs, tick)
+    }
+
+    /// Records the run of the pending `tick` (or finds it recorded), then
+    /// clears the pending tick.
+    fn record_tick(
+        &self,
+        workflow: &LoadedWorkflow,
+        extension_dirs: &[std::path::PathBuf],
+        tick: i64,
+    ) -> Result<Option<(Begun, RunRequest)>, DurableError> {
+        let Some(schedule) = &workflow.manifest.schedule else {
+            return Ok(None);
+        };
+        let name = &workflow.manifest.workflow.name;
+        let at = crate::saga::rfc3339(tick);
         let mut request = RunRequest::new(schedule.input.clone());
         request.transaction_id = tick_transaction(tick);
         request.metadata = Json::from_value(serde_json::json!({ "schedule_tick": at }));
@@ -77,10 +113,11 @@ impl Host {
                 ..Origin::default()
             },
         )?;
-        // After the run is recorded: a host that dies between the two
-        // leaves the tick due, and the next look finds its run. Past every
-        // tick up to `latest`: those a held tick stood for are handled.
-        self.journal.advance_schedule(name, latest)?;
+        // A failure here leaves the tick pending: the next look finds the
+        // run recorded and clears it. The run is executed either way.
+        if let Err(e) = self.journal.settle_schedule(name, tick) {
+            tracing::warn!(workflow = %name, tick = %at, "could not clear the pending tick: {e}");
+        }
         Ok(match begun {
             Begun::Fresh(..) => {
                 tracing::info!(workflow = %name, tick = %at, run = %request.run_id, "scheduled run started");

@@ -16,12 +16,13 @@ use super::rows::{
 };
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
-    RunRecord, now_ms, now_us,
+    RunRecord, ScheduleState, now_ms, now_us,
 };
 use crate::postgres::{Database, PgError};
 use crate::saga::{RunReport, RunStatus};
 
 mod queue;
+mod schedules;
 
 /// The journal in a PostgreSQL database.
 pub struct PgJournal {
@@ -712,52 +713,35 @@ impl Journal for PgJournal {
         self.run_pg(move |pool| queue::cancel(pool, run))
     }
 
-    fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError> {
-        let workflow = workflow.to_string();
-        self.run_pg(move |pool| async move {
-            let client = pool.get().await?;
-            // Of two hosts seeing a new schedule at once, the first sets it.
-            let row = client
-                .query_one(
-                    "INSERT INTO schedules (workflow, last_tick) VALUES ($1, $2)
-                     ON CONFLICT (workflow) DO UPDATE SET last_tick = schedules.last_tick
-                     RETURNING last_tick",
-                    &[&workflow, &initial],
-                )
-                .await?;
-            Ok(row.get(0))
-        })
+    fn schedule_state(
+        &self,
+        workflow: &str,
+        pattern: &str,
+        initial: i64,
+    ) -> Result<ScheduleState, JournalError> {
+        let (workflow, pattern) = (workflow.to_string(), pattern.to_string());
+        self.run_pg(move |pool| schedules::state(pool, workflow, pattern, initial))
     }
 
-    fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError> {
+    fn decide_schedule(
+        &self,
+        workflow: &str,
+        last: i64,
+        latest: i64,
+        pending: Option<i64>,
+    ) -> Result<bool, JournalError> {
         let workflow = workflow.to_string();
-        self.run_pg(move |pool| async move {
-            let client = pool.get().await?;
-            let changed = client
-                .execute(
-                    "UPDATE schedules SET last_tick = $2 WHERE workflow = $1 AND last_tick < $2",
-                    &[&workflow, &tick],
-                )
-                .await?;
-            Ok(changed == 1)
-        })
+        self.run_pg(move |pool| schedules::decide(pool, workflow, last, latest, pending))
+    }
+
+    fn settle_schedule(&self, workflow: &str, tick: i64) -> Result<(), JournalError> {
+        let workflow = workflow.to_string();
+        self.run_pg(move |pool| schedules::settle(pool, workflow, tick))
     }
 
     fn schedule_busy(&self, workflow: &str, at: i64) -> Result<bool, JournalError> {
         let workflow = workflow.to_string();
-        self.run_pg(move |pool| async move {
-            let client = pool.get().await?;
-            let row = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE workflow = $1 AND tick < $2
-                                    AND status IN ('running', 'waiting', 'compensating'))
-                         OR EXISTS (SELECT 1 FROM runs WHERE workflow = $1 AND tick < $2
-                                    AND finished_at > $2)",
-                    &[&workflow, &at],
-                )
-                .await?;
-            Ok(row.get(0))
-        })
+        self.run_pg(move |pool| schedules::busy(pool, workflow, at))
     }
 
     fn prune(&self, finished_before: i64, workflow: Option<&str>) -> Result<usize, JournalError> {

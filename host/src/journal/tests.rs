@@ -668,15 +668,41 @@ fn taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_clears_them(
 
 fn a_schedule_remembers_its_last_tick_and_sees_its_unfinished_runs(journal: &Arc<dyn Journal>) {
     let me = Owner::current();
+    let state = |workflow: &str, pattern: &str, initial: i64| {
+        journal.schedule_state(workflow, pattern, initial).unwrap()
+    };
+    let at = |last_tick: i64, pending_tick: Option<i64>| ScheduleState {
+        last_tick,
+        pending_tick,
+    };
     // The first look sets the schedule's start; later ones read it.
-    assert_eq!(journal.schedule_last_tick("w", 1_000).unwrap(), 1_000);
-    assert_eq!(journal.schedule_last_tick("w", 5_000).unwrap(), 1_000);
-    assert_eq!(journal.schedule_last_tick("other", 7).unwrap(), 7);
-    // It only moves on: of two hosts handling one tick, one moves it.
-    assert!(journal.advance_schedule("w", 2_000).unwrap());
-    assert!(!journal.advance_schedule("w", 2_000).unwrap());
-    assert!(!journal.advance_schedule("w", 1_500).unwrap());
-    assert_eq!(journal.schedule_last_tick("w", 0).unwrap(), 2_000);
+    assert_eq!(state("w", "* * * * *", 1_000), at(1_000, None));
+    assert_eq!(state("w", "* * * * *", 5_000), at(1_000, None));
+    assert_eq!(state("other", "* * * * *", 7), at(7, None));
+    // Of two hosts deciding from one state, one moves it on.
+    assert!(
+        journal
+            .decide_schedule("w", 1_000, 2_000, Some(2_000))
+            .unwrap()
+    );
+    assert!(
+        !journal
+            .decide_schedule("w", 1_000, 2_000, Some(2_000))
+            .unwrap()
+    );
+    assert_eq!(state("w", "* * * * *", 0), at(2_000, Some(2_000)));
+    // While a tick is pending, nothing else is decided.
+    assert!(!journal.decide_schedule("w", 2_000, 3_000, None).unwrap());
+    journal.settle_schedule("w", 1_500).unwrap();
+    assert_eq!(state("w", "* * * * *", 0), at(2_000, Some(2_000)));
+    journal.settle_schedule("w", 2_000).unwrap();
+    assert_eq!(state("w", "* * * * *", 0), at(2_000, None));
+    // A dropped tick moves it on with nothing pending.
+    assert!(journal.decide_schedule("w", 2_000, 3_000, None).unwrap());
+    assert_eq!(state("w", "* * * * *", 0), at(3_000, None));
+    // A changed pattern starts afresh.
+    assert_eq!(state("w", "0 3 * * *", 9_000), at(9_000, None));
+    assert_eq!(state("w", "0 3 * * *", 0), at(9_000, None));
     // A run someone started does not make the schedule busy; a tick's does
     // from its tick to its end.
     let far = now_ms() + 3_600_000;

@@ -137,7 +137,7 @@ pub fn document(state: &AppState) -> Value {
                         "400": error_response("The body is not valid."),
                         "401": error_response("A token is required."),
                         "404": error_response("No such run."),
-                        "409": error_response("Refused: the input breaks the workflow's input-schema, or the run's manifest now defines another workflow."),
+                        "409": error_response("Refused: the input breaks the workflow's input-schema, or the run's manifest no longer loads or now defines another workflow."),
                         "422": report_response("The new run failed and was compensated (reverted), or a compensation failed too (failed).")
                     }
                 }

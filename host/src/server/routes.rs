@@ -108,6 +108,11 @@ impl From<DurableError> for ApiError {
             DurableError::Refused(message) | DurableError::ChangedComponents(message) => {
                 ApiError::new(StatusCode::CONFLICT, message)
             }
+            // The run's manifest (on disk now, or as pinned) no longer
+            // loads: a state to fix, not a server failure.
+            manifest @ DurableError::Manifest { .. } => {
+                ApiError::new(StatusCode::CONFLICT, manifest.to_string())
+            }
             other => {
                 tracing::error!("{other}");
                 ApiError::new(

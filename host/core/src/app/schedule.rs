@@ -73,9 +73,12 @@ impl Schedule {
         input: Json,
         overlap: Overlap,
     ) -> Result<Schedule, ScheduleError> {
-        let cron: Cron = pattern
-            .parse()
-            .map_err(|e: croner::errors::CronError| ScheduleError::Cron(e.to_string()))?;
+        // No year field: a pattern pinned to a past year would never fire.
+        let cron = croner::parser::CronParser::builder()
+            .year(croner::parser::Year::Disallowed)
+            .build()
+            .parse(pattern)
+            .map_err(|e| ScheduleError::Cron(e.to_string()))?;
         let timezone: Tz = timezone
             .parse()
             .map_err(|_| ScheduleError::Timezone(timezone.to_string()))?;
@@ -103,13 +106,27 @@ impl Schedule {
             .map(|t| t.with_timezone(&self.timezone))
     }
 
+    /// What identifies the schedule's ticks: its pattern and time zone (a
+    /// change of either starts the schedule afresh).
+    pub fn identity(&self) -> String {
+        format!("{} {}", self.pattern, self.timezone.name())
+    }
+
     /// The latest tick at or before `now` (unix ms).
     pub fn latest_at(&self, now: i64) -> Option<i64> {
         let at = self.zoned(now)?;
-        self.cron
+        let previous = self
+            .cron
             .find_previous_occurrence(&at, true)
-            .ok()
-            .map(|t| t.timestamp_millis())
+            .ok()?
+            .timestamp_millis();
+        // In a daylight-saving gap croner's backward search lands on the
+        // last second before the gap, its forward search on the first after
+        // it: a tick is what the forward search gives, so both agree.
+        Some(match self.next_after(previous - 1000) {
+            Some(forward) if forward <= now => forward,
+            _ => previous,
+        })
     }
 
     /// The first tick after `after` (unix ms).
@@ -194,6 +211,15 @@ mod tests {
     }
 
     #[test]
+    fn a_tick_in_a_daylight_saving_gap_is_the_same_seen_from_either_side() {
+        // 02:30 does not exist in Paris on 2026-03-29 (02:00 → 03:00).
+        let nightly = schedule("30 2 * * *", "Europe/Paris");
+        let next = nightly.next_after(ms("2026-03-28T12:00:00Z")).unwrap();
+        assert_eq!(nightly.latest_at(next + 5_000), Some(next));
+        assert_eq!(nightly.latest_at(ms("2026-03-29T12:00:00Z")), Some(next));
+    }
+
+    #[test]
     fn seconds_are_an_optional_first_field() {
         let every_two = schedule("*/2 * * * * *", "UTC");
         assert_eq!(
@@ -237,6 +263,11 @@ mod tests {
         ));
         assert!(matches!(
             Schedule::parse("0 0 30 2 *", "UTC", input(), Overlap::Skip),
+            Err(ScheduleError::Cron(_))
+        ));
+        // Seven fields (a year) are not a schedule.
+        assert!(matches!(
+            Schedule::parse("0 0 3 * * * 2020", "UTC", input(), Overlap::Skip),
             Err(ScheduleError::Cron(_))
         ));
     }

@@ -74,6 +74,16 @@ pub struct NewRun {
     pub queue: Option<Queue>,
 }
 
+/// Where a workflow's schedule stands (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleState {
+    /// Every tick up to this one was handled (run, dropped or collapsed).
+    pub last_tick: i64,
+    /// A tick a host decided to run and may not have recorded the run of
+    /// yet (it may have died in between): the next look records it.
+    pub pending_tick: Option<i64>,
+}
+
 /// Where a run of a workflow with `concurrency` queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
@@ -452,12 +462,27 @@ pub trait Journal: Send + Sync {
     /// Waiting runs whose wake-up time is at or before `now` (unix ms),
     /// earliest first, at most `limit`: the timers due.
     fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError>;
-    /// The last tick of `workflow`'s schedule that a host handled (unix
-    /// ms); set to `initial` when the schedule has none yet.
-    fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError>;
-    /// Moves the last tick handled of `workflow`'s schedule on to `tick`
-    /// (never back); whether it moved.
-    fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError>;
+    /// Where `workflow`'s schedule stands. A schedule seen for the first
+    /// time, or whose `pattern` (its cron and time zone) changed, starts
+    /// from `initial` (unix ms) with nothing pending.
+    fn schedule_state(
+        &self,
+        workflow: &str,
+        pattern: &str,
+        initial: i64,
+    ) -> Result<ScheduleState, JournalError>;
+    /// Moves the schedule from `last` (with nothing pending) on to
+    /// `latest`, with `pending` the tick whose run is to be recorded next;
+    /// whether it did (of hosts deciding at once, one does).
+    fn decide_schedule(
+        &self,
+        workflow: &str,
+        last: i64,
+        latest: i64,
+        pending: Option<i64>,
+    ) -> Result<bool, JournalError>;
+    /// Says the run of the pending tick `tick` is recorded.
+    fn settle_schedule(&self, workflow: &str, tick: i64) -> Result<(), JournalError>;
     /// Starts (leased to `owner`, status `running`) the queued runs for
     /// which their key now has room, highest priority first, then oldest;
     /// at most `limit` in all. Returns each with its lease epoch.

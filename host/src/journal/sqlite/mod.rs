@@ -16,12 +16,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
-    RunRecord, now_ms, now_us,
+    RunRecord, ScheduleState, now_ms, now_us,
 };
 use crate::saga::{RunReport, RunStatus};
 use rows::{record_from_row, run_from_row};
 
 mod append;
+mod counts;
 mod gate;
 mod group;
 mod prune;
@@ -714,30 +715,20 @@ impl Journal for SqliteJournal {
     }
 
     fn count(&self, status: RunStatus) -> Result<u64, JournalError> {
-        run_sql(|| {
-            let n: i64 = self
-                .conn()
-                .prepare_cached("SELECT count(*) FROM runs WHERE status = ?1")?
-                .query_row(params![status.as_str()], |row| row.get(0))?;
-            Ok(n.max(0) as u64)
-        })
+        self.count_status(status)
     }
 
     fn due(&self, now: i64, limit: usize) -> Result<Vec<String>, JournalError> {
-        run_sql(|| {
-            let conn = self.conn();
-            let mut statement = conn.prepare_cached(
-                "SELECT id FROM runs WHERE wake_at <= ?1 AND status = 'waiting' ORDER BY wake_at LIMIT ?2",
-            )?;
-            let ids = statement
-                .query_map(params![now, limit as i64], |row| row.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(ids)
-        })
+        self.due_runs(now, limit)
     }
 
-    fn schedule_last_tick(&self, workflow: &str, initial: i64) -> Result<i64, JournalError> {
-        self.last_tick(workflow, initial)
+    fn schedule_state(
+        &self,
+        workflow: &str,
+        pattern: &str,
+        initial: i64,
+    ) -> Result<ScheduleState, JournalError> {
+        self.state(workflow, pattern, initial)
     }
 
     fn promote(
@@ -753,8 +744,18 @@ impl Journal for SqliteJournal {
         self.cancel_if_queued(run)
     }
 
-    fn advance_schedule(&self, workflow: &str, tick: i64) -> Result<bool, JournalError> {
-        self.advance_tick(workflow, tick)
+    fn decide_schedule(
+        &self,
+        workflow: &str,
+        last: i64,
+        latest: i64,
+        pending: Option<i64>,
+    ) -> Result<bool, JournalError> {
+        self.decide(workflow, last, latest, pending)
+    }
+
+    fn settle_schedule(&self, workflow: &str, tick: i64) -> Result<(), JournalError> {
+        self.settle(workflow, tick)
     }
 
     fn schedule_busy(&self, workflow: &str, at: i64) -> Result<bool, JournalError> {

@@ -114,7 +114,7 @@ fn version_4(conn: &Connection) -> rusqlite::Result<()> {
         "ALTER TABLE runs ADD COLUMN tick INTEGER;
          CREATE INDEX runs_of_ticks_open ON runs (workflow, status) WHERE tick IS NOT NULL;
          CREATE INDEX runs_of_ticks_finished ON runs (workflow, finished_at) WHERE tick IS NOT NULL;
-         CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick INTEGER NOT NULL);
+         CREATE TABLE schedules (workflow TEXT PRIMARY KEY, last_tick INTEGER NOT NULL, pending_tick INTEGER, pattern TEXT NOT NULL);
          ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
          ALTER TABLE runs ADD COLUMN concurrency_limit INTEGER;
          ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
