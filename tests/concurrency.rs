@@ -100,10 +100,12 @@ fn twenty_runs_of_three_keys_on_two_hosts_run_one_per_key_at_a_time_in_order() {
 #[test]
 fn a_workflow_wide_limit_starts_queued_runs_by_priority_and_a_queued_run_cancels_without_running() {
     let sandbox = Sandbox::new();
+    // Long enough for the posts and the cancel below to come while the
+    // first run holds the slot, on a slow machine too.
     let dir = payout(
         &sandbox,
         "{ limit = 1, priority = \"input.priority\" }",
-        400,
+        1500,
     );
     let server = Server::start(&sandbox, &[&dir], &[]);
     let (first, status) = start(&server, json!({ "priority": 0 }));

@@ -680,7 +680,10 @@ impl Host {
         let accepted = self
             .accept_changed_components
             .load(std::sync::atomic::Ordering::Relaxed);
-        if !changed.is_empty() && !accepted {
+        // A run that has not started a call (one that waited in a queue
+        // while its components were rebuilt) has nothing half-finished:
+        // it takes the components as they are.
+        if !changed.is_empty() && !accepted && !self.journal.records(&record.id)?.is_empty() {
             let run = &record.id;
             return Err(DurableError::ChangedComponents(format!(
                 "run {run} started with other code than its components hold now:\n{}\n\

@@ -107,13 +107,19 @@ impl Host {
         results: &mut Vec<(String, Result<RunReport, DurableError>)>,
     ) -> Result<(), DurableError> {
         loop {
-            let started = self.journal.promote(&self.owner, self.lease, 1)?;
-            let Some((run, epoch)) = started.into_iter().next() else {
+            let started = self
+                .journal
+                .promote(&self.owner, self.lease, PROMOTE_BATCH)?;
+            if started.is_empty() {
                 return Ok(());
-            };
-            tracing::info!(run = %run, "a queued run starts: its key has room");
-            let result = self.resume_claimed(&run, epoch).await;
-            results.push((run, result));
+            }
+            // Leased here: executed in turn (a lease that expires meanwhile
+            // is renewed by the recorder before it writes).
+            for (run, epoch) in started {
+                tracing::info!(run = %run, "a queued run starts: its key has room");
+                let result = self.resume_claimed(&run, epoch).await;
+                results.push((run, result));
+            }
         }
     }
 }

@@ -24,6 +24,9 @@ impl Host {
     pub async fn cancel(&self, run: &str) -> Result<RunReport, DurableError> {
         // A queued run never ran: nothing to compensate.
         if self.journal.cancel_queued(run)? {
+            if let Some(observer) = &self.observer {
+                observer.status(run, RunStatus::Cancelled);
+            }
             return Ok(self.report(run)?);
         }
         let mut record = self.journal.run(run)?;

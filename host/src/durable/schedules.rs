@@ -104,7 +104,7 @@ impl Host {
         let mut request = RunRequest::new(schedule.input.clone());
         request.transaction_id = tick_transaction(tick);
         request.metadata = Json::from_value(serde_json::json!({ "schedule_tick": at }));
-        let begun = self.begin_with(
+        let begun = match self.begin_with(
             workflow,
             extension_dirs,
             &request,
@@ -112,7 +112,17 @@ impl Host {
                 tick: Some(tick),
                 ..Origin::default()
             },
-        )?;
+        ) {
+            Ok(begun) => begun,
+            // What no retry mends (a concurrency key the input cannot
+            // give): the tick is dropped, not pending forever.
+            Err(DurableError::Refused(reason)) => {
+                tracing::error!(workflow = %name, tick = %at, "the tick's run was refused, so the tick is dropped: {reason}");
+                self.journal.settle_schedule(name, tick)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         // A failure here leaves the tick pending: the next look finds the
         // run recorded and clears it. The run is executed either way.
         if let Err(e) = self.journal.settle_schedule(name, tick) {

@@ -804,10 +804,20 @@ fn runs_beyond_a_keys_limit_queue_and_start_by_priority_as_slots_free(journal: &
             .collect::<Vec<_>>(),
         ["a2"]
     );
-    // A new run queues behind nobody now that the queue is empty, but the
-    // key's slot is taken by a2.
+    // The key's slot is taken by a2: a new run queues.
     assert!(matches!(
         journal.begin(&queued("a5", "a", 9), &me, LEASE).unwrap(),
         Begin::Queued
     ));
+    journal
+        .finish("a2", started[0].1, &report("a2", RunStatus::Done))
+        .unwrap();
+    // The slot is free, but a5 waits for it: a new run queues behind it
+    // instead of taking the slot first.
+    assert!(matches!(
+        journal.begin(&queued("a6", "a", 99), &me, LEASE).unwrap(),
+        Begin::Queued
+    ));
+    let started = journal.promote(&me, LEASE, 10).unwrap();
+    assert_eq!(started.len(), 1, "{started:?}");
 }

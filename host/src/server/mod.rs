@@ -195,9 +195,9 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
     let schedules = schedules::start(state.clone(), SWEEP_POLL);
     let app = routes::router(state.clone());
     accept(listener, app, &state.config).await;
-    // No new scheduled runs while the last ones drain.
-    if let Some(schedules) = schedules {
-        schedules.abort();
+    // No new scheduled or dequeued runs while the last ones drain.
+    for task in [schedules, queue].into_iter().flatten() {
+        task.abort();
     }
     // Give runs in flight a moment to reach their end; the rest resume later.
     for _ in 0..40 {
@@ -206,8 +206,8 @@ pub async fn serve(state: Arc<AppState>) -> std::io::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for task in [sweep, queue].into_iter().flatten() {
-        task.abort();
+    if let Some(sweep) = sweep {
+        sweep.abort();
     }
     let left = state.active.load(Ordering::SeqCst);
     if left > 0 {

@@ -499,7 +499,11 @@ async fn rerun_run(
     state
         .metrics
         .run_started(&run_id, &workflow.manifest.workflow.name);
+    let queued = matches!(begun, crate::durable::Begun::Queued(..));
     let task = launch(&state, workflow, begun, request);
+    if queued && !query.wait.unwrap_or(true) {
+        return Ok(accepted(&run_id, RunStatus::Queued));
+    }
     let host = state.host.clone();
     let linked = tokio::spawn(async move {
         match task.await {

@@ -69,7 +69,15 @@ pub(super) async fn promote(
     let mut client = pool.get().await?;
     let keys: Vec<(String, String)> = client
         .query(
-            "SELECT DISTINCT workflow, concurrency_key FROM runs WHERE status = 'queued' LIMIT $1",
+            // Only keys with room: full ones, however many, cannot keep the
+            // others from being looked at.
+            &format!(
+                "SELECT workflow, concurrency_key FROM runs q WHERE status = 'queued'
+                 GROUP BY workflow, concurrency_key
+                 HAVING max(concurrency_limit) > (SELECT count(*) FROM runs a WHERE a.workflow = q.workflow
+                                                   AND a.concurrency_key = q.concurrency_key AND a.status IN {ACTIVE})
+                 LIMIT $1"
+            ),
             &[&(limit as i64)],
         )
         .await?
@@ -99,7 +107,8 @@ pub(super) async fn promote(
                     &format!(
                         "UPDATE runs SET status = 'running', lease_owner = $3, lease_until = {DB_NOW} + $4,
                                          updated_at = $5, lease_epoch = lease_epoch + 1
-                         WHERE id IN (SELECT id FROM runs WHERE workflow = $1 AND concurrency_key = $2 AND status = 'queued'
+                         WHERE status = 'queued'
+                           AND id IN (SELECT id FROM runs WHERE workflow = $1 AND concurrency_key = $2 AND status = 'queued'
                                       ORDER BY priority DESC, created_at, id LIMIT $6)
                          RETURNING id, lease_epoch"
                     ),

@@ -53,9 +53,15 @@ impl SqliteJournal {
         run_sql(|| {
             let keys: Vec<(String, String)> = {
                 let conn = self.conn();
-                let mut statement = conn.prepare_cached(
-                    "SELECT DISTINCT workflow, concurrency_key FROM runs WHERE status = 'queued' LIMIT ?1",
-                )?;
+                // Only keys with room: full ones, however many, cannot
+                // keep the others from being looked at.
+                let mut statement = conn.prepare_cached(&format!(
+                    "SELECT workflow, concurrency_key FROM runs q WHERE status = 'queued'
+                     GROUP BY workflow, concurrency_key
+                     HAVING max(concurrency_limit) > (SELECT count(*) FROM runs a WHERE a.workflow = q.workflow
+                                                       AND a.concurrency_key = q.concurrency_key AND a.status IN {ACTIVE})
+                     LIMIT ?1"
+                ))?;
                 statement
                     .query_map(params![limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
                     .collect::<Result<_, _>>()?
@@ -79,7 +85,8 @@ impl SqliteJournal {
                     let mut statement = tx.prepare_cached(
                         "UPDATE runs SET status = 'running', lease_owner = ?3, lease_until = ?4, updated_at = ?5,
                                          lease_epoch = lease_epoch + 1
-                         WHERE id IN (SELECT id FROM runs WHERE workflow = ?1 AND concurrency_key = ?2 AND status = 'queued'
+                         WHERE status = 'queued'
+                           AND id IN (SELECT id FROM runs WHERE workflow = ?1 AND concurrency_key = ?2 AND status = 'queued'
                                       ORDER BY priority DESC, created_at, id LIMIT ?6)
                          RETURNING id, lease_epoch",
                     )?;
