@@ -11,25 +11,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
 use common::server::Server;
+use common::{Sandbox, now_ms, unix_ms};
 use serde_json::Value;
 use wasaga_host::postgres::testing::TestSchema;
-
-fn unix_ms(rfc3339: &str) -> i64 {
-    humantime::parse_rfc3339(rfc3339)
-        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// A folder with the workflow `tick`: `schedule` (the TOML inline table),
 /// then one probe step that echoes its input, or `flow` instead.

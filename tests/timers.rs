@@ -9,8 +9,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
 use common::server::Server;
+use common::{Sandbox, now_ms, unix_ms};
 use serde_json::{Value, json};
 
 /// `reserve`, a sleep of `nap`, then `ship` (which echoes what it got).
@@ -44,21 +44,6 @@ fn wait_status(server: &Server, run: &str, status: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn unix_ms(rfc3339: &str) -> i64 {
-    humantime::parse_rfc3339(rfc3339)
-        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]

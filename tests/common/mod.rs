@@ -223,3 +223,20 @@ pub fn cache_dir() -> PathBuf {
 pub fn brand_manifest(name: &str) -> PathBuf {
     repo().join("example-plugins").join("brand").join(name)
 }
+
+/// An RFC 3339 time (as reports give them) in unix ms.
+pub fn unix_ms(rfc3339: &str) -> i64 {
+    humantime::parse_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// This machine's clock in unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
