@@ -135,6 +135,9 @@ impl Resolver<'_> {
         if let Some(schedule) = &section.schedule {
             let input_schema = options.input_schema.clone();
             options.schedule = self.schedule(file, schedule, input_schema.as_deref());
+            if let (Some(resolved), Some(concurrency)) = (&options.schedule, &options.concurrency) {
+                self.check_scheduled_queue(file, schedule, resolved, concurrency);
+            }
         }
         options
     }

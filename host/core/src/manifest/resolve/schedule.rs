@@ -109,6 +109,47 @@ impl Resolver<'_> {
         Some(schedule)
     }
 
+    /// A scheduled run's key and priority come from the schedule's input:
+    /// they must evaluate (else every tick's run would be refused).
+    pub(super) fn check_scheduled_queue(
+        &mut self,
+        file: &File,
+        table: &Spanned<ScheduleTable>,
+        schedule: &Schedule,
+        concurrency: &Concurrency,
+    ) {
+        let scope = crate::expr::Scope::with_input(schedule.input.clone());
+        for (what, expr) in [
+            ("key", &concurrency.key),
+            ("priority", &concurrency.priority),
+        ] {
+            let Some(expr) = expr else { continue };
+            let problem = match expr.eval(&scope) {
+                Err(e) => Some(e.to_string()),
+                Ok(value) if what == "priority" && value.value().as_f64().is_none() => {
+                    Some(format!("it gives {value}, not a number"))
+                }
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                let span = table
+                    .get_ref()
+                    .input
+                    .as_ref()
+                    .map_or(table.span(), |input| input.span());
+                self.error(
+                    file,
+                    span,
+                    format!("the concurrency {what} cannot be computed from the schedule's input: {problem}"),
+                );
+                self.add_help(format!(
+                    "every scheduled run starts with this input; give it what `{}` reads",
+                    expr.source()
+                ));
+            }
+        }
+    }
+
     /// `[workflow] concurrency`: the key and priority are expressions over
     /// the input; the limit is at least 1.
     pub(super) fn concurrency(
