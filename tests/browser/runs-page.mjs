@@ -55,6 +55,8 @@ try {
   const callErrors = await page.$$eval("[data-testid=call-error]", (elements) => elements.map((e) => e.textContent));
   if (!callErrors.some((text) => text.includes("card declined"))) fail(`no call shows its error: ${JSON.stringify(callErrors)}`);
   if ((await page.$$("[data-testid=call-input]")).length === 0) fail("no call shows its input");
+  const outputs = await page.$$eval("[data-testid=call-output]", (elements) => elements.map((e) => e.textContent));
+  if (!outputs.some((text) => text.includes("reserved"))) fail(`no call shows its output: ${JSON.stringify(outputs)}`);
   // A reverted run offers rerun (and not retry, which is for failed runs).
   if (await page.$("[data-testid=retry]")) fail("a reverted run offers retry");
   mkdirSync(dirname(screenshot), { recursive: true });

@@ -436,6 +436,7 @@ mod tests {
             attempt: 1,
             outcome: Outcome::Ok,
             input: None,
+            output: None,
             error: None,
             started_ms: 0.0,
             duration_ms: 12.0,

@@ -257,6 +257,7 @@ pub fn document(state: &AppState) -> Value {
                     "action": { "type": "string", "enum": ["invoke", "compensate"] },
                     "attempt": { "type": "integer", "minimum": 1 },
                     "outcome": { "type": "string", "enum": ["ok", "error", "skipped"] },
+                    "output": { "description": "What an invoke returned (an async step's: its answer's); absent for a compensation, a failure or a skip." },
                     "input": {}, "error": { "oneOf": [ { "$ref": "#/components/schemas/StepError" }, { "type": "null" } ] },
                     "started_ms": { "type": "number" }, "duration_ms": { "type": "number" },
                     "requests": { "type": "array", "items": { "$ref": "#/components/schemas/OutboundRequest" } } } },

@@ -39,12 +39,13 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
             } => {
                 let key = (node.clone(), action, attempt);
                 let is_waiting = matches!(outcome, CallRecord::Waiting { .. });
-                let (outcome, error) = match outcome {
-                    CallRecord::Done { .. }
-                    | CallRecord::Compensated
-                    | CallRecord::Waiting { .. } => (Outcome::Ok, None),
-                    CallRecord::Skipped => (Outcome::Skipped, None),
-                    CallRecord::Failed { error, .. } => (Outcome::Error, Some(error)),
+                let (outcome, output, error) = match outcome {
+                    CallRecord::Done { output, .. } | CallRecord::Waiting { output, .. } => {
+                        (Outcome::Ok, Some(output), None)
+                    }
+                    CallRecord::Compensated => (Outcome::Ok, None, None),
+                    CallRecord::Skipped => (Outcome::Skipped, None, None),
+                    CallRecord::Failed { error, .. } => (Outcome::Error, None, Some(error)),
                 };
                 let start = starts.remove(&key);
                 if start.is_none()
@@ -54,6 +55,10 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                     let answered: &mut TraceEntry = &mut trace[index];
                     answered.outcome = outcome;
                     answered.error = error;
+                    // The answer's output (a failed answer keeps the invoke's).
+                    if output.is_some() {
+                        answered.output = output;
+                    }
                     answered.duration_ms =
                         (entry.at as f64 / 1000.0 - record.created_at as f64 - answered.started_ms)
                             .max(0.0);
@@ -70,6 +75,7 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
                     attempt,
                     outcome,
                     input,
+                    output,
                     error,
                     started_ms: ((started - record.created_at * 1000) as f64 / 1000.0).max(0.0),
                     duration_ms: (entry.at - started) as f64 / 1000.0,

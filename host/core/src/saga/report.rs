@@ -83,6 +83,10 @@ pub struct TraceEntry {
     pub outcome: Outcome,
     /// The invoke's input, or the compensation data received.
     pub input: Option<Json>,
+    /// What an invoke returned (an async step's: its invoke's, then its
+    /// answer's); none for a compensation, a failure or a skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Json>,
     /// The failure, for outcome `error`.
     pub error: Option<StepFailure>,
     /// When the attempt started, in ms since the run started.

@@ -130,12 +130,18 @@ impl Run {
                 Err(e) => (Outcome::Error, Some(e.clone())),
             };
             let record = result.unwrap_or_else(|error| CallRecord::Failed { error, last });
+            let output = match &record {
+                CallRecord::Done { output, .. } | CallRecord::Waiting { output, .. } => {
+                    Some(output.clone())
+                }
+                _ => None,
+            };
             self.record(
                 target.step,
                 target.node,
                 target.action,
                 attempt,
-                outcome,
+                (outcome, output),
                 target.input.cloned(),
                 error,
                 started,
@@ -218,7 +224,7 @@ impl Run {
         node: &Arc<str>,
         action: Action,
         attempt: u32,
-        outcome: Outcome,
+        (outcome, output): (Outcome, Option<Json>),
         input: Option<Json>,
         error: Option<StepFailure>,
         started: Instant,
@@ -232,6 +238,7 @@ impl Run {
             attempt,
             outcome,
             input,
+            output,
             error,
             started_ms: ms(started.duration_since(self.started)),
             duration_ms: ms(started.elapsed()),

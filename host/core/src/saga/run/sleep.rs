@@ -80,6 +80,7 @@ impl Run {
             attempt: 1,
             outcome: Outcome::Ok,
             input: Some(output.clone()),
+            output: None,
             error: None,
             started_ms: ms(started.duration_since(self.started)),
             duration_ms: 0.0,
