@@ -25,6 +25,13 @@ pub(super) fn counted_until(at: i64, lease: Duration) -> i64 {
     at + (lease.as_millis() as i64) * 4 / 5
 }
 
+/// Between half and all of `poll`, by the clock's low bits: so hosts that
+/// look every `poll` do not look in step.
+pub fn jittered(poll: Duration) -> Duration {
+    let jitter = (crate::journal::now_us() as u64 % 1000) as f64 / 2000.0;
+    poll.mul_f64(0.5 + jitter)
+}
+
 /// The thread renewing a host's leases, told to stop when the host goes.
 pub(super) struct Renewal {
     stop: Arc<AtomicBool>,
@@ -119,9 +126,7 @@ impl Host {
                 }
                 // Waiting runs whose time came (timers are journaled).
                 host.wake_due(&skip);
-                // Jitter from the clock's low bits: between half and all of `poll`.
-                let jitter = (crate::journal::now_us() as u64 % 1000) as f64 / 2000.0;
-                tokio::time::sleep(poll.mul_f64(0.5 + jitter)).await;
+                tokio::time::sleep(jittered(poll)).await;
             }
         })
     }

@@ -30,8 +30,8 @@ mod schedules;
 mod state;
 mod timers;
 
-pub use leases::LEASE;
 use leases::Renewal;
+pub use leases::{LEASE, jittered};
 pub use requests::{Answer, parse_answer_error};
 pub use schedules::tick_transaction;
 pub use state::{State, StateLocation, open_state, open_state_file};

@@ -22,14 +22,18 @@ impl Host {
     /// compensated. Refused for a failed run (its compensation already
     /// failed) and for one already compensated.
     pub async fn cancel(&self, run: &str) -> Result<RunReport, DurableError> {
-        // A queued run never ran: nothing to compensate.
-        if self.journal.cancel_queued(run)? {
-            if let Some(observer) = &self.observer {
-                observer.status(run, RunStatus::Cancelled);
-            }
-            return Ok(self.report(run)?);
-        }
         let mut record = self.journal.run(run)?;
+        // A queued run never ran: nothing to compensate. (Started meanwhile,
+        // it is cancelled like any running run.)
+        if record.status == RunStatus::Queued {
+            if self.journal.cancel_queued(run)? {
+                if let Some(observer) = &self.observer {
+                    observer.status(run, RunStatus::Cancelled);
+                }
+                return Ok(self.report(run)?);
+            }
+            record = self.journal.run(run)?;
+        }
         match record.status {
             RunStatus::Failed => {
                 return Err(DurableError::Refused(format!(

@@ -318,12 +318,9 @@ async fn start_run(
     ) {
         state.metrics.run_started(&run_id, &name);
     }
-    let queued = matches!(begun, crate::durable::Begun::Queued(..));
+    let status = accepted_status(&begun);
     let task = launch(&state, served.workflow.clone(), begun, request);
-    if queued && !query.wait.unwrap_or(true) {
-        return Ok(accepted(&run_id, RunStatus::Queued));
-    }
-    answer_when_done(&state, &run_id, task, query.wait.unwrap_or(true)).await
+    answer_when_done(&state, (&run_id, status), task, query.wait.unwrap_or(true)).await
 }
 
 /// Executes a recorded run in a task of its own (counted as active while
@@ -352,16 +349,25 @@ pub(super) fn launch(
     })
 }
 
-/// The run's report once `task` ends, or `202` with its location if it
-/// takes longer than the wait timeout (or the caller said `wait=false`).
+/// What a `202` for a run just recorded says it is.
+fn accepted_status(begun: &crate::durable::Begun) -> RunStatus {
+    match begun {
+        crate::durable::Begun::Queued(..) => RunStatus::Queued,
+        _ => RunStatus::Running,
+    }
+}
+
+/// The run's report once `task` ends, or `202` with its location (and
+/// `status`) if it takes longer than the wait timeout (or the caller said
+/// `wait=false`).
 async fn answer_when_done(
     state: &AppState,
-    run_id: &str,
+    (run_id, status): (&str, RunStatus),
     task: tokio::task::JoinHandle<Result<Started, DurableError>>,
     wait: bool,
 ) -> Result<Response, ApiError> {
     if !wait {
-        return Ok(accepted(run_id, RunStatus::Running));
+        return Ok(accepted(run_id, status));
     }
     match tokio::time::timeout(state.config.wait_timeout, task).await {
         Ok(Ok(Ok(started))) => Ok(report_response(&started.report())),
@@ -374,7 +380,7 @@ async fn answer_when_done(
             ))
         }
         // Still running: the caller follows the Location.
-        Err(_) => Ok(accepted(run_id, RunStatus::Running)),
+        Err(_) => Ok(accepted(run_id, status)),
     }
 }
 
@@ -499,11 +505,8 @@ async fn rerun_run(
     state
         .metrics
         .run_started(&run_id, &workflow.manifest.workflow.name);
-    let queued = matches!(begun, crate::durable::Begun::Queued(..));
+    let status = accepted_status(&begun);
     let task = launch(&state, workflow, begun, request);
-    if queued && !query.wait.unwrap_or(true) {
-        return Ok(accepted(&run_id, RunStatus::Queued));
-    }
     let host = state.host.clone();
     let linked = tokio::spawn(async move {
         match task.await {
@@ -512,7 +515,13 @@ async fn rerun_run(
             Err(crashed) => std::panic::resume_unwind(crashed.into_panic()),
         }
     });
-    answer_when_done(&state, &run_id, linked, query.wait.unwrap_or(true)).await
+    answer_when_done(
+        &state,
+        (&run_id, status),
+        linked,
+        query.wait.unwrap_or(true),
+    )
+    .await
 }
 
 /// `POST /runs/{id}/retry`: retry a failed run's failed compensations.

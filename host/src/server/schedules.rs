@@ -39,8 +39,7 @@ pub fn start(state: Arc<AppState>, poll: Duration) -> Option<tokio::task::JoinHa
                     }
                 }
             }
-            let jitter = (crate::journal::now_us() as u64 % 1000) as f64 / 2000.0;
-            tokio::time::sleep(poll.mul_f64(0.5 + jitter)).await;
+            tokio::time::sleep(crate::durable::jittered(poll)).await;
         }
     }))
 }

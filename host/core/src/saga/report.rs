@@ -171,7 +171,7 @@ pub struct RunReport {
     /// async step's deadline.
     #[serde(
         skip_serializing_if = "Option::is_none",
-        serialize_with = "wake_at_as_rfc3339"
+        serialize_with = "ms_as_rfc3339"
     )]
     pub wake_at: Option<i64>,
     /// The run this one runs again (`host runs rerun`).
@@ -183,12 +183,12 @@ pub struct RunReport {
     /// The schedule's tick this run was started for (unix ms).
     #[serde(
         skip_serializing_if = "Option::is_none",
-        serialize_with = "wake_at_as_rfc3339"
+        serialize_with = "ms_as_rfc3339"
     )]
     pub tick: Option<i64>,
 }
 
-fn wake_at_as_rfc3339<S: serde::Serializer>(at: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+fn ms_as_rfc3339<S: serde::Serializer>(at: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
     match at {
         Some(ms) => s.serialize_str(&super::run::rfc3339(*ms)),
         None => s.serialize_none(),
