@@ -102,6 +102,8 @@ class Handler(BaseHTTPRequestHandler):
                     # What an unauthorized caller sent (never the real key).
                     "authorization": None if authorized else auth,
                     "query_key": parse_qs(url.query).get("key", [None])[0],
+                    # The W3C trace context the caller passed on, if any.
+                    "traceparent": self.headers.get("traceparent"),
                 }
             )
             ledger.save()

@@ -169,6 +169,7 @@ fn bench(c: &mut Criterion) {
             action: Action::Invoke,
             attempt: 1,
             metadata: Json::from_value(json!({})),
+            trace_context: None,
             config: Json::null(),
             deadline: None,
             events: Default::default(),

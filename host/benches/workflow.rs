@@ -285,6 +285,7 @@ fn step_call(config: &Json) -> StepCall {
         action: Action::Invoke,
         attempt: 1,
         metadata: Json::from_value(json!({})),
+        trace_context: None,
         config: config.clone(),
         deadline: None,
         events: Default::default(),

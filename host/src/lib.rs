@@ -18,13 +18,14 @@ pub mod capabilities;
 pub mod cli;
 pub mod durable;
 pub mod journal;
+pub mod otel;
 pub mod postgres;
 pub mod server;
 pub mod subscribers;
 pub mod wasm;
 pub mod workflow;
 
-pub use wasaga_core::{Json, app, expr, json, manifest, saga, schema};
+pub use wasaga_core::{Json, app, expr, json, manifest, saga, schema, telemetry};
 
 /// The allocator of the `host` binary and the benchmarks: short-lived JSON
 /// values and per-call sandboxes allocate a lot, and glibc's malloc was a

@@ -35,7 +35,7 @@ impl Drop for Database {
 
 /// The newest schema this host knows; a database at a higher version was
 /// migrated by a newer Wasaga and is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The key of the advisory lock migrations hold (any fixed number: hosts
 /// of one database agree on it).
@@ -128,9 +128,13 @@ CREATE INDEX runs_by_key ON runs (workflow, concurrency_key, status) WHERE concu
 CREATE INDEX runs_queued ON runs (workflow, concurrency_key, priority DESC, created_at) WHERE status = 'queued';
 ";
 
+/// Version 4: the trace a run's spans belong to (so a resume on any host
+/// continues it).
+const VERSION_4: &str = "ALTER TABLE runs ADD COLUMN traceparent TEXT;";
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1, VERSION_2, VERSION_3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1, VERSION_2, VERSION_3, VERSION_4];
 
 /// How many connections one host keeps at most.
 const POOL_SIZE: usize = 16;

@@ -24,5 +24,6 @@ pub mod json;
 pub mod manifest;
 pub mod saga;
 pub mod schema;
+pub mod telemetry;
 
 pub use json::Json;

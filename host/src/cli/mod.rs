@@ -35,6 +35,21 @@ pub struct Cli {
         value_name = "FORMAT"
     )]
     log_format: LogFormat,
+    /// Send OpenTelemetry traces (OTLP over HTTP, protobuf) to the collector
+    /// at this base URL (`/v1/traces` is added), e.g. http://127.0.0.1:4318.
+    /// Without it the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) decides; with neither, none are sent.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+}
+
+/// The process's trace exporter, if traces are sent (set once at start).
+static TELEMETRY: std::sync::OnceLock<Option<std::sync::Arc<crate::otel::Telemetry>>> =
+    std::sync::OnceLock::new();
+
+/// The trace exporter every host of this process hands its runs' spans to.
+pub fn telemetry() -> Option<std::sync::Arc<crate::otel::Telemetry>> {
+    TELEMETRY.get().cloned().flatten()
 }
 
 /// The shape of log lines.
@@ -116,7 +131,13 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let telemetry = crate::otel::Telemetry::from_env(cli.otlp_endpoint.as_deref())
+            .map_err(|e| UsageError(format!("error: {e}")))?;
+        if let Some(telemetry) = &telemetry {
+            tracing::debug!(endpoint = %telemetry.endpoint, "traces are sent over OTLP");
+        }
+        let _ = TELEMETRY.set(telemetry.clone());
+        let result = match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Check(args) => check::check(args).await,
             Command::Build(args) => build::build_command(args).await,
@@ -126,7 +147,13 @@ pub fn main() -> ExitCode {
             Command::Runs(command) => runs::runs(command).await,
             Command::Serve(args) => serve::serve(args).await,
             Command::New(command) => new::new(command),
+        };
+        // The last spans (a `host run`'s, a server's drained runs) leave
+        // before the process does.
+        if let Some(telemetry) = telemetry {
+            telemetry.shutdown().await;
         }
+        result
     });
     match result {
         Ok(code) => code,

@@ -103,6 +103,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, UsageError> {
     if let Some(id) = args.transaction_id {
         request.transaction_id = id;
     }
+    // A caller's trace (OpenTelemetry's environment carrier: a CI job or a
+    // script that is itself traced sets TRACEPARENT).
+    request.trace_context = std::env::var("TRACEPARENT")
+        .ok()
+        .and_then(|value| crate::telemetry::TraceContext::from_traceparent(&value));
     tracing::info!(workflow = %workflow.manifest.workflow.name, run = %request.run_id, "run started");
     let started = host
         .start(&workflow, &args.extensions, request, true)

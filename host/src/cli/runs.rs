@@ -447,6 +447,7 @@ mod tests {
                     status: Some(201),
                     error: None,
                     duration_ms: 9.5,
+                    started_at: None,
                 },
                 OutboundRequest {
                     method: "GET".into(),
@@ -454,6 +455,7 @@ mod tests {
                     status: None,
                     error: Some("denied: not granted".into()),
                     duration_ms: 0.1,
+                    started_at: None,
                 },
             ],
         };
@@ -474,6 +476,7 @@ mod tests {
             rerun_of: None,
             reruns: Vec::new(),
             tick: None,
+            trace_id: None,
         };
         let text = timeline(&report);
         assert!(

@@ -91,7 +91,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
         metrics: metrics.clone(),
         journal: host.journal().clone(),
     };
-    let observers = crate::server::metrics::Observers(vec![live.clone(), Arc::new(observed)]);
+    let observers = crate::journal::Observers(vec![live.clone(), Arc::new(observed)]);
     let host = Arc::new(host.observed(Arc::new(observers)));
     let workflows = load_workflows(&paths, &host, args.build, args.strict).await?;
     let state = Arc::new(AppState {

@@ -100,7 +100,8 @@ impl StateArgs {
         runtime: &RuntimeArgs,
     ) -> Result<Host, UsageError> {
         let (journal, entities) = self.open(location)?;
-        let host = Host::with_lease(journal, entities, runtime.runtime()?, self.lease()?);
+        let host = Host::with_lease(journal, entities, runtime.runtime()?, self.lease()?)
+            .traced(super::telemetry());
         host.accept_changed_components(self.accept_changed_components);
         Ok(host)
     }

@@ -118,6 +118,8 @@ pub struct Host {
     /// Hands a cancel written to the journal to the runs executing here.
     cancel_watch: tokio::task::JoinHandle<()>,
     observer: Option<Arc<dyn Observer>>,
+    /// The spans of the runs executed here (`--otlp-endpoint`).
+    spans: Option<Arc<crate::otel::RunSpans>>,
     /// Runs this process is executing right now. The lease says which
     /// process holds a run; this says whether this one is already at it, so
     /// a resume (e.g. the start-up sweep of `host serve`) never executes a
@@ -285,6 +287,7 @@ impl Host {
             renewal,
             cancel_watch,
             observer: None,
+            spans: None,
             executing,
             accept_changed_components: Default::default(),
             refused: Mutex::default(),
@@ -303,10 +306,38 @@ impl Host {
         self.takeovers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Tells `observer` about every transition of the runs this host executes.
+    /// Tells `observer` about every transition of the runs this host
+    /// executes (after the observers given before).
     pub fn observed(mut self, observer: Arc<dyn Observer>) -> Host {
-        self.observer = Some(observer);
+        self.observer = Some(match self.observer.take() {
+            Some(before) => Arc::new(crate::journal::Observers(vec![before, observer])),
+            None => observer,
+        });
         self
+    }
+
+    /// Exports the spans of the runs this host executes to `telemetry`; a
+    /// run started here without a caller's trace gets a trace of its own.
+    pub fn traced(mut self, telemetry: Option<Arc<crate::otel::Telemetry>>) -> Host {
+        match telemetry {
+            Some(telemetry) => {
+                let spans = Arc::new(crate::otel::RunSpans::new(telemetry, self.journal.clone()));
+                self.spans = Some(spans.clone());
+                self.observed(spans)
+            }
+            None => self,
+        }
+    }
+
+    /// The trace a run of `request` belongs to: the caller's, or, when this
+    /// host exports traces, a root of its own (derived from the run's id, so
+    /// recording the run and executing it agree).
+    fn trace_context_of(&self, request: &RunRequest) -> Option<crate::telemetry::TraceContext> {
+        request.trace_context.or_else(|| {
+            self.spans
+                .as_ref()
+                .map(|_| crate::telemetry::TraceContext::root(&request.run_id))
+        })
     }
 
     /// The journal.
@@ -374,12 +405,19 @@ impl Host {
             rerun_of: origin.rerun_of,
             tick: origin.tick,
             queue: self.queue_for(workflow, &request.input)?,
+            trace_context: self.trace_context_of(request),
         };
         // Marked before it is journaled, so no resume can see it unmarked.
         let executing = self
             .mark_executing(&new.id)
             .ok_or_else(|| DurableError::Refused(format!("run {} already exists", new.id)))?;
-        Ok(match self.journal.begin(&new, &self.owner, self.lease)? {
+        let begin = self.journal.begin(&new, &self.owner, self.lease)?;
+        if let (Some(spans), Some(context), Begin::Started { .. } | Begin::Queued) =
+            (&self.spans, new.trace_context, &begin)
+        {
+            spans.began(&new.id, &new.workflow, context);
+        }
+        Ok(match begin {
             Begin::Started { epoch } => Begun::Fresh(new.id, executing, epoch),
             Begin::Existing(existing) => Begun::Existing(existing),
             // Not executed here until its key has room.
@@ -398,6 +436,10 @@ impl Host {
     ) -> Result<Started, DurableError> {
         match begun {
             Begun::Fresh(run, executing, epoch) => {
+                let request = RunRequest {
+                    trace_context: self.trace_context_of(&request),
+                    ..request
+                };
                 let (base, recorder) =
                     self.durability(&run, crate::saga::History::default(), 0, epoch);
                 let durability = Durability {
@@ -572,6 +614,7 @@ impl Host {
             transaction_id: record.transaction_id.clone(),
             input: record.input.clone(),
             metadata: record.metadata.clone(),
+            trace_context: record.trace_context(),
         }
     }
 

@@ -49,6 +49,7 @@ impl Host {
             rerun_of: None,
             reruns: Vec::new(),
             tick: None,
+            trace_id: None,
         };
         self.journal.finish(run, epoch, &report)?;
         // Live streams end and metrics count it, as for any run that ended.

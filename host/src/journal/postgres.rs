@@ -31,7 +31,7 @@ pub struct PgJournal {
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of, crashes, tick, concurrency_key";
+     components, lease_epoch, wake_at, rerun_of, crashes, tick, concurrency_key, traceparent";
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
@@ -67,6 +67,7 @@ fn run_from_row(row: &Row) -> RunRecordRow {
         crashes: row.get(23),
         tick: row.get(24),
         concurrency_key: row.get(25),
+        traceparent: row.get(26),
     }
 }
 
@@ -186,11 +187,12 @@ impl Journal for PgJournal {
             .await?;
             let lease_ms = lease.as_millis() as i64;
             let manifest = run.manifest.to_string_lossy().into_owned();
+            let traceparent = run.trace_context.map(|c| c.to_stored());
             tx.execute(
                 &format!(
                     "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14)"
+                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
                 ),
                 &[
                     &run.id,
@@ -207,6 +209,7 @@ impl Journal for PgJournal {
                     &components,
                     &run.rerun_of,
                     &run.tick,
+                    &traceparent,
                 ],
             )
             .await?;

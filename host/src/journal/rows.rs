@@ -48,6 +48,7 @@ pub(super) struct RunRecordRow {
     pub crashes: i64,
     pub tick: Option<i64>,
     pub concurrency_key: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 impl RunRecordRow {
@@ -85,6 +86,7 @@ impl RunRecordRow {
                 crashes: self.crashes.clamp(0, u32::MAX as i64) as u32,
                 tick: self.tick,
                 concurrency_key: self.concurrency_key,
+                traceparent: self.traceparent,
                 components: self
                     .components
                     .as_deref()

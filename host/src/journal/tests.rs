@@ -10,6 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::json::Json;
 use crate::saga::{Action, CallRecord, RunReport, RunStatus};
+use crate::telemetry::TraceContext;
 
 type Guard = Box<dyn std::any::Any>;
 
@@ -52,6 +53,7 @@ on_both_backends!(
     finishing_releases_the_lease_and_pruning_removes_old_runs,
     a_live_owner_keeps_its_run_and_a_dead_one_loses_it,
     a_run_keeps_its_pinned_components_and_an_operator_can_replace_them,
+    a_run_keeps_its_trace_context,
     a_host_whose_lease_was_taken_over_writes_nothing_more,
     orphaned_runs_are_claimed_in_batches_and_live_ones_are_left,
     renewing_extends_only_the_runs_named,
@@ -66,6 +68,7 @@ on_both_backends!(
 
 pub(super) fn new_run(id: &str, tx: &str) -> NewRun {
     NewRun {
+        trace_context: None,
         id: id.into(),
         transaction_id: tx.into(),
         workflow: "w".into(),
@@ -104,6 +107,7 @@ pub(super) fn report(id: &str, status: RunStatus) -> RunReport {
         rerun_of: None,
         reruns: Vec::new(),
         tick: None,
+        trace_id: None,
     }
 }
 
@@ -314,6 +318,29 @@ fn a_run_keeps_its_pinned_components_and_an_operator_can_replace_them(journal: &
     }];
     journal.set_components("r1", 1, &changed).unwrap();
     assert_eq!(journal.run("r1").unwrap().components, changed);
+}
+
+fn a_run_keeps_its_trace_context(journal: &Arc<dyn Journal>) {
+    let caller =
+        TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
+    let traced = NewRun {
+        trace_context: Some(caller),
+        ..new_run("r1", "t1")
+    };
+    journal.begin(&traced, &Owner::current(), LEASE).unwrap();
+    journal
+        .begin(&new_run("r2", "t2"), &Owner::current(), LEASE)
+        .unwrap();
+    assert_eq!(journal.run("r1").unwrap().trace_context(), Some(caller));
+    assert_eq!(journal.run("r2").unwrap().trace_context(), None);
+    assert_eq!(
+        report_from_journal(journal.as_ref(), "r1")
+            .unwrap()
+            .trace_id
+            .as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
 }
 
 /// The fence: once another host claimed the run (its lease expired while

@@ -255,20 +255,3 @@ impl Observer for Observed {
             .or_default() += 1;
     }
 }
-
-/// Several observers as one (the live event streams and the metrics).
-pub struct Observers(pub Vec<Arc<dyn Observer>>);
-
-impl Observer for Observers {
-    fn committed(&self, run: &str, records: &[(u64, RecordKind)]) {
-        for observer in &self.0 {
-            observer.committed(run, records);
-        }
-    }
-
-    fn status(&self, run: &str, status: RunStatus) {
-        for observer in &self.0 {
-            observer.status(run, status);
-        }
-    }
-}

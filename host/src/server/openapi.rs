@@ -40,7 +40,9 @@ pub fn document(state: &AppState) -> Value {
                     "parameters": [
                         { "name": "name", "in": "path", "required": true, "schema": { "type": "string", "enum": names } },
                         { "name": "wait", "in": "query", "required": false, "schema": { "type": "boolean", "default": true },
-                          "description": "Wait for the run's end (up to the server's wait timeout) instead of answering 202 at once." }
+                          "description": "Wait for the run's end (up to the server's wait timeout) instead of answering 202 at once." },
+                        { "name": "traceparent", "in": "header", "required": false, "schema": { "type": "string" },
+                          "description": "The caller's W3C trace context: the run's spans join its trace, and its steps' outbound requests carry it on. A malformed value is ignored (the run starts a trace of its own)." }
                     ],
                     "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/StartRun" } } } },
                     "responses": {
@@ -263,7 +265,8 @@ pub fn document(state: &AppState) -> Value {
                     "requests": { "type": "array", "items": { "$ref": "#/components/schemas/OutboundRequest" } } } },
                 "OutboundRequest": { "type": "object", "required": ["method", "url", "duration_ms"], "properties": {
                     "method": { "type": "string" }, "url": { "type": "string", "description": "scheme://host[:port]/path, without the query string" },
-                    "status": { "type": "integer" }, "error": { "type": "string" }, "duration_ms": { "type": "number" } } },
+                    "status": { "type": "integer" }, "error": { "type": "string" }, "duration_ms": { "type": "number" },
+                    "started_at": { "type": "string", "description": "When it was sent (RFC 3339, microseconds)." } } },
                 "RunReport": { "type": "object", "required": ["run", "workflow", "transaction_id", "status", "output", "error", "trace"], "properties": {
                     "run": { "type": "string" }, "workflow": { "type": "string" }, "transaction_id": { "type": "string" },
                     "status": { "$ref": "#/components/schemas/RunStatus" }, "partial": { "type": "boolean" },
@@ -274,7 +277,8 @@ pub fn document(state: &AppState) -> Value {
                     "duration_ms": { "type": "number" },
                     "wake_at": { "type": "string", "description": "When a waiting run wakes (RFC 3339)." },
                     "rerun_of": { "type": "string" }, "reruns": { "type": "array", "items": { "type": "string" } },
-                    "tick": { "type": "string", "description": "The schedule's tick the run was started for (RFC 3339)." } } },
+                    "tick": { "type": "string", "description": "The schedule's tick the run was started for (RFC 3339)." },
+                    "trace_id": { "type": "string", "description": "The OpenTelemetry trace of its spans (32 hex digits), when it has one." } } },
                 "RunSummary": { "type": "object", "properties": {
                     "run": { "type": "string" }, "workflow": { "type": "string" }, "transaction_id": { "type": "string" },
                     "status": { "$ref": "#/components/schemas/RunStatus" }, "partial": { "type": "boolean" },

@@ -254,6 +254,7 @@ async fn start_run(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
@@ -297,6 +298,12 @@ async fn start_run(
     if let Some(tx) = body.transaction_id {
         request.transaction_id = tx;
     }
+    // The caller's trace, when it sends one (W3C Trace Context); a bad
+    // header starts a trace of the run's own, as the spec says.
+    request.trace_context = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::telemetry::TraceContext::from_traceparent);
     if let Some(raw) = &body.metadata {
         let metadata = Json::parse(raw.get().to_string())
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the metadata: {e}")))?;

@@ -13,6 +13,7 @@ use crate::capabilities::bindings::{self as wit, StepResponse};
 use crate::capabilities::{CallCapabilities, OutboundCall, Services, from_wit_kind};
 use crate::json::Json;
 use crate::saga::{FailureKind, Invoked, Step, StepCall, StepFailure};
+use crate::telemetry::CallSpan;
 
 /// A step implemented by a WebAssembly component.
 pub struct WasmStep {
@@ -54,11 +55,16 @@ impl WasmStep {
             entity_writes: Default::default(),
             entity_bytes: Default::default(),
             logged: Default::default(),
-            outbound: Arc::new(OutboundCall::new(
-                call.idempotency_key(),
-                call.deadline,
-                call.outbound.clone(),
-            )),
+            outbound: Arc::new(
+                OutboundCall::new(call.idempotency_key(), call.deadline, call.outbound.clone())
+                    .in_span(call.trace_context.map(|context| CallSpan {
+                        context,
+                        run_id: call.run_id.clone(),
+                        node: call.node.clone(),
+                        action: call.action,
+                        attempt: call.attempt,
+                    })),
+            ),
             fence: call.fence.clone(),
         };
         new_store(

@@ -12,6 +12,7 @@ mod recorder;
 mod report;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,9 @@ pub struct NewRun {
     /// Its workflow's `concurrency`: the run waits `queued` while as many
     /// runs of its key execute as the limit allows.
     pub queue: Option<Queue>,
+    /// The trace its spans belong to (the caller's `traceparent`, or a root
+    /// when this host exports traces); kept so a resume continues the trace.
+    pub trace_context: Option<crate::telemetry::TraceContext>,
 }
 
 /// Where a workflow's schedule stands (unix ms).
@@ -189,9 +193,19 @@ pub struct RunRecord {
     /// Its concurrency key, when its workflow has `concurrency`.
     #[serde(default)]
     pub concurrency_key: Option<String>,
+    /// Its trace context as stored ([`crate::telemetry::TraceContext::to_stored`]).
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl RunRecord {
+    /// The trace its spans belong to, if it has one.
+    pub fn trace_context(&self) -> Option<crate::telemetry::TraceContext> {
+        self.traceparent
+            .as_deref()
+            .and_then(crate::telemetry::TraceContext::from_stored)
+    }
+
     /// Whether a live process other than `me` holds the run.
     pub fn held_by_other(&self, me: &Owner, now_ms: i64) -> bool {
         match (&self.lease_owner, self.lease_until) {
@@ -338,6 +352,24 @@ pub trait Observer: Send + Sync {
     fn committed(&self, run: &str, records: &[(u64, RecordKind)]);
     /// `run` reached `status` (it ended, paused, or started compensating).
     fn status(&self, run: &str, status: RunStatus);
+}
+
+/// Several observers as one (the live event streams, the metrics, the
+/// trace exporter), told in order.
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn committed(&self, run: &str, records: &[(u64, RecordKind)]) {
+        for observer in &self.0 {
+            observer.committed(run, records);
+        }
+    }
+
+    fn status(&self, run: &str, status: RunStatus) {
+        for observer in &self.0 {
+            observer.status(run, status);
+        }
+    }
 }
 
 /// Which runs to list.

@@ -105,6 +105,9 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
         .map(|rerun| rerun.id)
         .collect();
     reruns.reverse();
+    let trace_id = record
+        .trace_context()
+        .map(|c| crate::telemetry::hex(&c.trace_id));
     Ok(RunReport {
         run: record.id,
         workflow: record.workflow,
@@ -123,6 +126,7 @@ pub fn report_from_journal(journal: &dyn Journal, run: &str) -> Result<RunReport
             .filter(|_| record.status == RunStatus::Waiting),
         rerun_of: record.rerun_of,
         reruns,
+        trace_id,
         tick: record.tick,
     })
 }

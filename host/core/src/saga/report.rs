@@ -186,6 +186,10 @@ pub struct RunReport {
         serialize_with = "ms_as_rfc3339"
     )]
     pub tick: Option<i64>,
+    /// The OpenTelemetry trace its spans belong to (32 hex digits), when it
+    /// has one (a caller's `traceparent`, or traces sent by its host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn ms_as_rfc3339<S: serde::Serializer>(at: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {

@@ -99,6 +99,8 @@ pub struct StepCall {
     pub attempt: u32,
     /// Run metadata.
     pub metadata: Json,
+    /// The run's trace (its outbound requests carry it on).
+    pub trace_context: Option<crate::telemetry::TraceContext>,
     /// The step's config.
     pub config: Json,
     /// When this attempt must have finished.
@@ -144,6 +146,9 @@ pub struct OutboundRequest {
     pub error: Option<String>,
     /// From sending to the response's headers (or the failure).
     pub duration_ms: f64,
+    /// When it was sent (RFC 3339, microseconds), for its span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 /// The outbound requests of one call attempt, noted by the step as it makes

@@ -697,6 +697,7 @@ mod tests {
         journal: &Arc<dyn Journal>,
     ) {
         let new_run = NewRun {
+            trace_context: None,
             id: "r1".into(),
             transaction_id: "r1".into(),
             workflow: "w".into(),

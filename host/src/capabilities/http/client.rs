@@ -73,11 +73,42 @@ impl OutboundClient {
 }
 
 fn build(options: &ClientOptions) -> Result<Client<Connector, WasiBody>, String> {
+    let tls = tls_config(options.ca_file.as_deref())?;
+    let https = https_connector(
+        HttpConnector::new_with_resolver(PublicResolver),
+        tls,
+        CONNECT_TIMEOUT,
+    );
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(https))
+}
+
+/// `http` (set up as the host's clients use it) with TLS for https URLs.
+pub fn https_connector<R>(
+    mut http: HttpConnector<R>,
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> hyper_rustls::HttpsConnector<HttpConnector<R>> {
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
+/// TLS as the host's clients use it: the system's roots plus the
+/// certificates of `ca_file`, if given.
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates are skipped, as every TLS client does.
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
-    if let Some(path) = &options.ca_file {
+    if let Some(path) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect())
             .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
@@ -99,19 +130,7 @@ fn build(options: &ClientOptions) -> Result<Client<Connector, WasiBody>, String>
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new_with_resolver(PublicResolver);
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .build(https))
+    Ok(tls)
 }
 
 /// A host name resolved only to private addresses: the request is refused.

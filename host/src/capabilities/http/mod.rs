@@ -201,6 +201,9 @@ pub struct OutboundCall {
     pub idempotency_key: String,
     /// When the call must end.
     pub deadline: Option<Instant>,
+    /// The attempt's span in its run's trace: each request carries a
+    /// `traceparent` of its own span under it.
+    pub span: Option<crate::telemetry::CallSpan>,
 }
 
 impl OutboundCall {
@@ -212,7 +215,14 @@ impl OutboundCall {
             log,
             idempotency_key,
             deadline,
+            span: None,
         }
+    }
+
+    /// The same, in the trace of `span` (if any).
+    pub fn in_span(mut self, span: Option<crate::telemetry::CallSpan>) -> Self {
+        self.span = span;
+        self
     }
 }
 

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue};
@@ -101,6 +101,7 @@ impl WasiHttpHooks for OutboundHooks {
                         "refused: {message}; later requests are refused too"
                     )),
                     duration_ms: 0.0,
+                    started_at: None,
                 });
             }
             return Box::new(async move { Err(Error::InternalError(Some(message))) });
@@ -115,6 +116,7 @@ impl WasiHttpHooks for OutboundHooks {
             status: None,
             error: None,
             duration_ms: 0.0,
+            started_at: Some(humantime::format_rfc3339_micros(SystemTime::now()).to_string()),
         });
         let note_failure = move |log: &OutboundLog, message: String| {
             tracing::warn!(target: "step", step = &*node, "{method} {url}: {message}");
@@ -124,7 +126,7 @@ impl WasiHttpHooks for OutboundHooks {
             });
         };
         let prepared = self.prepare(request, ordinal);
-        let (request, grant) = match prepared {
+        let (mut request, grant) = match prepared {
             Ok(prepared) => prepared,
             Err(refused) => {
                 note_failure(&log, refused.message);
@@ -132,6 +134,15 @@ impl WasiHttpHooks for OutboundHooks {
                 return Box::new(async move { Err(error) });
             }
         };
+        if let Some(span) = &self.call.span {
+            // The request's own span (its place in the trace's list, from
+            // 1) becomes the receiver's parent; a guest's own value is
+            // replaced, as the host owns the trace.
+            let traceparent = span.request_traceparent(index as u32 + 1);
+            if let Ok(value) = http::HeaderValue::from_str(&traceparent) {
+                request.headers_mut().insert("traceparent", value);
+            }
+        }
         let client = self.client.clone();
         let call = self.call.clone();
         Box::new(async move {

@@ -140,7 +140,7 @@ const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
      status, partial, output, error, errors, created_at, updated_at, finished_at, lease_owner, lease_until, cancel_requested, \
-     components, lease_epoch, wake_at, rerun_of, crashes, tick, concurrency_key";
+     components, lease_epoch, wake_at, rerun_of, crashes, tick, concurrency_key, traceparent";
 
 /// What this file's code fails with: SQLite's errors and the journal's own,
 /// so `?` works on both (the core's error type cannot know rusqlite).
@@ -308,8 +308,8 @@ impl Journal for SqliteJournal {
             let now = now_ms();
             tx.prepare_cached(
             "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1, ?13, ?14)",
+                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1, ?13, ?14, ?15)",
         )?
         .execute(params![
                 run.id,
@@ -325,7 +325,8 @@ impl Journal for SqliteJournal {
                 now + lease.as_millis() as i64,
                 json_text(&run.components)?,
                 run.rerun_of,
-                run.tick
+                run.tick,
+                run.trace_context.map(|c| c.to_stored())
             ])?;
             let queued = match &run.queue {
                 Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue)?,

@@ -33,6 +33,7 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecordRow> {
         crashes: row.get(23)?,
         tick: row.get(24)?,
         concurrency_key: row.get(25)?,
+        traceparent: row.get(26)?,
     })
 }
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// The newest schema this host knows. A state file at a higher version was
 /// written by a newer Wasaga and is refused.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Version 1: the tables as the first releases made them (with `CREATE ...
 /// IF NOT EXISTS`, so a file made before versioning, at user_version 0,
@@ -123,10 +123,16 @@ fn version_4(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 5: the trace a run's spans belong to (so a resume on any host
+/// continues it).
+fn version_5(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("ALTER TABLE runs ADD COLUMN traceparent TEXT;")
+}
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
 const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; VERSION as usize] =
-    [version_1, version_2, version_3, version_4];
+    [version_1, version_2, version_3, version_4, version_5];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

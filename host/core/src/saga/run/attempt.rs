@@ -209,6 +209,7 @@ impl Run {
             action,
             attempt,
             metadata: self.metadata.clone(),
+            trace_context: self.trace_context,
             config: policy.config.clone(),
             deadline: Some(deadline),
             events: self.events.clone(),

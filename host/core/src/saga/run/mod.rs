@@ -50,6 +50,9 @@ pub struct RunRequest {
     pub input: Json,
     /// Free-form metadata handed to every step.
     pub metadata: Json,
+    /// The trace the run's spans belong to, passed on to its outbound
+    /// requests (`traceparent`).
+    pub trace_context: Option<crate::telemetry::TraceContext>,
 }
 
 impl RunRequest {
@@ -61,6 +64,7 @@ impl RunRequest {
             transaction_id: id,
             input,
             metadata: Json::from_value(json!({})),
+            trace_context: None,
         }
     }
 }
@@ -161,6 +165,7 @@ impl Saga {
             run_id: request.run_id.as_str().into(),
             transaction_id: request.transaction_id.as_str().into(),
             metadata: request.metadata,
+            trace_context: request.trace_context,
             started,
             deadline,
             trace: Mutex::default(),
@@ -273,6 +278,9 @@ impl Saga {
             rerun_of: None,
             reruns: Vec::new(),
             tick: None,
+            trace_id: run
+                .trace_context
+                .map(|c| crate::telemetry::hex(&c.trace_id)),
         }
     }
 }
@@ -408,6 +416,7 @@ struct Run {
     run_id: Arc<str>,
     transaction_id: Arc<str>,
     metadata: Json,
+    trace_context: Option<crate::telemetry::TraceContext>,
     started: Instant,
     deadline: Option<Instant>,
     trace: Mutex<Vec<TraceEntry>>,
