@@ -28,7 +28,9 @@ impl TraceContext {
     pub fn from_traceparent(header: &str) -> Option<TraceContext> {
         let header = header.trim();
         let bytes = header.as_bytes();
-        if bytes.len() < 55 {
+        // ASCII first: the fields are sliced by byte (an environment
+        // variable, unlike a header, may hold any UTF-8).
+        if bytes.len() < 55 || !header.is_ascii() {
             return None;
         }
         let version = hex_bytes::<1>(&header[0..2])?[0];
@@ -266,6 +268,7 @@ mod tests {
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
             "00-4bf92f3577b34da6a3ce929d0e0e47é6-00f067aa0ba902b7-01",
+            &format!("0é{}", "a".repeat(53)),
         ] {
             assert_eq!(TraceContext::from_traceparent(bad), None, "{bad:?}");
         }

@@ -99,8 +99,9 @@ impl RunSpans {
                 open: HashMap::new(),
             }),
             Err(e) => {
-                tracing::debug!(run, "no spans for this run: {e}");
-                None
+                // Not remembered: the next record tries again.
+                tracing::debug!(run, "no spans for this run yet: {e}");
+                return;
             }
         };
         self.with_runs(|runs| {
