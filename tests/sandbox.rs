@@ -335,3 +335,28 @@ value = "size(table)"
     // 4·10⁸ multiplications would take minutes; refusing takes a parse.
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn every_call_gets_a_fresh_memory_even_when_its_slot_is_reused() {
+    // The engine resets a reused memory slot by rewriting the pages the
+    // last call dirtied (and discarding the rest): no call may see what an
+    // earlier one wrote, in its data segment or in memory it grew.
+    let sandbox = Sandbox::new();
+    let manifest = sandbox.manifest(
+        "m.toml",
+        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { remember = true }\n\
+         [[flow]]\nrun = \"a\"\nas = \"first\"\n[[flow]]\nrun = \"a\"\nas = \"second\"\n[[flow]]\nrun = \"a\"\nas = \"third\"\n",
+    );
+    for _ in 0..2 {
+        let run = sandbox.run(&manifest, "{}");
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let output = &run.report()["output"];
+        for call in ["first", "second", "third"] {
+            assert_eq!(
+                output[call],
+                json!({ "calls-before": 0, "dirty-pages": 0 }),
+                "{output:#}"
+            );
+        }
+    }
+}

@@ -4,11 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: the granularity of deadlines, and how often
 /// a busy guest yields to other tasks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How much of a freed slot's dirtied memory is rewritten in place rather
+/// than discarded (1, 2, 4 and 16 MiB measured alike for a Rust guest). It
+/// is also the most a freed slot keeps resident.
+const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 
 /// Engine-wide limits.
 #[derive(Debug, Clone)]
@@ -53,6 +58,18 @@ pub fn build(options: &EngineOptions) -> wasmtime::Result<Engine> {
         // decommits saves cross-core TLB flushes.
         .table_keep_resident(1 << 16)
         .decommit_batch_size(16);
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        // Linux 6.7+: a freed slot is reset by rewriting only the pages its
+        // call dirtied (found with the PAGEMAP_SCAN ioctl), up to
+        // `MEMORY_KEEP_RESIDENT`, instead of discarding them: the next call
+        // in that slot takes no page faults and no cross-core TLB flushes.
+        // Measured with `cargo bench --bench workflow`: the floor of a call
+        // 19 -> 10 µs, 100 runs in flight 2.6x. Without the ioctl, keeping
+        // memory resident would memset the whole region, which is slower
+        // than faulting (see above), so it stays off.
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
+    }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     // `WASAGA_PERFMAP=1`: name guest functions in `perf` profiles.
     if std::env::var_os("WASAGA_PERFMAP").is_some() {

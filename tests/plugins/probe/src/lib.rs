@@ -41,7 +41,29 @@ struct Config {
     log: Option<String>,
     print_kb: u64,
     big_kb: u64,
+    remember: bool,
     create: Option<Create>,
+}
+
+/// Calls this instance has seen: a fresh sandbox per call keeps it at 0.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `remember`: what this call can see of earlier calls' writes. The counter
+/// lives in the data segment; the 3 MiB block is zeroed heap that the
+/// allocator takes from fresh memory without clearing it, so an earlier
+/// call's marks would show through if the host reused memory unreset.
+fn remembered() -> Value {
+    let calls_before = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut block = vec![0u8; 3 << 20];
+    let mut dirty_pages = 0u64;
+    for page in block.chunks_mut(4096) {
+        if page.iter().any(|b| *b != 0) {
+            dirty_pages += 1;
+        }
+        page.fill(0xab);
+    }
+    std::hint::black_box(&block);
+    wasaga_sdk::json!({ "calls-before": calls_before, "dirty-pages": dirty_pages })
 }
 
 /// Entities to create first (needs the collection granted).
@@ -140,6 +162,9 @@ fn invoke(input: Value, ctx: &StepContext) -> Result<StepResponse<Value>, StepEr
         return Ok(StepResponse::skip());
     }
     let mut output = config.output.clone().unwrap_or(Value::Null);
+    if config.remember {
+        output = remembered();
+    }
     if config.big_kb > 0 {
         output = Value::String("x".repeat((config.big_kb as usize) << 10));
     }
