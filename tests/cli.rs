@@ -114,8 +114,13 @@ fn the_second_start_loads_compiled_components_from_the_cache() {
         "{}",
         first.stderr
     );
-    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
-    assert_eq!(cached.len(), 2);
+    let compiled = |extension: &str| {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some(extension.as_ref()))
+            .count()
+    };
+    assert_eq!(compiled("cwasm"), 2);
     let second = sandbox.host(&args);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert!(
@@ -123,6 +128,46 @@ fn the_second_start_loads_compiled_components_from_the_cache() {
         "recompiled: {}",
         second.stderr
     );
+}
+
+#[test]
+fn a_component_replaced_at_the_same_path_is_not_served_from_the_cache() {
+    let sandbox = Sandbox::new();
+    let cache = sandbox.path("cache");
+    let step = sandbox.path("step.wasm");
+    std::fs::copy(common::component("probe"), &step).unwrap();
+    // Old enough for the cache to remember its hash under its identity.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let manifest = sandbox.manifest(
+        "m.toml",
+        &format!(
+            "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{}\"\nconfig = {{ output = 1 }}\n[[flow]]\nrun = \"a\"\n",
+            step.display()
+        ),
+    );
+    let args = [
+        "run",
+        manifest.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    for _ in 0..2 {
+        let run = sandbox.host(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    // Its hash is remembered beside the compiled code: the next start does
+    // not read and hash the file.
+    let remembered = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("source".as_ref()))
+        .count();
+    assert_eq!(remembered, 1);
+    // Replaced by something that is not a component, at once (within the
+    // time the file's identity needs to settle): it must be read again.
+    std::fs::write(&step, b"not a component").unwrap();
+    let run = sandbox.host(&args);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("step.wasm"), "{}", run.stderr);
 }
 
 #[test]

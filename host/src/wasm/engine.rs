@@ -58,7 +58,9 @@ pub fn build(options: &EngineOptions) -> wasmtime::Result<Engine> {
         // decommits saves cross-core TLB flushes.
         .table_keep_resident(1 << 16)
         .decommit_batch_size(16);
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
+    // `WASAGA_PAGEMAP=0` turns it off: the benchmarks' baseline.
+    let pagemap_wanted = std::env::var_os("WASAGA_PAGEMAP").is_none_or(|v| v != "0");
+    if pagemap_wanted && PoolingAllocationConfig::is_pagemap_scan_available() {
         // Linux 6.7+: a freed slot is reset by rewriting only the pages its
         // call dirtied (found with the PAGEMAP_SCAN ioctl), up to
         // `MEMORY_KEEP_RESIDENT`, instead of discarding them: the next call
