@@ -162,12 +162,28 @@ fn a_component_replaced_at_the_same_path_is_not_served_from_the_cache() {
         .filter(|e| e.as_ref().unwrap().path().extension() == Some("source".as_ref()))
         .count();
     assert_eq!(remembered, 1);
-    // Replaced by something that is not a component, at once (within the
-    // time the file's identity needs to settle): it must be read again.
-    std::fs::write(&step, b"not a component").unwrap();
+    // Overwritten in place by bytes of the same size that are not a
+    // component, its modification time set back, and left to settle: only
+    // its change time tells it from the file whose hash was remembered.
+    let modified = std::fs::metadata(&step).unwrap().modified().unwrap();
+    let size = std::fs::metadata(&step).unwrap().len() as usize;
+    std::fs::write(&step, vec![b'x'; size]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&step)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let run = sandbox.host(&args);
-    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert_ne!(run.code, 0, "served from the cache: {}", run.stdout);
     assert!(run.stderr.contains("step.wasm"), "{}", run.stderr);
+    // Replaced by another file (a rename) at once: read again too.
+    let replacement = sandbox.path("replacement.wasm");
+    std::fs::write(&replacement, b"not a component either").unwrap();
+    std::fs::rename(&replacement, &step).unwrap();
+    let run = sandbox.host(&args);
+    assert_ne!(run.code, 0, "served from the cache: {}", run.stdout);
 }
 
 #[test]

@@ -340,23 +340,26 @@ value = "size(table)"
 fn every_call_gets_a_fresh_memory_even_when_its_slot_is_reused() {
     // The engine resets a reused memory slot by rewriting the pages the
     // last call dirtied (and discarding the rest): no call may see what an
-    // earlier one wrote, in its data segment or in memory it grew.
+    // earlier one wrote, in its static data or in memory it grew. Freed
+    // slots are handed out again once a batch of 16 regions is released
+    // (3 per call of the probe), so 40 calls in one process reuse slots.
     let sandbox = Sandbox::new();
-    let manifest = sandbox.manifest(
-        "m.toml",
-        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { remember = true }\n\
-         [[flow]]\nrun = \"a\"\nas = \"first\"\n[[flow]]\nrun = \"a\"\nas = \"second\"\n[[flow]]\nrun = \"a\"\nas = \"third\"\n",
+    let calls = 40;
+    let mut manifest = String::from(
+        "[workflow]\nname = \"w\"\n[steps.a]\ncomponent = \"{probe}\"\nconfig = { remember = true }\n",
     );
-    for _ in 0..2 {
-        let run = sandbox.run(&manifest, "{}");
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        let output = &run.report()["output"];
-        for call in ["first", "second", "third"] {
-            assert_eq!(
-                output[call],
-                json!({ "calls-before": 0, "dirty-pages": 0 }),
-                "{output:#}"
-            );
-        }
+    for n in 0..calls {
+        manifest.push_str(&format!("[[flow]]\nrun = \"a\"\nas = \"c{n}\"\n"));
+    }
+    let manifest = sandbox.manifest("m.toml", &manifest);
+    let run = sandbox.run(&manifest, "{}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let output = &run.report()["output"];
+    for n in 0..calls {
+        assert_eq!(
+            output[format!("c{n}")],
+            json!({ "calls-before": 0, "dirty-pages": 0 }),
+            "call {n}: {output:#}"
+        );
     }
 }

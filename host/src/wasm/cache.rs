@@ -60,19 +60,24 @@ impl ComponentCache {
             path: path.to_path_buf(),
             source,
         };
-        // The identity is taken before the bytes are read: a file changed in
-        // between is recorded under its old identity, which no longer matches.
-        let identity = std::fs::metadata(path).map_err(read_error)?;
+        // The identity is the open file's, taken before its bytes are read
+        // from the same handle: a file replaced at the path is another
+        // file, and one changed in between is recorded under its old
+        // identity, which no longer matches.
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let identity = file.metadata().map_err(read_error)?;
         let remembered = self
             .dir
             .as_ref()
+            .filter(|_| identity.is_file())
             .map(|dir| Remembered::at(dir, path, &identity));
         if let Some(hash) = remembered.as_ref().and_then(Remembered::hash)
             && let Some(component) = self.cached(engine, path, &hash)
         {
             return Ok((component, true, hash));
         }
-        let bytes = std::fs::read(path).map_err(read_error)?;
+        let mut bytes = Vec::with_capacity(identity.len() as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read_error)?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
         let (component, from_cache) = match self.cached(engine, path, &hash) {
             Some(component) => (component, true),
@@ -174,9 +179,7 @@ impl Remembered {
         let Some(identity) = &self.identity else {
             return;
         };
-        let tmp = self
-            .file
-            .with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self.file.with_extension(unique_tmp());
         let written = std::fs::create_dir_all(self.file.parent().unwrap_or(Path::new(".")))
             .and_then(|()| std::fs::write(&tmp, format!("{identity} {hash}\n")))
             .and_then(|()| std::fs::rename(&tmp, &self.file));
@@ -237,8 +240,23 @@ fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = file.with_extension(unique_tmp());
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
     Ok(())
+}
+
+/// A temporary file's extension no other writer uses at the same time: two
+/// threads of one process, or two containers (both pid 1) sharing a cache,
+/// must not write one file.
+fn unique_tmp() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "tmp{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }

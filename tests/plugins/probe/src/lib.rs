@@ -48,21 +48,33 @@ struct Config {
 /// Calls this instance has seen: a fresh sandbox per call keeps it at 0.
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// `remember`: what this call can see of earlier calls' writes. The counter
-/// lives in the data segment; the 3 MiB block is zeroed heap that the
-/// allocator takes from fresh memory without clearing it, so an earlier
-/// call's marks would show through if the host reused memory unreset.
+/// `remember`: what this call can see of earlier calls' writes: a counter
+/// in the module's static data, and one page of memory this call grows
+/// (which wasm defines as zero), checked and then marked 0xab throughout. A
+/// host that reused an instance, or a memory slot without resetting it,
+/// shows a count above 0 or dirty pages.
 fn remembered() -> Value {
     let calls_before = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut block = vec![0u8; 3 << 20];
-    let mut dirty_pages = 0u64;
-    for page in block.chunks_mut(4096) {
-        if page.iter().any(|b| *b != 0) {
-            dirty_pages += 1;
-        }
-        page.fill(0xab);
+    #[cfg(target_arch = "wasm32")]
+    let page = core::arch::wasm32::memory_grow(0, 1);
+    // Built for the host only by `cargo clippy --all-targets`.
+    #[cfg(not(target_arch = "wasm32"))]
+    let page = usize::MAX;
+    if page == usize::MAX {
+        return wasaga_sdk::json!({ "error": "memory.grow failed" });
     }
-    std::hint::black_box(&block);
+    // The grown page belongs to no Rust allocation: it is read and written
+    // through volatile accesses only, as raw wasm memory.
+    let base = (page * 65536) as *mut u8;
+    let mut dirty_pages = 0u64;
+    for host_page in 0..16 {
+        let start = unsafe { base.add(host_page * 4096) };
+        let seen = (0..4096).any(|i| unsafe { start.add(i).read_volatile() } != 0);
+        dirty_pages += u64::from(seen);
+        for i in 0..4096 {
+            unsafe { start.add(i).write_volatile(0xab) };
+        }
+    }
     wasaga_sdk::json!({ "calls-before": calls_before, "dirty-pages": dirty_pages })
 }
 
