@@ -288,17 +288,21 @@ pub unsafe fn reset_with_pagemap(
         // backed by files. Such pages mean that they haven't changed from their
         // original contents, so they're inverted.
         .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written and present as those are the dirty
-        // pages. Additionally search for the zero page/file page as those are
+        // Search for pages that are written as those are the dirty pages.
+        // Additionally search for the zero page/file page as those are
         // inverted above meaning we're searching for pages that specifically
         // don't have those flags.
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
-        // Don't return any categories back. This helps group regions together
-        // since the reported set of categories is always empty and we otherwise
-        // aren't looking for anything in particular.
-        .return_mask(Categories::empty())
+        .category_mask(Categories::WRITTEN | Categories::PFNZERO | Categories::FILE)
+        // wasaga patch (see vendor/README.md): a dirty page is present, or not
+        // present (swapped out, or under migration: its PTE is a swap-type
+        // entry). Upstream asked for PRESENT only, so a not-present dirty page
+        // before `walk_end` was neither reset nor decommitted and the next
+        // instance in this slot could read it. One scan samples each entry
+        // once, so a page cannot change state between two looks and escape.
+        .category_anyof_mask(Categories::PRESENT | Categories::SWAPPED)
+        // Report SWAPPED back so that such regions are decommitted below
+        // (rewriting them would read them back from swap first).
+        .return_mask(Categories::SWAPPED)
         .build(&mut storage);
 
     // SAFETY: this should be a safe ioctl as we control the fd we're operating
@@ -329,45 +333,18 @@ pub unsafe fn reset_with_pagemap(
     // afterwards decommit everything else.
     let mut bytes_resident = 0;
     for region in result.regions() {
+        // wasaga patch: a not-present dirty page is reset by decommitting it
+        // (the CoW image or zero comes back), whatever its state is now.
+        if region.categories().contains(Categories::SWAPPED) {
+            decommit(region.start().cast_mut(), region.len());
+            continue;
+        }
         // SAFETY: we're relying on Linux to pass in valid region ranges within
         // the `ptr/len` we specified to the original syscall.
         unsafe {
             reset_manually(&mut *region.region().cast_mut());
         }
         bytes_resident += region.len();
-    }
-
-    // wasaga patch (see vendor/README.md): a written page that is not present
-    // (swapped out, or under migration, when its PTE is a swap-type entry)
-    // was skipped by the scan above, yet it lies before `walk_end`, so it
-    // would be neither reset nor decommitted and the next instance in this
-    // slot could read it. Find such pages before `walk_end` and decommit
-    // them; if there are more regions than fit, decommit everything from
-    // where that scan stopped (decommitting is always a correct reset).
-    let walk_end = result.walk_end();
-    let scanned = walk_end.addr() - ptr.addr();
-    if scanned > 0 {
-        let mut swapped_storage = [MaybeUninit::uninit(); MAX_REGIONS];
-        let swapped_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, scanned))
-            .category_inverted(Categories::PFNZERO | Categories::FILE)
-            .category_mask(
-                Categories::WRITTEN | Categories::SWAPPED | Categories::PFNZERO | Categories::FILE,
-            )
-            .return_mask(Categories::empty())
-            .build(&mut swapped_storage);
-        // SAFETY: as for the scan above.
-        match unsafe { ioctl(&pagemap.0, swapped_arg) } {
-            Ok(swapped) => {
-                for region in swapped.regions() {
-                    decommit(region.region().cast::<u8>().cast_mut(), region.len());
-                }
-                let swapped_end = swapped.walk_end().addr() - ptr.addr();
-                if swapped_end < scanned {
-                    decommit(swapped.walk_end().cast_mut(), scanned - swapped_end);
-                }
-            }
-            Err(_) => decommit(ptr, scanned),
-        }
     }
 
     // Report everything after `walk_end` to the end of memory as memory that
@@ -498,7 +475,6 @@ mod ioctl {
         ///
         /// For more detail see the `pagemap_scan_is_interesting_page` function
         /// in the Linux kernel source.
-        #[expect(dead_code, reason = "bindings for the future if we need them")]
         pub fn category_anyof_mask(&mut self, flags: Categories) -> &mut PageMapScanBuilder {
             self.pm_scan_arg.category_anyof_mask = flags;
             self
@@ -610,10 +586,6 @@ mod ioctl {
         /// Note that this will only contain categories specified in
         /// [`PageMapScanBuilder::return_mask`].
         #[inline]
-        #[cfg_attr(
-            not(test),
-            expect(dead_code, reason = "bindings for the future if we need them")
-        )]
         pub fn categories(&self) -> Categories {
             self.0.categories
         }
