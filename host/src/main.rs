@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
 /// Turns transparent huge pages off for the process (`WASAGA_THP=1` keeps
 /// them): mimalloc asks for them on its arenas, and each one is 2 MiB
 /// zeroed and resident at its first touch. Measured: `host run` of a
-/// 3-step workflow peaks at 27 MB instead of 38 MB and starts no slower;
+/// 3-step workflow peaks at 29.6 MB instead of 36.9 MB and starts no slower;
 /// under load (100 durable runs in flight) no difference beyond the noise.
 /// The flag is inherited: subscriber commands and `build` commands the host
 /// starts run without them too.

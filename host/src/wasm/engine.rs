@@ -68,7 +68,9 @@ pub fn build(options: &EngineOptions) -> wasmtime::Result<Engine> {
         // Measured with `cargo bench --bench workflow`: the floor of a call
         // 19 -> 10 µs, 100 runs in flight 2.6x. Without the ioctl, keeping
         // memory resident would memset the whole region, which is slower
-        // than faulting (see above), so it stays off.
+        // than faulting (see above), so it stays off. The reset is sound only
+        // with vendor/wasmtime's fix (dirty pages that are not present are
+        // discarded too; see vendor/README.md).
         pool.pagemap_scan(Enabled::Yes)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
     }
