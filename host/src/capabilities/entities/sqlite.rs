@@ -29,6 +29,18 @@ fn fenced(n: usize) -> String {
     )
 }
 
+/// The insert of a new row, fenced: prepared once per connection (its
+/// text is the same every time; `format!` and parsing it per call showed
+/// in profiles of `host serve`).
+static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO entities (collection, id, data, created_at, updated_at, created_by)
+         SELECT ?1, ?2, ?3, ?4, ?4, ?5 WHERE {}
+         ON CONFLICT DO NOTHING",
+        fenced(6)
+    )
+});
+
 fn fence_params(fence: Option<&Fence>) -> (Option<&str>, Option<i64>) {
     (fence.map(|f| &*f.run), fence.map(|f| f.epoch as i64))
 }
@@ -128,23 +140,15 @@ fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 impl Backend for SqliteEntities {
     fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
         let (run, epoch) = fence_params(fence);
-        let inserted = self.conn().execute(
-            &format!(
-                "INSERT INTO entities (collection, id, data, created_at, updated_at, created_by)
-                 SELECT ?1, ?2, ?3, ?4, ?4, ?5 WHERE {}
-                 ON CONFLICT DO NOTHING",
-                fenced(6)
-            ),
-            params![
-                row.collection,
-                row.id,
-                row.data,
-                row.at,
-                row.created_by,
-                run,
-                epoch
-            ],
-        )?;
+        let inserted = self.conn().prepare_cached(&INSERT)?.execute(params![
+            row.collection,
+            row.id,
+            row.data,
+            row.at,
+            row.created_by,
+            run,
+            epoch
+        ])?;
         if inserted == 0 {
             self.unchanged(fence)?;
         }
@@ -154,23 +158,19 @@ impl Backend for SqliteEntities {
     fn created_by(&self, collection: &str, id: &str) -> Result<Option<Option<String>>> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT created_by FROM entities WHERE collection = ?1 AND id = ?2",
-                params![collection, id],
-                |row| row.get(0),
-            )
+            .prepare_cached("SELECT created_by FROM entities WHERE collection = ?1 AND id = ?2")?
+            .query_row(params![collection, id], |row| row.get(0))
             .optional()?)
     }
 
     fn fetch(&self, collection: &str, id: &str) -> Result<Option<Value>> {
         Ok(self
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT id, data, created_at, updated_at, deleted_at FROM entities
                  WHERE collection = ?1 AND id = ?2",
-                params![collection, id],
-                row_to_entity,
-            )
+            )?
+            .query_row(params![collection, id], row_to_entity)
             .optional()?)
     }
 
@@ -186,11 +186,10 @@ impl Backend for SqliteEntities {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: Option<String> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT data FROM entities WHERE collection = ?1 AND id = ?2 AND deleted_at IS NULL",
-                params![collection, id],
-                |row| row.get(0),
-            )
+            )?
+            .query_row(params![collection, id], |row| row.get(0))
             .optional()?;
         let Some(current) = current else {
             drop(tx);
@@ -204,20 +203,19 @@ impl Backend for SqliteEntities {
             )
         })?;
         map.extend(changes);
-        let changed = tx.execute(
-            &format!(
+        let changed = tx
+            .prepare_cached(&format!(
                 "UPDATE entities SET data = ?3, updated_at = ?4 WHERE collection = ?1 AND id = ?2 AND {}",
                 fenced(5)
-            ),
-            params![
+            ))?
+            .execute(params![
                 collection,
                 id,
                 Value::Object(map).to_string(),
                 at,
                 run,
                 epoch
-            ],
-        )?;
+            ])?;
         tx.commit()?;
         drop(conn);
         if changed == 0 {
@@ -228,13 +226,13 @@ impl Backend for SqliteEntities {
 
     fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
         let (run, epoch) = fence_params(fence);
-        let deleted = self.conn().execute(
-            &format!(
+        let deleted = self
+            .conn()
+            .prepare_cached(&format!(
                 "DELETE FROM entities WHERE collection = ?1 AND id = ?2 AND {}",
                 fenced(3)
-            ),
-            params![collection, id, run, epoch],
-        )?;
+            ))?
+            .execute(params![collection, id, run, epoch])?;
         if deleted == 0 {
             return self.unchanged(fence);
         }
@@ -255,14 +253,14 @@ impl Backend for SqliteEntities {
         } else {
             "IS NOT NULL"
         };
-        let changed = self.conn().execute(
-            &format!(
+        let changed = self
+            .conn()
+            .prepare_cached(&format!(
                 "UPDATE entities SET deleted_at = ?3, updated_at = ?4
                  WHERE collection = ?1 AND id = ?2 AND deleted_at {was_deleted} AND {}",
                 fenced(5)
-            ),
-            params![collection, id, deleted_at, at, run, epoch],
-        )?;
+            ))?
+            .execute(params![collection, id, deleted_at, at, run, epoch])?;
         if changed == 0 {
             return self.unchanged(fence);
         }
