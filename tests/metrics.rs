@@ -106,4 +106,25 @@ fn metrics_count_runs_calls_and_the_unfinished_runs() {
     assert_eq!(get("wasaga_runs{status=\"waiting\"}"), 1.0);
     assert_eq!(get("wasaga_runs{status=\"running\"}"), 0.0);
     assert_eq!(get("wasaga_lease_takeovers_total"), 0.0);
+
+    // A paused run is forgotten by the counters until it ends (so waiting
+    // runs cost them nothing); answered, it is counted under its workflow,
+    // read back from the journal.
+    let run = waiting["run"].as_str().unwrap();
+    let (code, report, _) = server.post(
+        &format!("/runs/{run}/steps/ask/success"),
+        json!({"output": 2}),
+    );
+    assert_eq!(code, 200, "{report}");
+    let (metrics, text) = scrape(&server);
+    assert_eq!(
+        metrics.get("wasaga_runs_finished_total{workflow=\"approval\",status=\"done\"}"),
+        Some(&1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metrics.get("wasaga_runs{status=\"waiting\"}"),
+        Some(&0.0),
+        "{text}"
+    );
 }

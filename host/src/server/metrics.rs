@@ -172,6 +172,14 @@ impl Metrics {
     }
 }
 
+/// Gives back the memory of a map that a burst of runs grew and that has
+/// mostly emptied since (a map keeps its capacity otherwise).
+fn shrink_when_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 8 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -243,12 +251,22 @@ impl Observer for Observed {
     }
 
     fn status(&self, run: &str, status: RunStatus) {
+        if status == RunStatus::Waiting {
+            // A paused run holds nothing here until it ends (its workflow is
+            // read back from the journal then): 100,000 runs waiting on
+            // async steps kept 100,000 entries.
+            let mut state = self.metrics.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.workflows.remove(run);
+            shrink_when_sparse(&mut state.workflows);
+            return;
+        }
         if !status.is_final() {
             return;
         }
         let workflow = self.metrics.workflow_of(run, Some(self.journal.as_ref()));
         let mut state = self.metrics.state.lock().unwrap_or_else(|e| e.into_inner());
         state.workflows.remove(run);
+        shrink_when_sparse(&mut state.workflows);
         *state
             .finished
             .entry((workflow, status.as_str()))
