@@ -88,7 +88,7 @@ enum Command {
 }
 
 /// Options shared by commands that load components.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
     /// Where compiled components are cached [default: $WASAGA_CACHE_DIR, else ~/.cache/wasaga].
     #[arg(long, value_name = "DIR")]
@@ -104,7 +104,24 @@ pub struct RuntimeArgs {
     /// WASAGA_SECRET_<NAME> variable wins over it.
     #[arg(long, value_name = "FILE", env = "WASAGA_SECRETS")]
     secrets: Option<PathBuf>,
+    /// The most sandboxes alive at once (concurrent step calls; beyond it
+    /// calls wait for a slot) [default: 1000 for `host serve`, 256 otherwise].
+    #[arg(long, value_name = "N", env = "WASAGA_MAX_INSTANCES", value_parser = clap::value_parser!(u32).range(4..=100_000))]
+    max_instances: Option<u32>,
+    /// What `max_instances` is when not given (the command's own).
+    #[arg(skip = ONE_SHOT_INSTANCES)]
+    default_instances: u32,
 }
+
+/// The instance pool of commands that run a few workflows and exit. Each
+/// slot of the pool is reserved when the engine starts (its stack's guard
+/// page is one `mprotect`, one more memory mapping to make and unmake), so
+/// a pool of 1000 cost `host run` ~4 ms of its ~15 (`cargo bench --bench
+/// startup`); 256 still lets one workflow run 115 calls at once.
+const ONE_SHOT_INSTANCES: u32 = 256;
+
+/// The instance pool of `host serve`: many runs at once, started once.
+pub const SERVER_INSTANCES: u32 = 1000;
 
 /// A failure of the command itself (not of a workflow): exit code 2.
 #[derive(Debug)]
@@ -188,6 +205,12 @@ fn init_logging(quiet: bool, format: LogFormat) {
 }
 
 impl RuntimeArgs {
+    /// These options with `instances` as the pool's size unless given.
+    pub fn pool_by_default(mut self, instances: u32) -> RuntimeArgs {
+        self.default_instances = instances;
+        self
+    }
+
     /// The WASM runtime these options describe.
     fn runtime(&self) -> Result<std::sync::Arc<crate::wasm::Runtime>, UsageError> {
         let dir = if self.no_cache {
@@ -213,12 +236,12 @@ impl RuntimeArgs {
                 .check()
                 .map_err(|e| UsageError(format!("error: {e}")))?;
         }
-        crate::wasm::Runtime::with_outside(
-            Default::default(),
-            crate::wasm::ComponentCache::new(dir),
-            outside,
-        )
-        .map_err(|e| UsageError(format!("error: cannot start the WebAssembly engine: {e:#}")))
+        let engine = crate::wasm::EngineOptions {
+            max_instances: self.max_instances.unwrap_or(self.default_instances),
+            ..Default::default()
+        };
+        crate::wasm::Runtime::with_outside(engine, crate::wasm::ComponentCache::new(dir), outside)
+            .map_err(|e| UsageError(format!("error: cannot start the WebAssembly engine: {e:#}")))
     }
 }
 

@@ -86,7 +86,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, UsageError> {
     let location = args.state.location(&paths[0]);
     let live = Arc::new(Live::default());
     let metrics = Arc::new(crate::server::metrics::Metrics::default());
-    let host = args.state.host(&location, &args.runtime)?;
+    let runtime = args
+        .runtime
+        .clone()
+        .pool_by_default(super::SERVER_INSTANCES);
+    let host = args.state.host(&location, &runtime)?;
     let observed = crate::server::metrics::Observed {
         metrics: metrics.clone(),
         journal: host.journal().clone(),
