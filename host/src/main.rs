@@ -15,6 +15,13 @@ fn main() -> std::process::ExitCode {
 /// under load (100 durable runs in flight) no difference beyond the noise.
 /// The flag is inherited: subscriber commands and `build` commands the host
 /// starts run without them too.
+///
+/// It comes too late for what is allocated before `main` (mimalloc's first
+/// arena): mimalloc is therefore built with its `no_thp` feature, so that
+/// it never advises huge pages itself (with the kernel's usual `madvise`
+/// mode, nothing of the process then gets them; `host --version` peaks at
+/// 10.6 MB instead of 13.2). `WASAGA_THP=1` only matters where the kernel
+/// gives huge pages unasked (`always`).
 fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("WASAGA_THP").is_none_or(|v| v != "1") {
