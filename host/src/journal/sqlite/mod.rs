@@ -109,9 +109,11 @@ impl Checkpointer {
 /// every writer stopped: the `host serve` load's p99 latency was those
 /// stalls (`cargo bench --bench serve`).
 fn checkpoint(conn: &Connection, rang: bool) {
-    let page_size = conn
-        .query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
-        .unwrap_or(4096);
+    let page_size = {
+        let _gate = gate::shared();
+        conn.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
+            .unwrap_or(4096)
+    };
     // The log's size in frames, after up to three passive copies: each one
     // copies what the writers committed during the one before, so what the
     // restart has left to copy (with the writers waiting) shrinks to a few
