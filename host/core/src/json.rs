@@ -67,7 +67,7 @@ impl Json {
     pub fn parse(text: impl Into<String>) -> Result<Json, serde_json::Error> {
         let text = RawValue::from_string(text.into())?;
         let value = OnceLock::new();
-        match scan(text.get()) {
+        match scan(text.get()).or_reserved_key(text.get()) {
             Scan::Plain => {}
             Scan::TooDeep => {
                 return Err(serde::de::Error::custom(format!(
@@ -226,6 +226,21 @@ enum Scan {
     NeedsParse,
 }
 
+impl Scan {
+    /// A plain document that might hold serde_json's reserved object key
+    /// (`"$serde_json::private::RawValue"`, which its `Value` reads as a
+    /// value of another shape, or refuses), literally or behind `\u`
+    /// escapes, is parsed in full at the boundary: refused there if
+    /// serde_json cannot read it, instead of failing a later use (the fuzz
+    /// target `json` found `{"$serde_json::private::RawValue": [...]}`).
+    fn or_reserved_key(self, text: &str) -> Scan {
+        match self {
+            Scan::Plain if text.contains("$serde_json") || text.contains("\\u") => Scan::NeedsParse,
+            other => other,
+        }
+    }
+}
+
 /// Scans JSON text (already known to be well formed) for its depth and for
 /// the forms a full parse may refuse, without allocating.
 fn scan(text: &str) -> Scan {
@@ -344,6 +359,27 @@ mod tests {
         assert_eq!(json.text(), r#"{"a": [1, 2]}"#);
         assert_eq!(json.value()["a"][1], 2);
         assert_eq!(serde_json::to_string(&json).unwrap(), r#"{"a": [1, 2]}"#);
+    }
+
+    /// serde_json's reserved key makes its `Value` read an object as
+    /// something else, or fail: such a document is decided at the boundary,
+    /// so that every later read of an accepted one agrees (fuzz target
+    /// `json`, `fuzz/regressions/json/`).
+    #[test]
+    fn serde_jsons_reserved_key_is_decided_at_the_boundary() {
+        let found = "{\"$serde_json::private::RawValue\": [{\"eku\": 66666666471264421}]}\n";
+        assert!(Json::parse(found).is_err());
+        let escaped = r#"{"\u0024serde_json::private::RawValue": [1]}"#;
+        assert!(Json::parse(escaped).is_err());
+        for text in [
+            r#"{"$serde_json::private::RawValue": "1"}"#,
+            r#"{"\u00e9": 1}"#,
+        ] {
+            let json = Json::parse(text).unwrap();
+            let again = Json::parse(json.text().to_string()).unwrap();
+            assert_eq!(again.value(), json.value());
+            let _ = Json::object(&[("output", &json)]).value();
+        }
     }
 
     #[test]
