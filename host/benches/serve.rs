@@ -294,9 +294,9 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
     );
 }
 
-/// Sends `count` POSTs over `connections` connections; `body_of(i)` gives
-/// the i-th path and body; each answer goes through `check`. Returns the
-/// answers' bodies in order.
+/// Sends `count` POSTs over `connections` connections; `request(i)` gives
+/// the i-th path and body, and each answer must have status `expect`.
+/// Returns the answers' bodies in order.
 async fn fan_out(
     address: &str,
     connections: usize,
