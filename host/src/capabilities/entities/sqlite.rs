@@ -67,7 +67,7 @@ impl SqliteEntities {
     }
 
     fn open_once(path: &Path) -> rusqlite::Result<SqliteEntities> {
-        let conn = Connection::open(path)?;
+        let conn = crate::journal::open_state_connection(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // As the journal does: one plan whatever the bound values (a list's
         // `LIMIT ? OFFSET ?` would re-prepare its statement on every bind).

@@ -17,7 +17,7 @@ pub(super) struct Checkpointer {
 
 impl Checkpointer {
     pub(super) fn start(path: &Path) -> Option<Checkpointer> {
-        let conn = Connection::open(path).ok()?;
+        let conn = super::wal_writes::open(path).ok()?;
         conn.pragma_update(None, "journal_size_limit", WAL_BOUND as i64)
             .ok()?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -31,6 +31,7 @@ mod queue;
 mod rows;
 mod schedules;
 pub mod schema;
+pub mod wal_writes;
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -140,7 +141,7 @@ impl SqliteJournal {
 
     fn open_once(path: &Path, sync: SyncMode) -> Result<SqliteJournal, JournalError> {
         run_sql(|| {
-            let conn = Connection::open(path)?;
+            let conn = wal_writes::open(path)?;
             conn.busy_timeout(Duration::from_secs(30))?;
             // The same plan whatever the bound values: otherwise SQLite
             // re-prepares the start's transaction lookup on every bind (a
