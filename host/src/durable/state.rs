@@ -68,7 +68,7 @@ pub fn open_state_file(path: &Path, durability: crate::journal::SyncMode) -> Res
     }
     let journal = crate::journal::SqliteJournal::open(path, durability)
         .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
-    let entities = EntityStore::open(path)
-        .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
+    // One connection for both (see `SqliteJournal::connection`).
+    let entities = EntityStore::sharing(journal.connection());
     Ok((Arc::new(journal), Arc::new(entities)))
 }

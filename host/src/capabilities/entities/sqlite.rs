@@ -4,7 +4,7 @@
 //! store's rules (managed fields, derived ids): those are in `store`.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use crate::saga::{FailureKind, Fence};
 
 /// Entity rows in one SQLite database.
 pub struct SqliteEntities {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 /// The condition a fenced write adds, its run and epoch the statement's
@@ -102,8 +102,14 @@ impl SqliteEntities {
             ),
         })?;
         Ok(SqliteEntities {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// The rows over the state file's journal connection (see
+    /// `SqliteJournal::connection`: its schema is migrated, its pragmas set).
+    pub fn sharing(conn: Arc<Mutex<Connection>>) -> SqliteEntities {
+        SqliteEntities { conn }
     }
 
     fn conn(&self) -> crate::journal::Gated<'_> {

@@ -219,6 +219,14 @@ impl EntityStore {
         })
     }
 
+    /// The store over the state file's journal connection (see
+    /// `SqliteJournal::connection`).
+    pub fn sharing(conn: Arc<std::sync::Mutex<rusqlite::Connection>>) -> EntityStore {
+        EntityStore {
+            backend: Box::new(SqliteEntities::sharing(conn)),
+        }
+    }
+
     /// A store in memory (for tests and benchmarks).
     pub fn in_memory() -> std::result::Result<EntityStore, rusqlite::Error> {
         Ok(EntityStore {

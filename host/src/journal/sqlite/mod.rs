@@ -48,7 +48,9 @@ pub enum SyncMode {
 
 /// The journal in a SQLite file.
 pub struct SqliteJournal {
-    conn: Mutex<Connection>,
+    /// Shared with the entity store of the same state file (see
+    /// [`SqliteJournal::connection`]).
+    conn: std::sync::Arc<Mutex<Connection>>,
     /// Appends and ends of concurrent runs, committed together.
     appends: group::Group<append::Write>,
     /// Whether each commit waits for the disk (`full`).
@@ -180,11 +182,12 @@ impl SqliteJournal {
 
     fn init(mut conn: Connection) -> Result<SqliteJournal, JournalError> {
         run_sql(|| {
-            // Every statement of the journal stays prepared (there are ~20).
-            conn.set_prepared_statement_cache_capacity(48);
+            // Every statement of the journal, and of the entity store that
+            // shares the connection, stays prepared (~20 and ~15).
+            conn.set_prepared_statement_cache_capacity(64);
             schema::migrate(&mut conn)?;
             Ok(SqliteJournal {
-                conn: Mutex::new(conn),
+                conn: std::sync::Arc::new(Mutex::new(conn)),
                 appends: group::Group::default(),
                 flushes: false,
                 stored: Mutex::default(),
@@ -202,6 +205,17 @@ impl SqliteJournal {
 
     fn conn(&self) -> gate::Gated<'_> {
         gate::lock(&self.conn)
+    }
+
+    /// The journal's connection, for the entity store of the same state
+    /// file. One connection, not two: SQLite drops a connection's whole page
+    /// cache whenever another connection wrote to the file since its last
+    /// transaction (so the two re-read every page, alternately), and a
+    /// connection that finds the other one writing waits in SQLite's busy
+    /// handler, which sleeps a millisecond and more; on one connection they
+    /// take turns on its lock instead.
+    pub fn connection(&self) -> std::sync::Arc<Mutex<Connection>> {
+        self.conn.clone()
     }
 }
 
