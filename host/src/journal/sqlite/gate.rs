@@ -65,15 +65,36 @@ pub struct Gated<'a> {
     _gate: RwLockReadGuard<'static, ()>,
 }
 
+/// Tries to take `conn` for as long as `group::spin_budget` allows.
+fn spin_for(conn: &Mutex<Connection>) -> Option<MutexGuard<'_, Connection>> {
+    let budget = super::group::spin_budget();
+    if budget.is_zero() {
+        return None;
+    }
+    let until = std::time::Instant::now() + budget;
+    while std::time::Instant::now() < until {
+        super::group::spin_a_little();
+        match conn.try_lock() {
+            Ok(conn) => return Some(conn),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+    }
+    None
+}
+
 /// Takes `conn`, holding the gate shared while it is in use.
 pub fn lock(conn: &Mutex<Connection>) -> Gated<'_> {
     let gate = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     let conn = match conn.try_lock() {
         Ok(conn) => conn,
         Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        // In use by another thread: wait without idling a runtime worker.
-        Err(std::sync::TryLockError::WouldBlock) => super::group::off_the_worker(|| {
-            conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // In use by another thread: spin a little (see
+        // `group::spin_budget`), then wait without idling a runtime worker.
+        Err(std::sync::TryLockError::WouldBlock) => spin_for(conn).unwrap_or_else(|| {
+            super::group::off_the_worker(|| {
+                conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+            })
         }),
     };
     Gated { conn, _gate: gate }

@@ -89,6 +89,10 @@ impl<T> Group<T> {
                 return outcome;
             }
             if state.committing {
+                state = self.spin_while_committing(state, &pending);
+                if !state.committing || pending.is_settled() {
+                    continue;
+                }
                 // One hand-off of the worker for the whole wait, however
                 // many commits it takes (a waiter is woken by each).
                 state = off_the_worker(|| {
@@ -123,6 +127,28 @@ impl<T> Group<T> {
     }
 }
 
+impl<T> Group<T> {
+    /// Waits for the commit under way by spinning, for at most
+    /// [`spin_budget`].
+    fn spin_while_committing<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<T>>,
+        pending: &Pending<T>,
+    ) -> MutexGuard<'a, State<T>> {
+        let budget = spin_budget();
+        if budget.is_zero() {
+            return state;
+        }
+        let until = std::time::Instant::now() + budget;
+        while state.committing && !pending.is_settled() && std::time::Instant::now() < until {
+            drop(state);
+            spin_a_little();
+            state = lock(&self.state);
+        }
+        state
+    }
+}
+
 /// Ends a commit: settles what it left unsettled, and wakes the waiters.
 struct Done<'a, T> {
     group: &'a Group<T>,
@@ -152,6 +178,47 @@ pub fn enabled() -> bool {
         std::env::var("WASAGA_GROUP_COMMIT").map_or(true, |v| v != "0")
     });
     *ENABLED
+}
+
+/// How long a thread that finds a commit under way (or the state file's
+/// connection in use) spins before it sleeps: 100 µs, or
+/// `WASAGA_COMMIT_SPIN_US` (0: never, the benchmarks' baseline); never once
+/// this process opened a state file whose commits wait for the disk.
+///
+/// Why: a commit that does not wait for the disk takes tens of µs, and
+/// sleeping costs more than that: `off_the_worker` hands the tokio worker's
+/// other tasks to another thread, and waking the sleeper is a futex wake
+/// and a context switch each (a quarter of `host serve`'s samples were in
+/// the scheduler and futexes). Spinning first took `host serve` from
+/// ~4,050 to ~5,100 runs/s; only spinning both here and for the connection
+/// helped. With `full`, a commit waits milliseconds for the disk, and
+/// spinning made 100 durable runs in flight 1.9× slower.
+pub fn spin_budget() -> std::time::Duration {
+    static BUDGET: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::env::var("WASAGA_COMMIT_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100)
+    });
+    if DISK_BOUND.load(std::sync::atomic::Ordering::Relaxed) || !enabled() {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_micros(*BUDGET)
+}
+
+/// Set once a state file with `full` durability is opened in this process.
+static DISK_BOUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops spinning in this process: its commits wait for the disk.
+pub fn commits_wait_for_the_disk() {
+    DISK_BOUND.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One short stretch of a spin wait.
+pub fn spin_a_little() {
+    for _ in 0..64 {
+        std::hint::spin_loop();
+    }
 }
 
 /// Runs `wait` (a wait for another thread) so that, on a worker of tokio's

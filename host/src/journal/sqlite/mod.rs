@@ -170,6 +170,9 @@ impl SqliteJournal {
             gate::watch(&mut conn, RESTART_AT)?;
             let mut journal = Self::init(conn)?;
             journal.flushes = sync == SyncMode::Full;
+            if journal.flushes {
+                group::commits_wait_for_the_disk();
+            }
             journal._checkpointer = Checkpointer::start(path);
             Ok(journal)
         })
