@@ -299,7 +299,7 @@ impl Backend for SqliteEntities {
         args.push(i64::from(limit).into());
         args.push(i64::from(query.offset).into());
         let conn = self.conn();
-        let mut statement = conn.prepare_cached(&sql)?;
+        let mut statement = conn.prepare(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(args), row_to_entity)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }

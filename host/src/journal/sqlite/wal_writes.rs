@@ -21,14 +21,24 @@
 //!   SQLite always precedes by a read of that frame) writes the batch first
 //!   and then goes straight through;
 //! - every other operation (a read, a sync, a truncate, the size, a file
-//!   control, a lock, the close) writes the batch first.
+//!   control, a lock, the close) writes the batch first;
+//! - and the database file's release of the log's write lock writes its log's
+//!   batch first: frames a transaction spilled before its commit are gathered
+//!   too, and if it rolls back, they must reach the file (as SQLite would
+//!   have written them) before another writer may write at those offsets,
+//!   never after. The database file's methods are the `unix` ones, with
+//!   that one step in front of the lock's release.
+//!
+//! Logs of a file whose writes are not power-safe (SQLite then pads commits
+//! to a sector and splits a frame's write around a sync) are not gathered.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::OnceLock;
 
 use rusqlite::ffi::{
-    SQLITE_IOERR_NOMEM, SQLITE_OK, SQLITE_OPEN_WAL, sqlite3_file, sqlite3_int64,
+    SQLITE_IOCAP_POWERSAFE_OVERWRITE, SQLITE_OK, SQLITE_OPEN_MAIN_DB, SQLITE_OPEN_WAL,
+    SQLITE_SHM_UNLOCK, sqlite3_database_file_object, sqlite3_file, sqlite3_int64,
     sqlite3_io_methods, sqlite3_vfs, sqlite3_vfs_find, sqlite3_vfs_register,
 };
 use rusqlite::{Connection, OpenFlags};
@@ -88,7 +98,10 @@ fn registered() -> Option<&'static CStr> {
                 let mut ours: sqlite3_vfs = *unix;
                 ours.zName = NAME.as_ptr();
                 ours.pNext = std::ptr::null_mut();
-                ours.szOsFile = (file_offset() + (*unix).szOsFile as usize) as c_int;
+                let unix_size = (*unix).szOsFile as usize;
+                ours.szOsFile = (file_offset() + unix_size)
+                    .max(tail_offset(unix_size) + std::mem::size_of::<DbTail>())
+                    as c_int;
                 ours.xOpen = Some(x_open);
                 let ours = Box::leak(Box::new(ours));
                 if sqlite3_vfs_register(ours, 0) != SQLITE_OK {
@@ -107,7 +120,39 @@ fn registered() -> Option<&'static CStr> {
 struct LogFile {
     base: sqlite3_file,
     inner: *mut sqlite3_file,
+    /// Its database file (whose write-lock release writes the batch), if
+    /// opened through this VFS.
+    db: *mut sqlite3_file,
     batch: Batch,
+}
+
+/// What a database file keeps after the unix file's own bytes.
+#[repr(C)]
+struct DbTail {
+    /// The unix file's methods (ours stand in front of them).
+    unix_methods: *const sqlite3_io_methods,
+    /// Its open log, if any.
+    log: *mut LogFile,
+}
+
+/// Where a database file's tail starts (after a unix file of `unix_size`).
+const fn tail_offset(unix_size: usize) -> usize {
+    unix_size.next_multiple_of(16)
+}
+
+/// A database file's tail.
+///
+/// # Safety
+/// `db` is a database file `x_open` opened.
+unsafe fn tail<'a>(db: *mut sqlite3_file) -> &'a mut DbTail {
+    let Some(Some(Inner(unix))) = INNER.get() else {
+        unreachable!("a file of this VFS exists only once it is registered")
+    };
+    // SAFETY: the caller's promise; the tail lies within our szOsFile.
+    unsafe {
+        let at = tail_offset((**unix).szOsFile as usize);
+        &mut *((db as *mut u8).add(at) as *mut DbTail)
+    }
 }
 
 /// Frames written by SQLite, not yet handed to the kernel.
@@ -119,6 +164,8 @@ struct Batch {
     commit_next: bool,
     /// Where the last read was: a write there is a rewrite of that frame.
     last_read: Option<i64>,
+    /// Nothing is gathered (the file's writes are not power-safe).
+    through: bool,
 }
 
 /// Where the `unix` file starts inside ours (aligned for any of its fields).
@@ -141,8 +188,21 @@ unsafe extern "C" fn x_open(
     // them at least its own szOsFile long, and its own VFS pointer.
     unsafe {
         let open = (**unix).xOpen.expect("the unix VFS opens files");
+        if flags & SQLITE_OPEN_MAIN_DB != 0 {
+            // A database: the unix file, with our methods in front.
+            let rc = open(*unix, name, file, flags, out_flags);
+            if rc == SQLITE_OK {
+                let tail = std::ptr::addr_of_mut!(*tail(file));
+                tail.write(DbTail {
+                    unix_methods: (*file).pMethods,
+                    log: std::ptr::null_mut(),
+                });
+                (*file).pMethods = &DB_METHODS;
+            }
+            return rc;
+        }
         if flags & SQLITE_OPEN_WAL == 0 {
-            // Not a log: the unix file is the whole of it, unchanged.
+            // Neither: the unix file, unchanged.
             return open(*unix, name, file, flags, out_flags);
         }
         let inner = (file as *mut u8).add(file_offset()) as *mut sqlite3_file;
@@ -159,12 +219,26 @@ unsafe extern "C" fn x_open(
             return rc;
         }
         let log = file as *mut LogFile;
+        let characteristics = methods(inner)
+            .xDeviceCharacteristics
+            .map_or(0, |f| f(inner));
+        let db = sqlite3_database_file_object(name);
+        let db = if !db.is_null() && std::ptr::eq((*db).pMethods, &DB_METHODS) {
+            tail(db).log = log;
+            db
+        } else {
+            std::ptr::null_mut()
+        };
         std::ptr::addr_of_mut!((*log).inner).write(inner);
+        std::ptr::addr_of_mut!((*log).db).write(db);
         std::ptr::addr_of_mut!((*log).batch).write(Batch {
             bytes: Vec::new(),
             offset: 0,
             commit_next: false,
             last_read: None,
+            // Without its database file, nothing would write a rolled-back
+            // transaction's frames before the write lock goes.
+            through: characteristics & SQLITE_IOCAP_POWERSAFE_OVERWRITE == 0 || db.is_null(),
         });
         (*file).pMethods = &LOG_METHODS;
         SQLITE_OK
@@ -272,6 +346,7 @@ unsafe extern "C" fn x_write(
         && offset == batch.offset + batch.bytes.len() as i64
         && batch.bytes.len() + bytes.len() <= MAX_BATCH;
     let starts = batch.bytes.is_empty()
+        && !batch.through
         && !rewrite
         && (amount == FRAME_HEADER || (amount == LOG_HEADER && offset == 0));
     if !(continues || starts) {
@@ -289,8 +364,13 @@ unsafe extern "C" fn x_write(
     let ends_commit = batch.commit_next && amount != FRAME_HEADER;
     batch.commit_next = amount == FRAME_HEADER && bytes[4..8] != [0, 0, 0, 0];
     if batch.bytes.try_reserve(bytes.len()).is_err() {
-        batch.bytes.clear();
-        return SQLITE_IOERR_NOMEM;
+        // No memory for it: what was gathered goes now, and this write too.
+        let rc = unsafe { flush(batch, inner) };
+        if rc != SQLITE_OK {
+            return rc;
+        }
+        let write = unsafe { methods(inner) }.xWrite.expect("unix files write");
+        return unsafe { write(inner, data, amount, offset) };
     }
     batch.bytes.extend_from_slice(bytes);
     if ends_commit {
@@ -321,6 +401,11 @@ unsafe extern "C" fn x_close(file: *mut sqlite3_file) -> c_int {
         let (batch, inner) = parts(file);
         let flushed = flush(batch, inner);
         let closed = (methods(inner).xClose.expect("unix files close"))(inner);
+        let log = file as *mut LogFile;
+        let db = (*log).db;
+        if !db.is_null() && tail(db).log == log {
+            tail(db).log = std::ptr::null_mut();
+        }
         std::ptr::drop_in_place(std::ptr::addr_of_mut!((*(file as *mut LogFile)).batch));
         (*file).pMethods = std::ptr::null();
         if flushed != SQLITE_OK {
@@ -331,47 +416,26 @@ unsafe extern "C" fn x_close(file: *mut sqlite3_file) -> c_int {
     }
 }
 
-unsafe extern "C" fn x_truncate(file: *mut sqlite3_file, size: sqlite3_int64) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xTruncate.expect("unix"))(
-        inner, size
-    ))
+/// A method that writes the batch first, then is the unix file's.
+macro_rules! forwarded {
+    ($name:ident, $method:ident $(, $arg:ident: $ty:ty)*) => {
+        unsafe extern "C" fn $name(file: *mut sqlite3_file $(, $arg: $ty)*) -> c_int {
+            after_flush!(file, |inner| (methods(inner)
+                .$method
+                .expect("unix files have every method"))(
+                inner $(, $arg)*
+            ))
+        }
+    };
 }
 
-unsafe extern "C" fn x_sync(file: *mut sqlite3_file, flags: c_int) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xSync.expect("unix"))(
-        inner, flags
-    ))
-}
-
-unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, size: *mut sqlite3_int64) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xFileSize.expect("unix"))(
-        inner, size
-    ))
-}
-
-unsafe extern "C" fn x_lock(file: *mut sqlite3_file, lock: c_int) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xLock.expect("unix"))(
-        inner, lock
-    ))
-}
-
-unsafe extern "C" fn x_unlock(file: *mut sqlite3_file, lock: c_int) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xUnlock.expect("unix"))(
-        inner, lock
-    ))
-}
-
-unsafe extern "C" fn x_check_reserved_lock(file: *mut sqlite3_file, out: *mut c_int) -> c_int {
-    after_flush!(file, |inner| (methods(inner)
-        .xCheckReservedLock
-        .expect("unix"))(inner, out))
-}
-
-unsafe extern "C" fn x_file_control(file: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xFileControl.expect("unix"))(
-        inner, op, arg
-    ))
-}
+forwarded!(x_truncate, xTruncate, size: sqlite3_int64);
+forwarded!(x_sync, xSync, flags: c_int);
+forwarded!(x_file_size, xFileSize, size: *mut sqlite3_int64);
+forwarded!(x_lock, xLock, lock: c_int);
+forwarded!(x_unlock, xUnlock, lock: c_int);
+forwarded!(x_check_reserved_lock, xCheckReservedLock, out: *mut c_int);
+forwarded!(x_file_control, xFileControl, op: c_int, arg: *mut c_void);
 
 unsafe extern "C" fn x_sector_size(file: *mut sqlite3_file) -> c_int {
     // SAFETY: as in after_flush; no data moves.
@@ -392,28 +456,8 @@ unsafe extern "C" fn x_device_characteristics(file: *mut sqlite3_file) -> c_int 
 // The wal-index is the database file's, never the log's: these forward for
 // completeness.
 
-unsafe extern "C" fn x_shm_map(
-    file: *mut sqlite3_file,
-    page: c_int,
-    size: c_int,
-    extend: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xShmMap.expect("unix"))(
-        inner, page, size, extend, out
-    ))
-}
-
-unsafe extern "C" fn x_shm_lock(
-    file: *mut sqlite3_file,
-    offset: c_int,
-    n: c_int,
-    flags: c_int,
-) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xShmLock.expect("unix"))(
-        inner, offset, n, flags
-    ))
-}
+forwarded!(x_shm_map, xShmMap, page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void);
+forwarded!(x_shm_lock, xShmLock, offset: c_int, n: c_int, flags: c_int);
 
 unsafe extern "C" fn x_shm_barrier(file: *mut sqlite3_file) {
     // SAFETY: as in after_flush.
@@ -424,31 +468,91 @@ unsafe extern "C" fn x_shm_barrier(file: *mut sqlite3_file) {
     }
 }
 
-unsafe extern "C" fn x_shm_unmap(file: *mut sqlite3_file, delete: c_int) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xShmUnmap.expect("unix"))(
-        inner, delete
-    ))
+forwarded!(x_shm_unmap, xShmUnmap, delete: c_int);
+forwarded!(x_fetch, xFetch, offset: sqlite3_int64, amount: c_int, out: *mut *mut c_void);
+forwarded!(x_unfetch, xUnfetch, offset: sqlite3_int64, page: *mut c_void);
+
+static DB_METHODS: sqlite3_io_methods = sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(db_close),
+    xRead: Some(db_read),
+    xWrite: Some(db_write),
+    xTruncate: Some(db_truncate),
+    xSync: Some(db_sync),
+    xFileSize: Some(db_file_size),
+    xLock: Some(db_lock),
+    xUnlock: Some(db_unlock),
+    xCheckReservedLock: Some(db_check_reserved_lock),
+    xFileControl: Some(db_file_control),
+    xSectorSize: Some(db_sector_size),
+    xDeviceCharacteristics: Some(db_device_characteristics),
+    xShmMap: Some(db_shm_map),
+    xShmLock: Some(db_shm_lock),
+    xShmBarrier: Some(db_shm_barrier),
+    xShmUnmap: Some(db_shm_unmap),
+    xFetch: Some(db_fetch),
+    xUnfetch: Some(db_unfetch),
+};
+
+/// A database file's method that is the unix file's (the unix file is the
+/// start of ours).
+macro_rules! unix_db {
+    ($name:ident, $method:ident $(, $arg:ident: $ty:ty)* => $ret:ty) => {
+        unsafe extern "C" fn $name(file: *mut sqlite3_file $(, $arg: $ty)*) -> $ret {
+            // SAFETY: SQLite calls a database file's methods only on a file
+            // `x_open` opened.
+            unsafe {
+                ((*tail(file).unix_methods)
+                    .$method
+                    .expect("unix files have every method"))(file $(, $arg)*)
+            }
+        }
+    };
 }
 
-unsafe extern "C" fn x_fetch(
-    file: *mut sqlite3_file,
-    offset: sqlite3_int64,
-    amount: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xFetch.expect("unix"))(
-        inner, offset, amount, out
-    ))
-}
+unix_db!(db_close, xClose => c_int);
+unix_db!(db_read, xRead, data: *mut c_void, amount: c_int, offset: sqlite3_int64 => c_int);
+unix_db!(db_write, xWrite, data: *const c_void, amount: c_int, offset: sqlite3_int64 => c_int);
+unix_db!(db_truncate, xTruncate, size: sqlite3_int64 => c_int);
+unix_db!(db_sync, xSync, flags: c_int => c_int);
+unix_db!(db_file_size, xFileSize, size: *mut sqlite3_int64 => c_int);
+unix_db!(db_lock, xLock, lock: c_int => c_int);
+unix_db!(db_unlock, xUnlock, lock: c_int => c_int);
+unix_db!(db_check_reserved_lock, xCheckReservedLock, out: *mut c_int => c_int);
+unix_db!(db_file_control, xFileControl, op: c_int, arg: *mut c_void => c_int);
+unix_db!(db_sector_size, xSectorSize => c_int);
+unix_db!(db_device_characteristics, xDeviceCharacteristics => c_int);
+unix_db!(db_shm_map, xShmMap, page: c_int, size: c_int, extend: c_int, out: *mut *mut c_void => c_int);
+unix_db!(db_unix_shm_lock, xShmLock, offset: c_int, n: c_int, flags: c_int => c_int);
+unix_db!(db_shm_barrier, xShmBarrier => ());
+unix_db!(db_shm_unmap, xShmUnmap, delete: c_int => c_int);
+unix_db!(db_fetch, xFetch, offset: sqlite3_int64, amount: c_int, out: *mut *mut c_void => c_int);
+unix_db!(db_unfetch, xUnfetch, offset: sqlite3_int64, page: *mut c_void => c_int);
 
-unsafe extern "C" fn x_unfetch(
+/// The wal-index's locks: releasing the log's write lock (slot 0) writes
+/// what the log gathered first.
+unsafe extern "C" fn db_shm_lock(
     file: *mut sqlite3_file,
-    offset: sqlite3_int64,
-    page: *mut c_void,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
 ) -> c_int {
-    after_flush!(file, |inner| (methods(inner).xUnfetch.expect("unix"))(
-        inner, offset, page
-    ))
+    // SAFETY: as in unix_db; the log is open while linked.
+    unsafe {
+        let log = tail(file).log;
+        if offset == 0 && flags & SQLITE_SHM_UNLOCK != 0 && !log.is_null() {
+            let rc = flush(&mut (*log).batch, (*log).inner);
+            if rc != SQLITE_OK {
+                // The frames were a rolled-back transaction's (a commit's
+                // were written at its commit frame): the lock goes anyway.
+                tracing::warn!(
+                    code = rc,
+                    "writing a rolled-back transaction's log frames failed"
+                );
+            }
+        }
+        db_unix_shm_lock(file, offset, n, flags)
+    }
 }
 
 #[cfg(test)]
@@ -589,5 +693,46 @@ mod tests {
         assert_eq!(expected.1, 200);
         assert_eq!(sum_and_count(&recovered), expected);
         drop(conn);
+    }
+
+    #[test]
+    fn a_rolled_back_transactions_frames_never_land_on_another_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = opened(dir.path());
+        conn.execute("INSERT INTO t (id, body) VALUES (0, randomblob(100))", [])
+            .unwrap();
+        // Spilled frames, gathered; then the transaction rolls back.
+        conn.pragma_update(None, "cache_size", 5).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        // One statement, so that its last spill is its last use of the log.
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO t (id, body) SELECT i, randomblob(1500) FROM n",
+            [],
+        )
+        .unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+        // Another writer (SQLite's own VFS) commits at the same offsets...
+        let other = Connection::open(dir.path().join("state.db")).unwrap();
+        for i in 1000..1040_i64 {
+            other
+                .execute(
+                    "INSERT INTO t (id, body) VALUES (?1, randomblob(700))",
+                    params![i],
+                )
+                .unwrap();
+        }
+        // ...and the first connection goes on (a read, then its close).
+        let seen = sum_and_count(&conn);
+        drop(conn);
+        let expected = sum_and_count(&other);
+        assert_eq!(seen, expected);
+        assert_eq!(expected.1, 41);
+        let recovered = as_after_a_crash(dir.path());
+        let check: String = recovered
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        assert_eq!(sum_and_count(&recovered), expected);
     }
 }
