@@ -9,8 +9,7 @@ mod sqlite;
 
 pub use postgres::PgJournal;
 pub use sqlite::schema as sqlite_schema;
-pub use sqlite::wal_writes::open as open_state_connection;
-pub use sqlite::{Gated, RESTART_AT, SqliteJournal, SyncMode, WAL_BOUND, lock_gated, watch_log};
+pub use sqlite::{Gated, SqliteJournal, SyncMode, lock_gated};
 pub use wasaga_core::journal::*;
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! the journal's `runs` table in the same statement. It may not apply the
 //! store's rules (managed fields, derived ids): those are in `store`.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -46,47 +45,6 @@ fn fence_params(fence: Option<&Fence>) -> (Option<&str>, Option<i64>) {
 }
 
 impl SqliteEntities {
-    /// Opens (or creates) the rows in the SQLite file at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<SqliteEntities> {
-        // Processes opening one new state file at once may find it busy: retry.
-        let mut wait = std::time::Duration::from_millis(5);
-        loop {
-            match Self::open_once(path) {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if matches!(
-                        e.code,
-                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                    ) && wait < std::time::Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(wait);
-                    wait *= 2;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn open_once(path: &Path) -> rusqlite::Result<SqliteEntities> {
-        let conn = crate::journal::open_state_connection(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // As the journal does: one plan whatever the bound values (a list's
-        // `LIMIT ? OFFSET ?` would re-prepare its statement on every bind).
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
-        // As the journal does: a new state file gives freed pages back.
-        conn.pragma_update(None, "auto_vacuum", "incremental")?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        conn.pragma_update(None, "synchronous", "normal")?;
-        // The journal's connection checkpoints the shared log in the background.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", crate::journal::WAL_BOUND as i64)?;
-        let mut conn = conn;
-        crate::journal::watch_log(&mut conn, crate::journal::RESTART_AT)?;
-        SqliteEntities::init(conn)
-    }
-
     /// Rows in memory (for tests and benchmarks).
     pub fn in_memory() -> rusqlite::Result<SqliteEntities> {
         SqliteEntities::init(Connection::open_in_memory()?)

@@ -5,7 +5,6 @@
 //! are here, the SQL in the backends. It knows nothing of WASM (its errors
 //! are [`StoreError`]s).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -212,13 +211,6 @@ pub(super) fn field_path(field: &str) -> Result<Vec<&str>> {
 }
 
 impl EntityStore {
-    /// Opens (or creates) the store in the SQLite file at `path`.
-    pub fn open(path: &Path) -> std::result::Result<EntityStore, rusqlite::Error> {
-        Ok(EntityStore {
-            backend: Box::new(SqliteEntities::open(path)?),
-        })
-    }
-
     /// The store over the state file's journal connection (see
     /// `SqliteJournal::connection`).
     pub fn sharing(conn: Arc<std::sync::Mutex<rusqlite::Connection>>) -> EntityStore {

@@ -61,7 +61,7 @@ pub struct SqliteJournal {
     _checkpointer: Option<Checkpointer>,
 }
 
-pub use gate::{Gated, lock as lock_gated, watch as watch_log};
+pub use gate::{Gated, lock as lock_gated};
 
 use checkpoint::Checkpointer;
 
