@@ -35,7 +35,7 @@ impl Drop for Database {
 
 /// The newest schema this host knows; a database at a higher version was
 /// migrated by a newer Wasaga and is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The key of the advisory lock migrations hold (any fixed number: hosts
 /// of one database agree on it).
@@ -132,9 +132,17 @@ CREATE INDEX runs_queued ON runs (workflow, concurrency_key, priority DESC, crea
 /// continues it).
 const VERSION_4: &str = "ALTER TABLE runs ADD COLUMN traceparent TEXT;";
 
+/// Version 5: no table changes. A *started* record's body may now hold,
+/// instead of its input, the number of the record whose output the input
+/// is (`{"step": ..., "input_of": seq}`): a host that knows only version 4
+/// would read such a step as having had no input, so it must refuse the
+/// database.
+const VERSION_5: &str = "";
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [VERSION_1, VERSION_2, VERSION_3, VERSION_4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
+    [VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5];
 
 /// How many connections one host keeps at most.
 const POOL_SIZE: usize = 16;

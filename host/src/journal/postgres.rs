@@ -12,11 +12,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{
-    RunRecordRow, end_columns, from_text, json_text, kind_columns, sources_hash, storage,
+    RunRecordRow, batch_columns, end_columns, from_text, json_text, sources_hash, storage,
 };
 use super::{
-    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
-    RunRecord, ScheduleState, now_ms, now_us,
+    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunDecoder,
+    RunFilter, RunRecord, ScheduleState, now_ms, now_us,
 };
 use crate::postgres::{Database, PgError};
 use crate::saga::{RunReport, RunStatus};
@@ -238,8 +238,9 @@ impl Journal for PgJournal {
         let mut actions = Vec::with_capacity(records.len());
         let mut attempts = Vec::with_capacity(records.len());
         let mut bodies = Vec::with_capacity(records.len());
-        for (seq, kind) in records {
-            let (kind, node, action, attempt, body) = kind_columns(kind)?;
+        for ((seq, _), (kind, node, action, attempt, body)) in
+            records.iter().zip(batch_columns(records)?)
+        {
             seqs.push(*seq as i64);
             kinds.push(kind.to_string());
             nodes.push(node.map(str::to_string));
@@ -434,12 +435,14 @@ impl Journal for PgJournal {
                 .await?;
             let rows = client.query(&statement, &[&run]).await?;
             let mut records = Vec::with_capacity(rows.len());
+            let mut decoder = RunDecoder::new();
             for row in rows {
                 let kind: String = row.get(2);
                 let action: Option<String> = row.get(4);
                 let attempt: Option<i32> = row.get(5);
                 let body: Option<String> = row.get(6);
-                let kind = RecordKind::decode(
+                let kind = decoder.decode(
+                    row.get::<_, i64>(0) as u64,
                     &kind,
                     row.get(3),
                     action.as_deref(),

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{JournalError, RecordKind, RunRecord};
+use super::{JournalError, RecordKind, RunRecord, StartedByReference};
 use crate::json::Json;
 use crate::saga::{RunReport, RunStatus};
 
@@ -181,6 +181,38 @@ pub(super) fn kind_columns(kind: &RecordKind) -> Result<Columns<'_>, JournalErro
             ),
         })
     }
+}
+
+/// The columns of a write's records (one run's, in order). A step's input
+/// that is the output of the call finished just before it in the same
+/// write (the usual flow: the finished record is held back until the next
+/// start) is stored as a reference to that record, so the payload is
+/// written once per step, not twice; `RunDecoder` reads it back.
+pub(super) fn batch_columns(
+    records: &[(u64, RecordKind)],
+) -> Result<Vec<Columns<'_>>, JournalError> {
+    let mut by_reference = StartedByReference::new();
+    records
+        .iter()
+        .map(|(seq, kind)| match (by_reference.body(*seq, kind), kind) {
+            (
+                Some(body),
+                &RecordKind::Started {
+                    ref node,
+                    action,
+                    attempt,
+                    ..
+                },
+            ) => Ok((
+                "started",
+                Some(node.as_str()),
+                Some(action.as_str()),
+                Some(attempt),
+                body,
+            )),
+            _ => kind_columns(kind),
+        })
+        .collect()
 }
 
 /// The columns a run's end sets: finished at (when final), output, error,

@@ -50,6 +50,7 @@ on_both_backends!(
     a_transaction_id_starts_one_run,
     concurrent_starts_of_one_transaction_id_make_one_run,
     records_come_back_as_a_history,
+    an_input_that_is_the_previous_output_reads_back_whole,
     finishing_releases_the_lease_and_pruning_removes_old_runs,
     a_live_owner_keeps_its_run_and_a_dead_one_loses_it,
     a_run_keeps_its_pinned_components_and_an_operator_can_replace_them,
@@ -248,6 +249,50 @@ fn records_come_back_as_a_history(journal: &Arc<dyn Journal>) {
         journal.append("nope", 1, &[(1, started("a"))]),
         Err(JournalError::UnknownRun(_))
     ));
+}
+
+/// The usual flow's write (the previous call's finished record with the
+/// next start, whose input is that output) reads back with the input whole,
+/// however it is stored.
+fn an_input_that_is_the_previous_output_reads_back_whole(journal: &Arc<dyn Journal>) {
+    journal
+        .begin(&new_run("r1", "t1"), &Owner::current(), LEASE)
+        .unwrap();
+    let payload = json!({"items": (0..40).map(|i| json!({"k": i})).collect::<Vec<_>>()});
+    let output = Json::from_value(payload.clone());
+    let start = |node: &str| RecordKind::Started {
+        node: node.into(),
+        step: node.into(),
+        action: Action::Invoke,
+        attempt: 1,
+        input: Some(output.clone()),
+    };
+    let done = |node: &str| RecordKind::Finished {
+        node: node.into(),
+        action: Action::Invoke,
+        attempt: 1,
+        record: CallRecord::Done {
+            output: output.clone(),
+            compensation: None,
+        },
+    };
+    journal.append("r1", 1, &[(1, start("a"))]).unwrap();
+    journal
+        .append("r1", 1, &[(2, done("a")), (3, start("b"))])
+        .unwrap();
+    journal
+        .finish_with("r1", 1, &[(4, done("b"))], &report("r1", RunStatus::Done))
+        .unwrap();
+    let inputs: Vec<(u64, serde_json::Value)> = journal
+        .records("r1")
+        .unwrap()
+        .into_iter()
+        .filter_map(|record| match record.kind {
+            RecordKind::Started { input, .. } => Some((record.seq, input.unwrap().value().clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inputs, [(1, payload.clone()), (3, payload)]);
 }
 
 fn finishing_releases_the_lease_and_pruning_removes_old_runs(journal: &Arc<dyn Journal>) {

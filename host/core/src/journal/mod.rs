@@ -10,6 +10,7 @@
 mod owner;
 mod recorder;
 mod report;
+mod run_decoder;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use owner::Owner;
 pub use recorder::{CrashPoint, JournalRecorder, LeaseKeeper};
 pub use report::report_from_journal;
+pub use run_decoder::{RunDecoder, StartedByReference};
 
 use crate::json::Json;
 use crate::saga::{
@@ -284,6 +286,10 @@ impl RecordKind {
     /// name, the call it belongs to (node, action, attempt) and its JSON
     /// body. What a resume reads back, so a damaged row is an error, never a
     /// panic or a value that breaks a later read.
+    ///
+    /// A *started* record whose input was stored as a reference to an
+    /// earlier call's output (see [`RunDecoder`]) is damaged when read on
+    /// its own: decode a run's records with a [`RunDecoder`].
     pub fn decode(
         kind: &str,
         node: Option<String>,
@@ -291,10 +297,26 @@ impl RecordKind {
         attempt: Option<u32>,
         body: &str,
     ) -> Result<RecordKind, String> {
+        RecordKind::decode_in_run(kind, node, action, attempt, body, |_| None)
+    }
+
+    /// [`RecordKind::decode`], with `output_of` giving the output of the
+    /// run's earlier record `seq` (a finished call) for an input stored as
+    /// a reference to it.
+    fn decode_in_run(
+        kind: &str,
+        node: Option<String>,
+        action: Option<&str>,
+        attempt: Option<u32>,
+        body: &str,
+        output_of: impl Fn(u64) -> Option<Json>,
+    ) -> Result<RecordKind, String> {
         #[derive(serde::Deserialize)]
         struct StartedBody {
             step: Option<String>,
             input: Option<Box<serde_json::value::RawValue>>,
+            /// The input is the output of this earlier record of the run.
+            input_of: Option<u64>,
         }
         let action = action.and_then(Action::from_name).unwrap_or(Action::Invoke);
         let node = node.unwrap_or_default();
@@ -303,8 +325,13 @@ impl RecordKind {
         Ok(match kind {
             "started" => {
                 let started: StartedBody = serde_json::from_str(body).map_err(bad)?;
-                let input = match started.input {
-                    Some(raw) if raw.get() != "null" => {
+                let input = match (started.input_of, started.input) {
+                    (Some(seq), _) => Some(output_of(seq).ok_or_else(|| {
+                        format!(
+                            "a damaged 'started' record: its input is the output of record {seq}, which is not an earlier finished call of the run"
+                        )
+                    })?),
+                    (None, Some(raw)) if raw.get() != "null" => {
                         Some(Json::parse(raw.get().to_string()).map_err(bad)?)
                     }
                     _ => None,

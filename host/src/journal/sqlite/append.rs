@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::super::rows::kind_columns;
+use super::super::rows::batch_columns;
 use super::{JournalError, RecordKind, Sql, SqliteJournal, group, now_us, refusal};
 
 impl SqliteJournal {
@@ -136,22 +136,24 @@ impl SqliteJournal {
     }
 }
 
-/// Records as rows, owned (the write waits in a queue).
+/// Records as rows, owned (the write waits in a queue); see
+/// `rows::batch_columns` for an input stored as a reference.
 fn rows_of(records: &[(u64, RecordKind)]) -> Result<Vec<RecordRow>, JournalError> {
-    records
+    let columns = batch_columns(records)?;
+    Ok(records
         .iter()
-        .map(|(seq, kind)| {
-            let (kind, node, action, attempt, body) = kind_columns(kind)?;
-            Ok(RecordRow {
+        .zip(columns)
+        .map(
+            |((seq, _), (kind, node, action, attempt, body))| RecordRow {
                 seq: *seq as i64,
                 kind,
                 node: node.map(str::to_string),
                 action,
                 attempt,
                 body,
-            })
-        })
-        .collect()
+            },
+        )
+        .collect())
 }
 
 /// Rolls back, when dropped, a transaction still open on the connection.

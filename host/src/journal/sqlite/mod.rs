@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
 use super::{
-    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunFilter,
-    RunRecord, ScheduleState, now_ms, now_us,
+    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunDecoder,
+    RunFilter, RunRecord, ScheduleState, now_ms, now_us,
 };
 use crate::saga::{RunReport, RunStatus};
 use rows::{record_from_row, run_from_row};
@@ -439,10 +439,12 @@ impl Journal for SqliteJournal {
         )?;
             let rows = statement.query_map(params![run], record_from_row)?;
             let mut records = Vec::new();
+            let mut decoder = RunDecoder::new();
             for row in rows {
                 let (seq, at, kind, node, action, attempt, body) = row?;
                 let body = body.unwrap_or_default();
-                let kind = RecordKind::decode(&kind, node, action.as_deref(), attempt, &body)
+                let kind = decoder
+                    .decode(seq as u64, &kind, node, action.as_deref(), attempt, &body)
                     .map_err(storage)?;
                 records.push(Record {
                     seq: seq as u64,

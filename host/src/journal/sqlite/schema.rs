@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// The newest schema this host knows. A state file at a higher version was
 /// written by a newer Wasaga and is refused.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Version 1: the tables as the first releases made them (with `CREATE ...
 /// IF NOT EXISTS`, so a file made before versioning, at user_version 0,
@@ -129,10 +129,20 @@ fn version_5(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("ALTER TABLE runs ADD COLUMN traceparent TEXT;")
 }
 
+/// Version 6: no table changes. A *started* record's body may now hold,
+/// instead of its input, the number of the record whose output the input
+/// is (`{"step": ..., "input_of": seq}`): a host that knows only version 5
+/// would read such a step as having had no input, so it must refuse the
+/// file.
+fn version_6(_conn: &Connection) -> rusqlite::Result<()> {
+    Ok(())
+}
+
 /// The migrations, in order: the one at index i takes the schema from
 /// version i to i + 1.
-const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; VERSION as usize] =
-    [version_1, version_2, version_3, version_4, version_5];
+const MIGRATIONS: [fn(&Connection) -> rusqlite::Result<()>; VERSION as usize] = [
+    version_1, version_2, version_3, version_4, version_5, version_6,
+];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

@@ -276,3 +276,82 @@ fn concurrent_appends_are_committed_together_and_a_fenced_one_writes_nothing() {
         }
     }
 }
+
+/// The usual flow's payload is stored once: a call's input that is the
+/// output of the call finished just before it (committed together) is a
+/// reference in the file, and reads back as that output, also after the
+/// file is reopened (a resume).
+#[test]
+fn an_input_that_is_the_previous_output_is_stored_once_and_reads_back_whole() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let journal = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    journal
+        .begin(
+            &new_run("r", "r"),
+            &Owner::current(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let payload = json!({"items": (0..50).map(|i| json!({"k": i, "tag": "x".repeat(10)})).collect::<Vec<_>>()});
+    let output = Json::from_value(payload.clone());
+    let call = |node: &str, input: Option<Json>| RecordKind::Started {
+        node: node.into(),
+        step: format!("{node}-step"),
+        action: Action::Invoke,
+        attempt: 1,
+        input,
+    };
+    let done = RecordKind::Finished {
+        node: "a".into(),
+        action: Action::Invoke,
+        attempt: 1,
+        record: CallRecord::Done {
+            output: output.clone(),
+            compensation: None,
+        },
+    };
+    let other = Json::from_value(json!({"other": true}));
+    journal
+        .append("r", 1, &[(1, call("a", Some(other.clone())))])
+        .unwrap();
+    journal
+        .append("r", 1, &[(2, done), (3, call("b", Some(output.clone())))])
+        .unwrap();
+    // A later start with that same input, in another write: stored whole.
+    journal
+        .append("r", 1, &[(4, call("c", Some(output.clone())))])
+        .unwrap();
+
+    let bodies: Vec<String> = journal
+        .conn()
+        .prepare("SELECT body FROM records WHERE run = 'r' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(bodies[2], r#"{"step":"b-step","input_of":2}"#);
+    assert!(bodies[3].len() > output.text().len(), "{}", bodies[3]);
+
+    drop(journal);
+    let reopened = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    let inputs: Vec<Option<serde_json::Value>> = reopened
+        .records("r")
+        .unwrap()
+        .into_iter()
+        .filter_map(|record| match record.kind {
+            RecordKind::Started { input, .. } => Some(input.map(|i| i.value().clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        inputs,
+        vec![
+            Some(json!({"other": true})),
+            Some(payload.clone()),
+            Some(payload)
+        ]
+    );
+}
