@@ -348,7 +348,7 @@ impl RecordKind {
                 node,
                 action,
                 attempt,
-                record: serde_json::from_str(body).map_err(bad)?,
+                record: finished_record(body).map_err(bad)?,
             },
             "requests" => RecordKind::Requests {
                 node,
@@ -370,6 +370,50 @@ impl RecordKind {
             }
             other => return Err(format!("unknown record kind '{other}'")),
         })
+    }
+}
+
+/// A finished record's body. A step's output (and compensation data) is
+/// kept as the text it was written with: `CallRecord` is an internally
+/// tagged enum, which serde reads through a buffer of `Value`s, and that
+/// sorts object keys and rounds integers past 64 bits. The outcomes that
+/// carry a step's JSON are read here; the others through serde.
+fn finished_record(body: &str) -> Result<CallRecord, serde_json::Error> {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Carrying<'a> {
+        #[serde(borrow)]
+        outcome: std::borrow::Cow<'a, str>,
+        #[serde(default, deserialize_with = "present")]
+        output: Option<Box<RawValue>>,
+        #[serde(default, deserialize_with = "present")]
+        compensation: Option<Box<RawValue>>,
+        until: Option<i64>,
+    }
+    /// A field that is there, `null` included (a plain `Option` reads
+    /// `null` as absent, and `null` is an output a step may return).
+    fn present<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Box<RawValue>>, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Some)
+    }
+    let raw_json = |raw: Box<RawValue>| Json::parse(String::from(Box::<str>::from(raw)));
+    let carrying: Carrying = serde_json::from_str(body)?;
+    let missing = || serde::de::Error::missing_field("output");
+    match &*carrying.outcome {
+        "done" => Ok(CallRecord::Done {
+            output: raw_json(carrying.output.ok_or_else(missing)?)?,
+            // `null` is no compensation data, as serde reads an `Option`.
+            compensation: match carrying.compensation {
+                Some(raw) if raw.get() != "null" => Some(raw_json(raw)?),
+                _ => None,
+            },
+        }),
+        "waiting" => Ok(CallRecord::Waiting {
+            output: raw_json(carrying.output.ok_or_else(missing)?)?,
+            until: carrying.until,
+        }),
+        _ => serde_json::from_str(body),
     }
 }
 

@@ -40,30 +40,18 @@ impl RunDecoder {
         let decoded = RecordKind::decode_in_run(kind, node, action, attempt, body, |of| {
             (of < seq).then(|| outputs.get(&of).cloned()).flatten()
         })?;
+        // The decoded output is the text the step wrote (not rebuilt through
+        // a `Value`), so an input read back by reference is what the step
+        // was given.
         if let RecordKind::Finished {
-            record: CallRecord::Done { .. },
+            record: CallRecord::Done { output, .. },
             ..
         } = &decoded
         {
-            self.outputs.insert(seq, exact_output(body)?);
+            self.outputs.insert(seq, output.clone());
         }
         Ok(decoded)
     }
-}
-
-/// A finished call's output as the text it was written with. The decoded
-/// record's output went through serde_json's `Value` (the record is a
-/// tagged enum), which sorts object keys and rounds integers past 64 bits;
-/// an input read back by reference must be the text the step was given.
-fn exact_output(body: &str) -> Result<Json, String> {
-    #[derive(serde::Deserialize)]
-    struct DoneBody {
-        output: Box<serde_json::value::RawValue>,
-    }
-    let done: DoneBody =
-        serde_json::from_str(body).map_err(|e| format!("a damaged 'finished' record: {e}"))?;
-    Json::parse(done.output.get().to_string())
-        .map_err(|e| format!("a damaged 'finished' record: {e}"))
 }
 
 /// Goes through a batch of one run's records, in order, and finds the
@@ -199,6 +187,65 @@ mod tests {
         };
         assert_eq!((node.as_str(), step.as_str()), ("b", "b-step"));
         assert_eq!(read.text(), input.text());
+    }
+
+    #[test]
+    fn a_finished_calls_output_reads_back_as_the_text_the_step_wrote() {
+        let text = r#"{"zeta":1,"alpha":[true],"big":18446744073709551616}"#;
+        let data = r#"{"y":2,"x":1}"#;
+        let output = Json::parse(text.to_string()).unwrap();
+        let records = [
+            CallRecord::Done {
+                output: output.clone(),
+                compensation: Some(Json::parse(data.to_string()).unwrap()),
+            },
+            CallRecord::Waiting {
+                output: output.clone(),
+                until: Some(42),
+            },
+        ];
+        for record in records {
+            let body = serde_json::to_string(&record).unwrap();
+            let read = RecordKind::decode("finished", None, None, None, &body).unwrap();
+            let RecordKind::Finished { record: read, .. } = read else {
+                panic!("{read:?}")
+            };
+            match read {
+                CallRecord::Done {
+                    output,
+                    compensation: Some(compensation),
+                } => {
+                    assert_eq!(output.text(), text);
+                    assert_eq!(compensation.text(), data);
+                }
+                CallRecord::Waiting {
+                    output,
+                    until: Some(42),
+                } => assert_eq!(output.text(), text),
+                other => panic!("{other:?}"),
+            }
+        }
+        // No compensation data, and the outcomes that carry no step output.
+        for record in [
+            CallRecord::Done {
+                output: Json::null(),
+                compensation: None,
+            },
+            CallRecord::Skipped,
+            CallRecord::Compensated,
+        ] {
+            let body = serde_json::to_string(&record).unwrap();
+            let RecordKind::Finished { record: read, .. } =
+                RecordKind::decode("finished", None, None, None, &body).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(read, record);
+        }
+        // A done record without its output is damaged, not a panic.
+        let error =
+            RecordKind::decode("finished", None, None, None, r#"{"outcome":"done"}"#).unwrap_err();
+        assert!(error.contains("damaged 'finished' record"), "{error}");
     }
 
     #[test]
