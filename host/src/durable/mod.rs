@@ -498,7 +498,7 @@ impl Host {
         let run_id = request.run_id.clone();
         let report = workflow.saga.run_durably(request, durability).await;
         // The last call's end and the run's end: one commit.
-        recorder.finish_run(&report)?;
+        recorder.finish_run_queued(&report).await?;
         if let Some(observer) = &self.observer {
             observer.status(&run_id, report.status);
         }

@@ -11,6 +11,7 @@ mod owner;
 mod recorder;
 mod report;
 mod run_decoder;
+mod turn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -458,6 +459,11 @@ pub struct RunFilter {
     pub rerun_of: Option<String>,
 }
 
+/// A queued write under way (see [`Journal::append_queued`]): whether a
+/// cancel was requested, once committed.
+pub type Appending<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, JournalError>> + Send + 'a>>;
+
 /// The durable record of runs.
 ///
 /// Every write made while executing a run (`append`, `set_status`,
@@ -478,6 +484,16 @@ pub trait Journal: Send + Sync {
         epoch: u64,
         records: &[(u64, RecordKind)],
     ) -> Result<bool, JournalError>;
+    /// [`Journal::append`], for a caller that waits as a task: the write
+    /// is queued before this returns (so that writes queued one after the
+    /// other commit in that order), and the future completes once it is
+    /// committed. A backend that shares commits between runs waits for its
+    /// turn there without holding a thread. By default the synchronous
+    /// append, made at once.
+    fn append_queued(&self, run: &str, epoch: u64, records: &[(u64, RecordKind)]) -> Appending<'_> {
+        let appended = self.append(run, epoch, records);
+        Box::pin(std::future::ready(appended))
+    }
     /// Sets a run's status (and refreshes `updated_at`).
     fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError>;
     /// Replaces the components a run is pinned to (an operator accepted
@@ -504,6 +520,18 @@ pub trait Journal: Send + Sync {
             self.append(run, epoch, records)?;
         }
         self.finish(run, epoch, report)
+    }
+    /// [`Journal::finish_with`], for a caller that waits as a task (see
+    /// [`Journal::append_queued`]). By default the synchronous one.
+    fn finish_queued(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        report: &RunReport,
+    ) -> Appending<'_> {
+        let finished = self.finish_with(run, epoch, records, report);
+        Box::pin(std::future::ready(finished.map(|()| false)))
     }
     /// Reopens a finished run: a `done` run for its compensation (a cancel
     /// after the end), a `failed` one to retry the compensations that

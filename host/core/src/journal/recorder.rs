@@ -5,10 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::turn::{Turn, on_multi_thread_runtime};
 use super::{Journal, JournalError, Observer, RecordKind};
 use crate::saga::{
-    Action, CallRecord, CallStart, Event, Fence, OutboundRequest, RecordError, Recorder, RunError,
-    RunReport, RunStatus,
+    Action, CallRecord, CallStart, Event, Fence, OutboundRequest, RecordError, Recorder, Recording,
+    RunError, RunReport, RunStatus,
 };
 
 /// Records one run's transitions in a journal.
@@ -31,6 +32,9 @@ pub struct JournalRecorder {
     renewed_until: std::sync::atomic::AtomicI64,
     crash: Option<CrashPoint>,
     pending: Mutex<Pending>,
+    /// Whose commit of this run is next (its parallel branches commit one
+    /// at a time, in order).
+    turn: Turn,
     observer: Option<Arc<dyn Observer>>,
 }
 
@@ -61,6 +65,7 @@ impl JournalRecorder {
                 seq: last_seq,
                 records: Vec::new(),
             }),
+            turn: Turn::default(),
             observer: None,
         }
     }
@@ -84,10 +89,11 @@ impl JournalRecorder {
     /// Queues a record; commits the queue now if `flush`. Returns its
     /// number, and whether a cancel was requested (known when committed).
     fn add(&self, kind: RecordKind, flush: bool) -> Result<(u64, bool), RecordError> {
+        let crash_here = self.crash.as_ref().is_some_and(|c| c.matches(&kind));
+        let _turn = (flush || crash_here).then(|| self.turn.take_blocking());
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.seq += 1;
         let seq = pending.seq;
-        let crash_here = self.crash.as_ref().is_some_and(|c| c.matches(&kind));
         pending.records.push((seq, kind));
         let mut cancel = false;
         if flush || crash_here {
@@ -117,6 +123,42 @@ impl JournalRecorder {
         pending.records.clear();
         Ok(cancel)
     }
+
+    /// Queues `kind` and commits it with what is held back, waiting for
+    /// the commit as a task; returns whether a cancel was requested.
+    async fn add_and_commit(&self, kind: RecordKind) -> Result<bool, RecordError> {
+        let _turn = self.turn.take().await;
+        let (appending, records) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.seq += 1;
+            let seq = pending.seq;
+            pending.records.push((seq, kind));
+            if self.lost() {
+                return Err(self.lease_lost());
+            }
+            self.check_lease()?;
+            let records = std::mem::take(&mut pending.records);
+            // Queued while the records are taken: a branch's later write
+            // (its own, or one held back) is queued after this one.
+            let appending = self.journal.append_queued(&self.run, self.epoch, &records);
+            (appending, records)
+        };
+        let cancel = appending.await.map_err(|e| self.failed(e))?;
+        if let Some(observer) = &self.observer {
+            observer.committed(&self.run, &records);
+        }
+        Ok(cancel)
+    }
+
+    fn started_record(call: &CallStart<'_>) -> RecordKind {
+        RecordKind::Started {
+            node: call.node.to_string(),
+            step: call.step.to_string(),
+            action: call.action,
+            attempt: call.attempt,
+            input: call.input.cloned(),
+        }
+    }
 }
 
 impl JournalRecorder {
@@ -124,16 +166,9 @@ impl JournalRecorder {
     /// transaction where the journal can (for a run started with
     /// `Durability::end_writes_last_records`).
     pub fn finish_run(&self, report: &RunReport) -> Result<(), JournalError> {
+        let _turn = self.turn.take_blocking();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if self.lost() {
-            return Err(JournalError::LeaseLost(self.run.clone()));
-        }
-        if let Err(e) = self.check_lease() {
-            return Err(match e {
-                RecordError::LeaseLost(_) => JournalError::LeaseLost(self.run.clone()),
-                other => JournalError::Storage(other.to_string()),
-            });
-        }
+        self.may_end()?;
         let finished = self
             .journal
             .finish_with(&self.run, self.epoch, &pending.records, report);
@@ -147,24 +182,75 @@ impl JournalRecorder {
         pending.records.clear();
         Ok(())
     }
+
+    /// [`JournalRecorder::finish_run`], waiting for the commit as a task
+    /// on tokio's multi-thread runtime (see `call_started_async`).
+    pub async fn finish_run_queued(&self, report: &RunReport) -> Result<(), JournalError> {
+        if !on_multi_thread_runtime() {
+            return self.finish_run(report);
+        }
+        let _turn = self.turn.take().await;
+        let (finishing, records) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            self.may_end()?;
+            let records = std::mem::take(&mut pending.records);
+            let finishing = self
+                .journal
+                .finish_queued(&self.run, self.epoch, &records, report);
+            (finishing, records)
+        };
+        if let Err(e) = finishing.await {
+            self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
+        if let Some(observer) = &self.observer {
+            observer.committed(&self.run, &records);
+        }
+        Ok(())
+    }
+
+    /// Whether this host may still record the run's end: it did not lose
+    /// the run, and its lease holds (renewed if due).
+    fn may_end(&self) -> Result<(), JournalError> {
+        if self.lost() {
+            return Err(JournalError::LeaseLost(self.run.clone()));
+        }
+        self.check_lease().map_err(|e| match e {
+            RecordError::LeaseLost(_) => JournalError::LeaseLost(self.run.clone()),
+            other => JournalError::Storage(other.to_string()),
+        })
+    }
 }
 
 impl Recorder for JournalRecorder {
     fn call_started(&self, call: &CallStart<'_>) -> Result<(), RecordError> {
-        let started = RecordKind::Started {
-            node: call.node.to_string(),
-            step: call.step.to_string(),
-            action: call.action,
-            attempt: call.attempt,
-            input: call.input.cloned(),
-        };
-        let (_, cancel) = self.add(started, true)?;
+        let (_, cancel) = self.add(Self::started_record(call), true)?;
         // A cancel request stops new invokes (compensations still run); the
         // start just recorded is then never followed by a call.
         if cancel && call.action == Action::Invoke {
             return Err(RecordError::Cancelled);
         }
         Ok(())
+    }
+
+    /// On tokio's multi-thread runtime, a start whose commit waits for
+    /// other runs' (group commit) waits as a task: its worker goes on with
+    /// other runs, which then join the next commit. With a crash point set
+    /// (tests), the synchronous path, which dies where it is told.
+    fn call_started_async(&self, call: &CallStart<'_>) -> Recording<'_> {
+        if self.crash.is_some() || !on_multi_thread_runtime() {
+            return Recording::ready(self.call_started(call));
+        }
+        let started = Self::started_record(call);
+        let invoke = call.action == Action::Invoke;
+        Recording::waiting(async move {
+            let cancel = self.add_and_commit(started).await?;
+            // As `call_started`: a cancel request stops new invokes.
+            if cancel && invoke {
+                return Err(RecordError::Cancelled);
+            }
+            Ok(())
+        })
     }
 
     fn call_finished(
@@ -223,6 +309,7 @@ impl Recorder for JournalRecorder {
     }
 
     fn flush(&self) -> Result<(), RecordError> {
+        let _turn = self.turn.take_blocking();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         self.commit(&mut pending).map(|_| ())
     }

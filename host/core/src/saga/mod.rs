@@ -25,6 +25,7 @@ pub use plan::{
 };
 pub use record::{
     CallRecord, CallStart, Fence, History, NoRecorder, RecordError, RecordedCall, Recorder,
+    Recording,
 };
 pub use report::{CompensationFailure, Outcome, RunError, RunReport, RunStatus, TraceEntry};
 pub use run::{DEFAULT_CALL_TIMEOUT, Durability, RunRequest, Saga, rfc3339};

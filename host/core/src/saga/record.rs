@@ -115,6 +115,13 @@ pub trait Recorder: Send + Sync {
     /// A call attempt is about to start, with its input (the compensation
     /// data for a compensation).
     fn call_started(&self, call: &CallStart<'_>) -> Result<(), RecordError>;
+    /// [`Recorder::call_started`], as the orchestrator calls it: a recorder
+    /// whose write may wait for other runs' commits returns a future that
+    /// waits without holding the thread (other runs go on meanwhile, and
+    /// join the next commit). By default the synchronous call.
+    fn call_started_async(&self, call: &CallStart<'_>) -> Recording<'_> {
+        Recording::ready(self.call_started(call))
+    }
     /// A call attempt finished; returns the record's sequence number (its
     /// place in the run's history, which orders compensations).
     fn call_finished(
@@ -155,6 +162,51 @@ pub trait Recorder: Send + Sync {
     /// run writes nothing more.
     fn fence(&self) -> Option<Fence> {
         None
+    }
+}
+
+/// A recording under way: done at once (no allocation), or waiting for its
+/// commit. Await it before the call it records.
+#[must_use = "the call may start only once its start is recorded"]
+pub struct Recording<'a>(RecordingState<'a>);
+
+type RecordingFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RecordError>> + Send + 'a>>;
+
+enum RecordingState<'a> {
+    Ready(Option<Result<(), RecordError>>),
+    Waiting(RecordingFuture<'a>),
+}
+
+impl<'a> Recording<'a> {
+    /// A recording already made (or refused).
+    pub fn ready(result: Result<(), RecordError>) -> Recording<'a> {
+        Recording(RecordingState::Ready(Some(result)))
+    }
+
+    /// A recording that completes with `future`.
+    pub fn waiting(
+        future: impl std::future::Future<Output = Result<(), RecordError>> + Send + 'a,
+    ) -> Recording<'a> {
+        Recording(RecordingState::Waiting(Box::pin(future)))
+    }
+}
+
+impl std::future::Future for Recording<'_> {
+    type Output = Result<(), RecordError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            RecordingState::Ready(result) => std::task::Poll::Ready(
+                result
+                    .take()
+                    .expect("a recording is not polled after it completed"),
+            ),
+            RecordingState::Waiting(future) => future.as_mut().poll(cx),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::rows::batch_columns;
 use super::{JournalError, RecordKind, Sql, SqliteJournal, group, now_us, refusal};
+use wasaga_core::journal::Appending;
 
 impl SqliteJournal {
     /// Appends `records` of `run`, committed with whatever other runs
@@ -51,15 +52,72 @@ impl SqliteJournal {
             self.commit_appends(std::slice::from_ref(&alone));
             return alone.outcome();
         }
-        self.appends.submit(write, |batch| {
-            if self.flushes {
-                // A commit that waits for the disk leaves the worker to
-                // other runs meanwhile (they queue for the next commit).
-                group::off_the_worker(|| self.commit_appends(batch))
-            } else {
-                self.commit_appends(batch)
-            }
+        self.appends.submit(write, |batch| self.commit_batch(batch))
+    }
+
+    /// [`Self::append_grouped`] for a run's task: queued now, and the
+    /// future waits for the commit as a task (see `Group::settled`).
+    pub(super) fn queue_grouped(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> Appending<'_> {
+        if !group::enabled() {
+            let appended = self.append_grouped(run, epoch, records);
+            return Box::pin(std::future::ready(appended));
+        }
+        let rows = match rows_of(records) {
+            Ok(rows) => rows,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        self.queue(Write::Records {
+            run: run.to_string(),
+            epoch,
+            rows,
         })
+    }
+
+    /// [`Self::finish_grouped`] for a run's task (see `queue_grouped`).
+    pub(super) fn queue_finish_grouped(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        end: End,
+    ) -> Appending<'_> {
+        if !group::enabled() {
+            let finished = self.finish_grouped(run, epoch, records, end);
+            return Box::pin(std::future::ready(finished.map(|()| false)));
+        }
+        let rows = match rows_of(records) {
+            Ok(rows) => rows,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        self.queue(Write::End {
+            run: run.to_string(),
+            epoch,
+            rows,
+            end,
+        })
+    }
+
+    fn queue(&self, write: Write) -> Appending<'_> {
+        let pending = self.appends.enqueue(write);
+        Box::pin(
+            self.appends
+                .settled(pending, |batch| self.commit_batch(batch)),
+        )
+    }
+
+    fn commit_batch(&self, batch: &[Arc<group::Pending<Write>>]) {
+        if self.flushes {
+            // A commit that waits for the disk leaves the worker to
+            // other runs meanwhile (they queue for the next commit).
+            group::off_the_worker(|| self.commit_appends(batch))
+        } else {
+            self.commit_appends(batch)
+        }
     }
 
     /// Commits a batch of appends (of concurrent runs) in one transaction;

@@ -30,6 +30,9 @@ pub struct Pending<T> {
     /// What to write.
     pub work: T,
     outcome: Mutex<Option<Outcome>>,
+    /// Wakes the task that waits for it (settled, or first in the queue
+    /// when a commit ends: its turn to commit).
+    wake: tokio::sync::Notify,
 }
 
 impl<T> Pending<T> {
@@ -38,6 +41,7 @@ impl<T> Pending<T> {
         Pending {
             work,
             outcome: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -128,6 +132,62 @@ impl<T> Group<T> {
 }
 
 impl<T> Group<T> {
+    /// Queues `work` for the next commit; [`Group::settled`] waits for its
+    /// outcome. Writes queued one after the other commit in that order.
+    pub fn enqueue(&self, work: T) -> Arc<Pending<T>> {
+        let pending = Arc::new(Pending::new(work));
+        lock(&self.state).queue.push(pending.clone());
+        pending
+    }
+
+    /// [`Group::submit`] for a task: waits for `pending`'s outcome by
+    /// yielding (its worker goes on with other tasks, which may queue more
+    /// for the next commit), or, when no commit is under way, makes one
+    /// here with `commit`, for everything queued.
+    pub async fn settled(
+        &self,
+        pending: Arc<Pending<T>>,
+        commit: impl Fn(&[Arc<Pending<T>>]),
+    ) -> Outcome {
+        let mut waiting = Waiting {
+            group: self,
+            pending: &pending,
+            answered: false,
+        };
+        loop {
+            // Made before looking, so that a wake in between is kept.
+            let woken = pending.wake.notified();
+            if let Some(outcome) = pending.take() {
+                waiting.answered = true;
+                return outcome;
+            }
+            let batch = {
+                let mut state = lock(&self.state);
+                if state.committing {
+                    None
+                } else if state.queue.is_empty() {
+                    // Settled since we looked: its outcome is there.
+                    continue;
+                } else {
+                    state.committing = true;
+                    let take = state.queue.len().min(MAX_BATCH);
+                    let rest = state.queue.split_off(take);
+                    Some(std::mem::replace(&mut state.queue, rest))
+                }
+            };
+            match batch {
+                None => woken.await,
+                Some(batch) => {
+                    let _done = Done {
+                        group: self,
+                        batch: &batch,
+                    };
+                    commit(&batch);
+                }
+            }
+        }
+    }
+
     /// Waits for the commit under way by spinning, for at most
     /// [`spin_budget`].
     fn spin_while_committing<'a>(
@@ -149,6 +209,35 @@ impl<T> Group<T> {
     }
 }
 
+/// A task waiting in [`Group::settled`]. If it is dropped before its write
+/// is settled (its run's task was aborted), the write leaves the queue, as
+/// if the process had stopped before committing it, and the task first in
+/// the queue is woken in its place: it may have been woken to make the
+/// next commit, which this one will not make now.
+struct Waiting<'a, T> {
+    group: &'a Group<T>,
+    pending: &'a Arc<Pending<T>>,
+    /// Its outcome was taken: nothing to undo.
+    answered: bool,
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut state = lock(&self.group.state);
+        state
+            .queue
+            .retain(|queued| !Arc::ptr_eq(queued, self.pending));
+        if !state.committing
+            && let Some(next) = state.queue.first()
+        {
+            next.wake.notify_one();
+        }
+    }
+}
+
 /// Ends a commit: settles what it left unsettled, and wakes the waiters.
 struct Done<'a, T> {
     group: &'a Group<T>,
@@ -164,8 +253,17 @@ impl<T> Drop for Done<'_, T> {
                     "the commit of this append did not finish".into(),
                 )));
             }
+            drop(outcome);
+            pending.wake.notify_one();
         }
-        lock(&self.group.state).committing = false;
+        let mut state = lock(&self.group.state);
+        state.committing = false;
+        // The next commit is made by whoever waits first: a thread (woken
+        // below) or the task first in the queue.
+        if let Some(next) = state.queue.first() {
+            next.wake.notify_one();
+        }
+        drop(state);
         self.group.settled.notify_all();
     }
 }
@@ -296,6 +394,93 @@ mod tests {
             "{commits} commits for {} appends: none was shared",
             threads * 50
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_waiting_for_commits_share_them_and_each_gets_its_own_outcome() {
+        let group = Arc::new(Group::<usize>::default());
+        let commits = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (group, commits) = (group.clone(), commits.clone());
+                tokio::spawn(async move {
+                    for round in 0..50 {
+                        let work = i * 1000 + round;
+                        let pending = group.enqueue(work);
+                        let outcome = group
+                            .settled(pending, |batch| {
+                                commits.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(std::time::Duration::from_micros(200));
+                                for pending in batch {
+                                    pending.settle(Ok(pending.work % 3 == 0));
+                                }
+                            })
+                            .await;
+                        assert_eq!(outcome.unwrap(), work % 3 == 0);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let commits = commits.load(Ordering::SeqCst);
+        assert!(
+            commits < 400,
+            "{commits} commits for 400 appends: none was shared"
+        );
+    }
+
+    /// A run's task aborted while its write waited: the write leaves the
+    /// queue, and the task behind it, not the aborted one, makes the next
+    /// commit (else it would wait for a wake that went to a dropped task).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_dropped_in_the_queue_does_not_strand_the_ones_behind_it() {
+        let group = Arc::new(Group::<u32>::default());
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let settle_all = {
+            let committed = committed.clone();
+            move |batch: &[Arc<Pending<u32>>]| {
+                for pending in batch {
+                    committed.lock().unwrap().push(pending.work);
+                    pending.settle(Ok(false));
+                }
+            }
+        };
+        // A commit under way on a thread, held until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let committing = {
+            let (group, settle_all) = (group.clone(), settle_all.clone());
+            std::thread::spawn(move || {
+                group.submit(1, |batch| {
+                    started.send(()).unwrap();
+                    held.recv().unwrap();
+                    settle_all(batch);
+                })
+            })
+        };
+        is_started.recv().unwrap();
+        let first = group.enqueue(2);
+        let second = group.enqueue(3);
+        let aborted = {
+            let (group, settle_all) = (group.clone(), settle_all.clone());
+            tokio::spawn(async move { group.settled(first, settle_all).await })
+        };
+        let behind = {
+            let (group, settle_all) = (group.clone(), settle_all.clone());
+            tokio::spawn(async move { group.settled(second, settle_all).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        aborted.abort();
+        assert!(aborted.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        committing.join().unwrap().unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), behind)
+            .await
+            .expect("the write behind the dropped one was committed");
+        assert!(!outcome.unwrap().unwrap());
+        assert_eq!(*committed.lock().unwrap(), vec![1, 3]);
     }
 
     #[test]

@@ -222,6 +222,22 @@ impl SqliteJournal {
     }
 }
 
+/// How a run ended, as its row stores it.
+fn run_end(report: &RunReport) -> Result<append::End, JournalError> {
+    let now = now_ms();
+    let (finished_at, output, error, errors) = end_columns(report, now)?;
+    Ok(append::End {
+        status: report.status.as_str(),
+        partial: report.partial,
+        finished_at,
+        output,
+        error,
+        errors,
+        now,
+        wake_at: report.wake_at,
+    })
+}
+
 impl Journal for SqliteJournal {
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
         run_sql(|| {
@@ -307,6 +323,15 @@ impl Journal for SqliteJournal {
         self.append_grouped(run, epoch, records)
     }
 
+    fn append_queued(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> wasaga_core::journal::Appending<'_> {
+        self.queue_grouped(run, epoch, records)
+    }
+
     fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError> {
         run_sql(|| {
             let changed = self
@@ -381,19 +406,20 @@ impl Journal for SqliteJournal {
         records: &[(u64, RecordKind)],
         report: &RunReport,
     ) -> Result<(), JournalError> {
-        let now = now_ms();
-        let (finished_at, output, error, errors) = end_columns(report, now)?;
-        let end = append::End {
-            status: report.status.as_str(),
-            partial: report.partial,
-            finished_at,
-            output,
-            error,
-            errors,
-            now,
-            wake_at: report.wake_at,
-        };
-        self.finish_grouped(run, epoch, records, end)
+        self.finish_grouped(run, epoch, records, run_end(report)?)
+    }
+
+    fn finish_queued(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        report: &RunReport,
+    ) -> wasaga_core::journal::Appending<'_> {
+        match run_end(report) {
+            Ok(end) => self.queue_finish_grouped(run, epoch, records, end),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn run(&self, run: &str) -> Result<RunRecord, JournalError> {

@@ -47,13 +47,16 @@ impl Run {
                     }));
                 }
             }
-            let started_record = self.recorder.call_started(&CallStart {
-                node: target.node,
-                step: &self.saga.workflow.steps[target.step].name,
-                action: target.action,
-                attempt,
-                input: target.input,
-            });
+            let started_record = self
+                .recorder
+                .call_started_async(&CallStart {
+                    node: target.node,
+                    step: &self.saga.workflow.steps[target.step].name,
+                    action: target.action,
+                    attempt,
+                    input: target.input,
+                })
+                .await;
             match started_record {
                 Err(e) if invoke => return Err(e.into()),
                 // The start of a compensation could not be recorded because
