@@ -247,6 +247,34 @@ impl Database {
         }
     }
 
+    /// [`Database::run`] for a caller that waits as a task: `body` starts
+    /// on the database's runtime now, and the future answers once it is
+    /// done, without holding a thread meanwhile.
+    pub fn run_queued<T, F, Fut>(&self, body: F) -> impl Future<Output = T> + Send + 'static
+    where
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        use futures::FutureExt;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the database");
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let work = std::panic::AssertUnwindSafe(body(self.pool.clone())).catch_unwind();
+        runtime.spawn(async move {
+            let _ = answer.send(work.await);
+        });
+        async move {
+            match answered.await {
+                Ok(Ok(value)) => value,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => panic!("the PostgreSQL client's runtime stopped"),
+            }
+        }
+    }
+
     /// The URL, without its password.
     pub fn shown(&self) -> &str {
         &self.shown

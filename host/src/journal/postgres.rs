@@ -11,16 +11,15 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::rows::{
-    RunRecordRow, batch_columns, end_columns, from_text, json_text, sources_hash, storage,
-};
+use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
 use super::{
-    Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunDecoder,
-    RunFilter, RunRecord, ScheduleState, now_ms, now_us,
+    Appending, Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind,
+    RunDecoder, RunFilter, RunRecord, ScheduleState, now_ms, now_us,
 };
 use crate::postgres::{Database, PgError};
 use crate::saga::{RunReport, RunStatus};
 
+mod append;
 mod queue;
 mod schedules;
 
@@ -232,59 +231,21 @@ impl Journal for PgJournal {
         epoch: u64,
         records: &[(u64, RecordKind)],
     ) -> Result<bool, JournalError> {
-        let mut seqs = Vec::with_capacity(records.len());
-        let mut kinds = Vec::with_capacity(records.len());
-        let mut nodes = Vec::with_capacity(records.len());
-        let mut actions = Vec::with_capacity(records.len());
-        let mut attempts = Vec::with_capacity(records.len());
-        let mut bodies = Vec::with_capacity(records.len());
-        for ((seq, _), (kind, node, action, attempt, body)) in
-            records.iter().zip(batch_columns(records)?)
-        {
-            seqs.push(*seq as i64);
-            kinds.push(kind.to_string());
-            nodes.push(node.map(str::to_string));
-            actions.push(action.map(str::to_string));
-            attempts.push(attempt.map(|a| a as i32));
-            bodies.push(body);
-        }
-        let run = run.to_string();
-        self.run_pg(move |pool| async move {
-            let client = pool.get().await?;
-            // One statement, one round trip: the fence row is locked
-            // (FOR SHARE) so a claim waits for the records or they see its
-            // new epoch; no fence row, no records.
-            let statement = client
-                .prepare_cached(
-                    "WITH fence AS (
-                         SELECT cancel_requested FROM runs WHERE id = $1 AND lease_epoch = $2 FOR SHARE
-                     ), written AS (
-                         INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
-                         SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
-                         FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-                              AS r(seq, kind, node, action, attempt, body)
-                         WHERE EXISTS (SELECT 1 FROM fence)
-                         RETURNING 1
-                     )
-                     SELECT (SELECT cancel_requested FROM fence), (SELECT count(*) FROM written)",
-                )
-                .await?;
-            let epoch = epoch as i64;
-            let at = now_us();
-            let row = client
-                .query_one(
-                    &statement,
-                    &[&run, &epoch, &at, &seqs, &kinds, &nodes, &actions, &attempts, &bodies],
-                )
-                .await?;
-            match row.get::<_, Option<bool>>(0) {
-                Some(cancel) => Ok(cancel),
-                None => {
-                    fenced(&pool, &run, 0).await?;
-                    unreachable!("a fence that changed nothing is an error")
-                }
-            }
-        })
+        let columns = append::Columns::of(run, epoch, records)?;
+        self.run_pg(move |pool| append::append(pool, columns))
+    }
+
+    /// The append's statement runs on the database's runtime either way;
+    /// here the run's task awaits its answer instead of blocking a thread.
+    fn append_queued(&self, run: &str, epoch: u64, records: &[(u64, RecordKind)]) -> Appending<'_> {
+        let columns = match append::Columns::of(run, epoch, records) {
+            Ok(columns) => columns,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let answer = self
+            .database
+            .run_queued(move |pool| append::append(pool, columns));
+        Box::pin(async move { answer.await.map_err(JournalError::from) })
     }
 
     fn set_status(&self, run: &str, epoch: u64, status: RunStatus) -> Result<(), JournalError> {

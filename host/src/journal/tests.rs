@@ -51,6 +51,7 @@ on_both_backends!(
     concurrent_starts_of_one_transaction_id_make_one_run,
     records_come_back_as_a_history,
     an_input_that_is_the_previous_output_reads_back_whole,
+    queued_writes_awaited_by_tasks_are_committed_and_fenced,
     finishing_releases_the_lease_and_pruning_removes_old_runs,
     a_live_owner_keeps_its_run_and_a_dead_one_loses_it,
     a_run_keeps_its_pinned_components_and_an_operator_can_replace_them,
@@ -293,6 +294,88 @@ fn an_input_that_is_the_previous_output_reads_back_whole(journal: &Arc<dyn Journ
         })
         .collect();
     assert_eq!(inputs, [(1, payload.clone()), (3, payload)]);
+}
+
+/// The writes a run's task awaits (`append_queued`, `finish_queued`):
+/// many runs' at once are each committed, in order, and read back; a run's
+/// former holder's are refused like its synchronous ones.
+fn queued_writes_awaited_by_tasks_are_committed_and_fenced(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    const RUNS: usize = 20;
+    for i in 0..RUNS {
+        journal
+            .begin(&new_run(&format!("r{i}"), &format!("t{i}")), &me, LEASE)
+            .unwrap();
+    }
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..RUNS)
+            .map(|i| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let run = format!("r{i}");
+                    for seq in 1..=5u64 {
+                        let node = format!("n{seq}");
+                        let cancel = journal
+                            .append_queued(&run, 1, &[(seq, started(&node))])
+                            .await
+                            .unwrap();
+                        assert!(!cancel);
+                    }
+                    journal
+                        .finish_queued(
+                            &run,
+                            1,
+                            &[(6, finished("n5"))],
+                            &report(&run, RunStatus::Done),
+                        )
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    for i in 0..RUNS {
+        let run = format!("r{i}");
+        let seqs: Vec<u64> = journal
+            .records(&run)
+            .unwrap()
+            .iter()
+            .map(|record| record.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "{run}");
+        assert_eq!(journal.run(&run).unwrap().status, RunStatus::Done);
+    }
+    // Taken over: the former holder's queued writes change nothing.
+    let paused = elsewhere("paused");
+    journal
+        .begin(&new_run("late", "t-late"), &paused, Duration::ZERO)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(journal.claim("late", &me, LEASE).unwrap(), Some(2));
+    rt.block_on(async {
+        let appended = journal.append_queued("late", 1, &[(1, started("a"))]).await;
+        assert!(
+            matches!(appended, Err(JournalError::LeaseLost(ref run)) if run == "late"),
+            "{appended:?}"
+        );
+        let finished = journal
+            .finish_queued("late", 1, &[], &report("late", RunStatus::Done))
+            .await;
+        assert!(
+            matches!(finished, Err(JournalError::LeaseLost(_))),
+            "{finished:?}"
+        );
+    });
+    assert!(journal.records("late").unwrap().is_empty());
+    assert_eq!(journal.run("late").unwrap().status, RunStatus::Running);
 }
 
 fn finishing_releases_the_lease_and_pruning_removes_old_runs(journal: &Arc<dyn Journal>) {

@@ -1,0 +1,98 @@
+//! The PostgreSQL journal's append of a run's records: one fenced statement
+//! (the fence, the cancel flag and every record in one round trip), whether
+//! the caller waits for it on its thread or as a task. It owns that
+//! statement only; the journal's other writes are `postgres.rs`'s.
+
+use super::super::rows::batch_columns;
+use super::{Fail, JournalError, Pool, RecordKind, fenced, now_us};
+
+/// An append's parameters, as the statement binds them.
+pub(super) struct Columns {
+    run: String,
+    epoch: i64,
+    seqs: Vec<i64>,
+    kinds: Vec<String>,
+    nodes: Vec<Option<String>>,
+    actions: Vec<Option<String>>,
+    attempts: Vec<Option<i32>>,
+    bodies: Vec<String>,
+}
+
+impl Columns {
+    /// `records` of `run`, written under lease `epoch`.
+    pub(super) fn of(
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+    ) -> Result<Columns, JournalError> {
+        let mut columns = Columns {
+            run: run.to_string(),
+            epoch: epoch as i64,
+            seqs: Vec::with_capacity(records.len()),
+            kinds: Vec::with_capacity(records.len()),
+            nodes: Vec::with_capacity(records.len()),
+            actions: Vec::with_capacity(records.len()),
+            attempts: Vec::with_capacity(records.len()),
+            bodies: Vec::with_capacity(records.len()),
+        };
+        for ((seq, _), (kind, node, action, attempt, body)) in
+            records.iter().zip(batch_columns(records)?)
+        {
+            columns.seqs.push(*seq as i64);
+            columns.kinds.push(kind.to_string());
+            columns.nodes.push(node.map(str::to_string));
+            columns.actions.push(action.map(str::to_string));
+            columns.attempts.push(attempt.map(|a| a as i32));
+            columns.bodies.push(body);
+        }
+        Ok(columns)
+    }
+}
+
+/// Writes the records if the run's lease epoch is still theirs; answers
+/// whether a cancel was requested.
+pub(super) async fn append(pool: Pool, c: Columns) -> Result<bool, Fail> {
+    let client = pool.get().await?;
+    // One statement, one round trip: the fence row is locked (FOR SHARE)
+    // so a claim waits for the records or they see its new epoch; no fence
+    // row, no records.
+    let statement = client
+        .prepare_cached(
+            "WITH fence AS (
+                 SELECT cancel_requested FROM runs WHERE id = $1 AND lease_epoch = $2 FOR SHARE
+             ), written AS (
+                 INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
+                 SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
+                 FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
+                      AS r(seq, kind, node, action, attempt, body)
+                 WHERE EXISTS (SELECT 1 FROM fence)
+                 RETURNING 1
+             )
+             SELECT (SELECT cancel_requested FROM fence), (SELECT count(*) FROM written)",
+        )
+        .await?;
+    let at = now_us();
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &c.run,
+                &c.epoch,
+                &at,
+                &c.seqs,
+                &c.kinds,
+                &c.nodes,
+                &c.actions,
+                &c.attempts,
+                &c.bodies,
+            ],
+        )
+        .await?;
+    match row.get::<_, Option<bool>>(0) {
+        Some(cancel) => Ok(cancel),
+        None => {
+            fenced(&pool, &c.run, 0).await?;
+            unreachable!("a fence that changed nothing is an error")
+        }
+    }
+}
