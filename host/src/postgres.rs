@@ -216,20 +216,14 @@ impl Database {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        use futures::FutureExt;
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the runtime lives as long as the database");
         // The answer comes back over a plain channel, not by polling the
         // task's JoinHandle: polled from inside another runtime's task, a
         // JoinHandle spends that task's cooperative budget, and once it is
         // spent it answers "not yet" at once, forever (a busy loop, found
         // by the benchmark).
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        let work = std::panic::AssertUnwindSafe(body(self.pool.clone())).catch_unwind();
-        runtime.spawn(async move {
-            let _ = answer.send(work.await);
+        self.spawn(body, move |done| {
+            let _ = answer.send(done);
         });
         // Off the async workers while it waits, where the runtime allows
         // (a multi-threaded one): other tasks go on meanwhile.
@@ -240,18 +234,33 @@ impl Database {
             }
             _ => wait(),
         };
-        match answered {
-            Ok(Ok(value)) => value,
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => panic!("the PostgreSQL client's runtime stopped"),
-        }
+        unwrap_answer(answered.ok())
     }
 
     /// [`Database::run`] for a caller that waits as a task: `body` starts
     /// on the database's runtime now, and the future answers once it is
-    /// done, without holding a thread meanwhile.
+    /// done, without holding a thread meanwhile (the oneshot is awaited by
+    /// the task, which returns to its scheduler between polls).
     pub fn run_queued<T, F, Fut>(&self, body: F) -> impl Future<Output = T> + Send + 'static
     where
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.spawn(body, move |done| {
+            let _ = answer.send(done);
+        });
+        async move { unwrap_answer(answered.await.ok()) }
+    }
+
+    /// Starts `body` on the database's runtime; `answer` gets its result,
+    /// or its panic.
+    fn spawn<T, F, Fut>(
+        &self,
+        body: F,
+        answer: impl FnOnce(std::thread::Result<T>) + Send + 'static,
+    ) where
         F: FnOnce(Pool) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
@@ -261,23 +270,23 @@ impl Database {
             .runtime
             .as_ref()
             .expect("the runtime lives as long as the database");
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let work = std::panic::AssertUnwindSafe(body(self.pool.clone())).catch_unwind();
-        runtime.spawn(async move {
-            let _ = answer.send(work.await);
-        });
-        async move {
-            match answered.await {
-                Ok(Ok(value)) => value,
-                Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                Err(_) => panic!("the PostgreSQL client's runtime stopped"),
-            }
-        }
+        runtime.spawn(async move { answer(work.await) });
     }
 
     /// The URL, without its password.
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+}
+
+/// What `body` gave back to its waiter: its value, or its panic carried
+/// over; none if the database's runtime stopped before it answered.
+fn unwrap_answer<T>(answered: Option<std::thread::Result<T>>) -> T {
+    match answered {
+        Some(Ok(value)) => value,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        None => panic!("the PostgreSQL client's runtime stopped"),
     }
 }
 

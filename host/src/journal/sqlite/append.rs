@@ -63,19 +63,14 @@ impl SqliteJournal {
         epoch: u64,
         records: &[(u64, RecordKind)],
     ) -> Appending<'_> {
-        if !group::enabled() {
-            let appended = self.append_grouped(run, epoch, records);
-            return Box::pin(std::future::ready(appended));
+        match rows_of(records) {
+            Ok(rows) => self.queue(Write::Records {
+                run: run.to_string(),
+                epoch,
+                rows,
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
-        let rows = match rows_of(records) {
-            Ok(rows) => rows,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        self.queue(Write::Records {
-            run: run.to_string(),
-            epoch,
-            rows,
-        })
     }
 
     /// [`Self::finish_grouped`] for a run's task (see `queue_grouped`).
@@ -86,23 +81,22 @@ impl SqliteJournal {
         records: &[(u64, RecordKind)],
         end: End,
     ) -> Appending<'_> {
-        if !group::enabled() {
-            let finished = self.finish_grouped(run, epoch, records, end);
-            return Box::pin(std::future::ready(finished.map(|()| false)));
+        match rows_of(records) {
+            Ok(rows) => self.queue(Write::End {
+                run: run.to_string(),
+                epoch,
+                rows,
+                end,
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
-        let rows = match rows_of(records) {
-            Ok(rows) => rows,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        self.queue(Write::End {
-            run: run.to_string(),
-            epoch,
-            rows,
-            end,
-        })
     }
 
     fn queue(&self, write: Write) -> Appending<'_> {
+        if !group::enabled() {
+            // Committed alone, at once (the benchmarks' baseline).
+            return Box::pin(std::future::ready(self.write_grouped(write)));
+        }
         let pending = self.appends.enqueue(write);
         Box::pin(
             self.appends
