@@ -143,7 +143,10 @@ impl JournalRecorder {
             let appending = self.journal.append_queued(&self.run, self.epoch, &records);
             (appending, records)
         };
-        let cancel = appending.await.map_err(|e| self.failed(e))?;
+        let unsettled = Unsettled(&self.lost);
+        let appended = appending.await;
+        std::mem::forget(unsettled);
+        let cancel = appended.map_err(|e| self.failed(e))?;
         if let Some(observer) = &self.observer {
             observer.committed(&self.run, &records);
         }
@@ -199,7 +202,10 @@ impl JournalRecorder {
                 .finish_queued(&self.run, self.epoch, &records, report);
             (finishing, records)
         };
-        if let Err(e) = finishing.await {
+        let unsettled = Unsettled(&self.lost);
+        let finished = finishing.await;
+        std::mem::forget(unsettled);
+        if let Err(e) = finished {
             self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e);
         }
@@ -369,6 +375,21 @@ impl JournalRecorder {
 
     fn lease_lost(&self) -> RecordError {
         RecordError::LeaseLost(JournalError::LeaseLost(self.run.clone()).to_string())
+    }
+}
+
+/// Marks a run lost when dropped: held while a commit whose records were
+/// taken out of the recorder is awaited, and forgotten once it answers. If
+/// the wait never ends (its task panicked, say in a commit it made for
+/// other runs too, or was dropped), the records may or may not have been
+/// written, and they are no longer held back to be written again: this host
+/// writes nothing more to the run, as if it had died there, and whoever
+/// claims the run next continues it from what was recorded.
+struct Unsettled<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

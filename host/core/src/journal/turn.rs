@@ -1,8 +1,9 @@
-//! One run's commits one at a time, in the order they were asked for,
-//! whether the committer waits as a task (a step's start: it yields to
-//! other runs meanwhile) or on its thread (the rarer writes that stay
-//! synchronous). It owns that turn only; what a commit writes is the
-//! recorder's.
+//! One run's commits one at a time, whether the committer waits as a task
+//! (a step's start: it yields to other runs meanwhile) or on its thread
+//! (the rarer writes that stay synchronous). Not first come, first served:
+//! the holder takes the records held back when it gets the turn, so
+//! whoever holds it writes the run's next records, in sequence order. It
+//! owns that turn only; what a commit writes is the recorder's.
 //!
 //! Why a turn of its own: a run's parallel branches are tasks of their own,
 //! and a commit that waits as a task must not hold a lock a thread blocks

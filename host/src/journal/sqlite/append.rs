@@ -97,11 +97,8 @@ impl SqliteJournal {
             // Committed alone, at once (the benchmarks' baseline).
             return Box::pin(std::future::ready(self.write_grouped(write)));
         }
-        let pending = self.appends.enqueue(write);
-        Box::pin(
-            self.appends
-                .settled(pending, |batch| self.commit_batch(batch)),
-        )
+        let queued = self.appends.enqueue(write);
+        Box::pin(queued.settled(|batch| self.commit_batch(batch)))
     }
 
     fn commit_batch(&self, batch: &[Arc<group::Pending<Write>>]) {

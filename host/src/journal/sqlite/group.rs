@@ -132,59 +132,15 @@ impl<T> Group<T> {
 }
 
 impl<T> Group<T> {
-    /// Queues `work` for the next commit; [`Group::settled`] waits for its
+    /// Queues `work` for the next commit; [`Queued::settled`] waits for its
     /// outcome. Writes queued one after the other commit in that order.
-    pub fn enqueue(&self, work: T) -> Arc<Pending<T>> {
+    pub fn enqueue(&self, work: T) -> Queued<'_, T> {
         let pending = Arc::new(Pending::new(work));
         lock(&self.state).queue.push(pending.clone());
-        pending
-    }
-
-    /// [`Group::submit`] for a task: waits for `pending`'s outcome by
-    /// yielding (its worker goes on with other tasks, which may queue more
-    /// for the next commit), or, when no commit is under way, makes one
-    /// here with `commit`, for everything queued.
-    pub async fn settled(
-        &self,
-        pending: Arc<Pending<T>>,
-        commit: impl Fn(&[Arc<Pending<T>>]),
-    ) -> Outcome {
-        let mut waiting = Waiting {
+        Queued {
             group: self,
-            pending: &pending,
+            pending,
             answered: false,
-        };
-        loop {
-            // Made before looking, so that a wake in between is kept.
-            let woken = pending.wake.notified();
-            if let Some(outcome) = pending.take() {
-                waiting.answered = true;
-                return outcome;
-            }
-            let batch = {
-                let mut state = lock(&self.state);
-                if state.committing {
-                    None
-                } else if state.queue.is_empty() {
-                    // Settled since we looked: its outcome is there.
-                    continue;
-                } else {
-                    state.committing = true;
-                    let take = state.queue.len().min(MAX_BATCH);
-                    let rest = state.queue.split_off(take);
-                    Some(std::mem::replace(&mut state.queue, rest))
-                }
-            };
-            match batch {
-                None => woken.await,
-                Some(batch) => {
-                    let _done = Done {
-                        group: self,
-                        batch: &batch,
-                    };
-                    commit(&batch);
-                }
-            }
         }
     }
 
@@ -209,19 +165,62 @@ impl<T> Group<T> {
     }
 }
 
-/// A task waiting in [`Group::settled`]. If it is dropped before its write
-/// is settled (its run's task was aborted), the write leaves the queue, as
-/// if the process had stopped before committing it, and the task first in
-/// the queue is woken in its place: it may have been woken to make the
-/// next commit, which this one will not make now.
-struct Waiting<'a, T> {
+/// A write in the queue, for a task to wait on ([`Queued::settled`]). If it
+/// is dropped before its write is settled (never awaited, or its run's
+/// task was aborted), the write leaves the queue, as if the process had
+/// stopped before committing it, and the write first in the queue is woken
+/// in its place: this one may have been woken to make the next commit,
+/// which it will not make now.
+pub struct Queued<'a, T> {
     group: &'a Group<T>,
-    pending: &'a Arc<Pending<T>>,
+    pending: Arc<Pending<T>>,
     /// Its outcome was taken: nothing to undo.
     answered: bool,
 }
 
-impl<T> Drop for Waiting<'_, T> {
+impl<T> Queued<'_, T> {
+    /// [`Group::submit`] for a task: waits for the write's outcome by
+    /// yielding (its worker goes on with other tasks, which may queue more
+    /// for the next commit), or, when no commit is under way, makes one
+    /// here with `commit`, for everything queued.
+    pub async fn settled(mut self, commit: impl Fn(&[Arc<Pending<T>>])) -> Outcome {
+        let group = self.group;
+        loop {
+            // Made before looking, so that a wake in between is kept.
+            let woken = self.pending.wake.notified();
+            if let Some(outcome) = self.pending.take() {
+                self.answered = true;
+                return outcome;
+            }
+            let batch = {
+                let mut state = lock(&group.state);
+                if state.committing {
+                    None
+                } else if state.queue.is_empty() {
+                    // Settled since we looked: its outcome is there.
+                    continue;
+                } else {
+                    state.committing = true;
+                    let take = state.queue.len().min(MAX_BATCH);
+                    let rest = state.queue.split_off(take);
+                    Some(std::mem::replace(&mut state.queue, rest))
+                }
+            };
+            match batch {
+                None => woken.await,
+                Some(batch) => {
+                    let _done = Done {
+                        group,
+                        batch: &batch,
+                    };
+                    commit(&batch);
+                }
+            }
+        }
+    }
+}
+
+impl<T> Drop for Queued<'_, T> {
     fn drop(&mut self) {
         if self.answered {
             return;
@@ -229,7 +228,7 @@ impl<T> Drop for Waiting<'_, T> {
         let mut state = lock(&self.group.state);
         state
             .queue
-            .retain(|queued| !Arc::ptr_eq(queued, self.pending));
+            .retain(|queued| !Arc::ptr_eq(queued, &self.pending));
         if !state.committing
             && let Some(next) = state.queue.first()
         {
@@ -406,9 +405,9 @@ mod tests {
                 tokio::spawn(async move {
                     for round in 0..50 {
                         let work = i * 1000 + round;
-                        let pending = group.enqueue(work);
                         let outcome = group
-                            .settled(pending, |batch| {
+                            .enqueue(work)
+                            .settled(|batch| {
                                 commits.fetch_add(1, Ordering::SeqCst);
                                 std::thread::sleep(std::time::Duration::from_micros(200));
                                 for pending in batch {
@@ -431,56 +430,65 @@ mod tests {
         );
     }
 
-    /// A run's task aborted while its write waited: the write leaves the
-    /// queue, and the task behind it, not the aborted one, makes the next
-    /// commit (else it would wait for a wake that went to a dropped task).
+    /// A write dropped in the queue (its run's task aborted while it
+    /// waited, or its future never awaited): the write leaves the queue,
+    /// and the task behind it, not the dropped one, makes the next commit
+    /// (else it would wait for a wake that went to the dropped one).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_waiter_dropped_in_the_queue_does_not_strand_the_ones_behind_it() {
-        let group = Arc::new(Group::<u32>::default());
-        let committed = Arc::new(Mutex::new(Vec::new()));
-        let settle_all = {
-            let committed = committed.clone();
-            move |batch: &[Arc<Pending<u32>>]| {
-                for pending in batch {
-                    committed.lock().unwrap().push(pending.work);
-                    pending.settle(Ok(false));
+    async fn a_write_dropped_in_the_queue_does_not_strand_the_ones_behind_it() {
+        for aborted_while_waiting in [true, false] {
+            let group = Arc::new(Group::<u32>::default());
+            let committed = Arc::new(Mutex::new(Vec::new()));
+            let settle_all = {
+                let committed = committed.clone();
+                move |batch: &[Arc<Pending<u32>>]| {
+                    for pending in batch {
+                        committed.lock().unwrap().push(pending.work);
+                        pending.settle(Ok(false));
+                    }
                 }
-            }
-        };
-        // A commit under way on a thread, held until released.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, is_started) = std::sync::mpsc::channel::<()>();
-        let committing = {
-            let (group, settle_all) = (group.clone(), settle_all.clone());
-            std::thread::spawn(move || {
-                group.submit(1, |batch| {
-                    started.send(()).unwrap();
-                    held.recv().unwrap();
-                    settle_all(batch);
+            };
+            // A commit under way on a thread, held until released.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let (started, is_started) = std::sync::mpsc::channel::<()>();
+            let committing = {
+                let (group, settle_all) = (group.clone(), settle_all.clone());
+                std::thread::spawn(move || {
+                    group.submit(1, |batch| {
+                        started.send(()).unwrap();
+                        held.recv().unwrap();
+                        settle_all(batch);
+                    })
                 })
-            })
-        };
-        is_started.recv().unwrap();
-        let first = group.enqueue(2);
-        let second = group.enqueue(3);
-        let aborted = {
-            let (group, settle_all) = (group.clone(), settle_all.clone());
-            tokio::spawn(async move { group.settled(first, settle_all).await })
-        };
-        let behind = {
-            let (group, settle_all) = (group.clone(), settle_all.clone());
-            tokio::spawn(async move { group.settled(second, settle_all).await })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        aborted.abort();
-        assert!(aborted.await.unwrap_err().is_cancelled());
-        release.send(()).unwrap();
-        committing.join().unwrap().unwrap();
-        let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), behind)
-            .await
-            .expect("the write behind the dropped one was committed");
-        assert!(!outcome.unwrap().unwrap());
-        assert_eq!(*committed.lock().unwrap(), vec![1, 3]);
+            };
+            is_started.recv().unwrap();
+            let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
+            let (dropped, unpolled) = if aborted_while_waiting {
+                let (group, settle_all) = (group.clone(), settle_all.clone());
+                let task = tokio::spawn(async move { group.enqueue(2).settled(settle_all).await });
+                pause().await;
+                (Some(task), None)
+            } else {
+                (None, Some(group.enqueue(2)))
+            };
+            let behind = {
+                let (group, settle_all) = (group.clone(), settle_all.clone());
+                tokio::spawn(async move { group.enqueue(3).settled(settle_all).await })
+            };
+            pause().await;
+            if let Some(task) = dropped {
+                task.abort();
+                assert!(task.await.unwrap_err().is_cancelled());
+            }
+            drop(unpolled);
+            release.send(()).unwrap();
+            committing.join().unwrap().unwrap();
+            let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), behind)
+                .await
+                .expect("the write behind the dropped one was committed");
+            assert!(!outcome.unwrap().unwrap());
+            assert_eq!(*committed.lock().unwrap(), vec![1, 3]);
+        }
     }
 
     #[test]

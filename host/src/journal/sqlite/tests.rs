@@ -277,6 +277,61 @@ fn concurrent_appends_are_committed_together_and_a_fenced_one_writes_nothing() {
     }
 }
 
+/// A run's start waiting as a task for a commit under way, dropped before
+/// it is answered (its task aborted): the start is not written, and the
+/// recorder writes nothing more to the run (as if the host had died there)
+/// instead of going on without its held-back records.
+#[test]
+fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
+    use crate::journal::tests::started;
+    use crate::saga::{CallStart, Recorder};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(SqliteJournal::open(&dir.path().join("s.db"), SyncMode::Normal).unwrap());
+    let lease = Duration::from_secs(60);
+    for run in ["busy", "r1"] {
+        journal
+            .begin(&new_run(run, run), &Owner::current(), lease)
+            .unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let recorder = crate::journal::JournalRecorder::new(journal.clone(), "r1", 1, 0, None);
+    // A commit under way: another run's append waits for the state file's
+    // connection, which this test holds.
+    let held = journal.connection();
+    let connection = held.lock().unwrap();
+    let committing = {
+        let journal = journal.clone();
+        std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    rt.block_on(async {
+        let start = CallStart {
+            node: "a",
+            step: "a",
+            action: Action::Invoke,
+            attempt: 1,
+            input: None,
+        };
+        let waited = tokio::time::timeout(
+            Duration::from_millis(50),
+            recorder.call_started_async(&start),
+        )
+        .await;
+        assert!(waited.is_err(), "answered while the commit was held");
+    });
+    assert!(recorder.lost(), "the run goes on after an unanswered start");
+    drop(connection);
+    committing.join().unwrap().unwrap();
+    assert!(journal.records("r1").unwrap().is_empty());
+    assert_eq!(journal.records("busy").unwrap().len(), 1);
+}
+
 /// The usual flow's payload is stored once: a call's input that is the
 /// output of the call finished just before it (committed together) is a
 /// reference in the file, and reads back as that output, also after the
