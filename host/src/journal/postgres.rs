@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
+use super::rows::{RunRecordRow, from_text, json_text, sources_hash, storage};
 use super::{
     Appending, Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind,
     RunDecoder, RunFilter, RunRecord, ScheduleState, now_ms, now_us,
@@ -288,38 +288,36 @@ impl Journal for PgJournal {
     }
 
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError> {
-        let run = run.to_string();
-        let now = now_ms();
-        let (finished_at, output, error, errors) = end_columns(report, now)?;
-        let (status, partial) = (report.status.as_str(), report.partial);
-        let wake_at = report.wake_at;
-        self.run_pg(move |pool| async move {
-            let client = pool.get().await?;
-            let statement = client
-                .prepare_cached(
-                    "UPDATE runs SET status = $2, partial = $3, output = $4, error = $5, errors = $6, updated_at = $7,
-                     finished_at = $8, lease_owner = NULL, lease_until = NULL, wake_at = $10 WHERE id = $1 AND lease_epoch = $9",
-                )
-                .await?;
-            let changed = client
-                .execute(
-                    &statement,
-                    &[
-                        &run,
-                        &status,
-                        &partial,
-                        &output,
-                        &error,
-                        &errors,
-                        &now,
-                        &finished_at,
-                        &(epoch as i64),
-                        &wake_at,
-                    ],
-                )
-                .await?;
-            fenced(&pool, &run, changed).await
-        })
+        let end = append::End::of(run, epoch, report)?;
+        self.run_pg(move |pool| append::finish(pool, end))
+    }
+
+    /// The run's last records, then its end, on the database's runtime
+    /// (two statements, as `finish_with`), the run's task awaiting both.
+    fn finish_queued(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        report: &RunReport,
+    ) -> Appending<'_> {
+        let prepared = (|| {
+            let columns = (!records.is_empty())
+                .then(|| append::Columns::of(run, epoch, records))
+                .transpose()?;
+            Ok::<_, JournalError>((columns, append::End::of(run, epoch, report)?))
+        })();
+        let (columns, end) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let answer = self.database.run_queued(move |pool| async move {
+            if let Some(columns) = columns {
+                append::append(pool.clone(), columns).await?;
+            }
+            append::finish(pool, end).await.map(|()| false)
+        });
+        Box::pin(async move { answer.await.map_err(JournalError::from) })
     }
 
     fn reopen(

@@ -1,10 +1,11 @@
-//! The PostgreSQL journal's append of a run's records: one fenced statement
-//! (the fence, the cancel flag and every record in one round trip), whether
-//! the caller waits for it on its thread or as a task. It owns that
-//! statement only; the journal's other writes are `postgres.rs`'s.
+//! The PostgreSQL journal's writes of a running run: the append of its
+//! records (the fence, the cancel flag and every record in one round trip)
+//! and its end, whether the caller waits for them on its thread or as a
+//! task. It owns those two statements only; the journal's other writes are
+//! `postgres.rs`'s.
 
-use super::super::rows::batch_columns;
-use super::{Fail, JournalError, Pool, RecordKind, fenced, now_us};
+use super::super::rows::{batch_columns, end_columns};
+use super::{Fail, JournalError, Pool, RecordKind, RunReport, fenced, now_ms, now_us};
 
 /// An append's parameters, as the statement binds them.
 pub(super) struct Columns {
@@ -95,4 +96,68 @@ pub(super) async fn append(pool: Pool, c: Columns) -> Result<bool, Fail> {
             unreachable!("a fence that changed nothing is an error")
         }
     }
+}
+
+/// A run's end, as its row stores it.
+pub(super) struct End {
+    run: String,
+    epoch: i64,
+    status: &'static str,
+    partial: bool,
+    output: Option<String>,
+    error: Option<String>,
+    errors: Option<String>,
+    now: i64,
+    finished_at: Option<i64>,
+    wake_at: Option<i64>,
+}
+
+impl End {
+    /// How `run`, executed under lease `epoch`, ended (or paused).
+    pub(super) fn of(run: &str, epoch: u64, report: &RunReport) -> Result<End, JournalError> {
+        let now = now_ms();
+        let (finished_at, output, error, errors) = end_columns(report, now)?;
+        Ok(End {
+            run: run.to_string(),
+            epoch: epoch as i64,
+            status: report.status.as_str(),
+            partial: report.partial,
+            output,
+            error,
+            errors,
+            now,
+            finished_at,
+            wake_at: report.wake_at,
+        })
+    }
+}
+
+/// Records the run's end and releases its lease, if its lease epoch is
+/// still `end`'s.
+pub(super) async fn finish(pool: Pool, end: End) -> Result<(), Fail> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "UPDATE runs SET status = $2, partial = $3, output = $4, error = $5, errors = $6, updated_at = $7,
+             finished_at = $8, lease_owner = NULL, lease_until = NULL, wake_at = $10 WHERE id = $1 AND lease_epoch = $9",
+        )
+        .await?;
+    let changed = client
+        .execute(
+            &statement,
+            &[
+                &end.run,
+                &end.status,
+                &end.partial,
+                &end.output,
+                &end.error,
+                &end.errors,
+                &end.now,
+                &end.finished_at,
+                &end.epoch,
+                &end.wake_at,
+            ],
+        )
+        .await?;
+    fenced(&pool, &end.run, changed).await
 }
