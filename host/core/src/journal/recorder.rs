@@ -143,12 +143,24 @@ impl JournalRecorder {
             let appending = self.journal.append_queued(&self.run, self.epoch, &records);
             (appending, records)
         };
+        self.settle(appending, &records)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Awaits the commit of `records`, taken out of the recorder, and tells
+    /// the observer once it is made; returns whether a cancel was requested.
+    async fn settle(
+        &self,
+        commit: super::Appending<'_>,
+        records: &[(u64, RecordKind)],
+    ) -> Result<bool, JournalError> {
         let unsettled = Unsettled(&self.lost);
-        let appended = appending.await;
+        let committed = commit.await;
         std::mem::forget(unsettled);
-        let cancel = appended.map_err(|e| self.failed(e))?;
+        let cancel = committed?;
         if let Some(observer) = &self.observer {
-            observer.committed(&self.run, &records);
+            observer.committed(&self.run, records);
         }
         Ok(cancel)
     }
@@ -202,15 +214,9 @@ impl JournalRecorder {
                 .finish_queued(&self.run, self.epoch, &records, report);
             (finishing, records)
         };
-        let unsettled = Unsettled(&self.lost);
-        let finished = finishing.await;
-        std::mem::forget(unsettled);
-        if let Err(e) = finished {
+        if let Err(e) = self.settle(finishing, &records).await {
             self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
             return Err(e);
-        }
-        if let Some(observer) = &self.observer {
-            observer.committed(&self.run, &records);
         }
         Ok(())
     }

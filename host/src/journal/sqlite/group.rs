@@ -237,6 +237,20 @@ impl<T> Drop for Queued<'_, T> {
     }
 }
 
+impl<T> Group<T> {
+    /// Whether a commit is under way (for tests that wait for one).
+    #[cfg(test)]
+    pub fn committing(&self) -> bool {
+        lock(&self.state).committing
+    }
+
+    /// How many writes wait in the queue (for tests that wait for them).
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+}
+
 /// Ends a commit: settles what it left unsettled, and wakes the waiters.
 struct Done<'a, T> {
     group: &'a Group<T>,
@@ -462,11 +476,19 @@ mod tests {
                 })
             };
             is_started.recv().unwrap();
-            let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
+            // Until `n` writes wait in the queue (a condition, not a time).
+            let queued = |n: usize| {
+                let group = group.clone();
+                async move {
+                    while group.queued() < n {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+            };
             let (dropped, unpolled) = if aborted_while_waiting {
                 let (group, settle_all) = (group.clone(), settle_all.clone());
                 let task = tokio::spawn(async move { group.enqueue(2).settled(settle_all).await });
-                pause().await;
+                queued(1).await;
                 (Some(task), None)
             } else {
                 (None, Some(group.enqueue(2)))
@@ -475,7 +497,7 @@ mod tests {
                 let (group, settle_all) = (group.clone(), settle_all.clone());
                 tokio::spawn(async move { group.enqueue(3).settled(settle_all).await })
             };
-            pause().await;
+            queued(2).await;
             if let Some(task) = dropped {
                 task.abort();
                 assert!(task.await.unwrap_err().is_cancelled());

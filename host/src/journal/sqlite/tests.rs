@@ -309,7 +309,10 @@ fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
         let journal = journal.clone();
         std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // Until its commit is under way (waiting for the connection).
+    while !journal.appends.committing() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     rt.block_on(async {
         let start = CallStart {
             node: "a",
