@@ -332,20 +332,28 @@ impl Host {
         request: RunRequest,
         detach_background: bool,
     ) -> Result<Started, DurableError> {
-        let begun = self.begin(workflow, extension_dirs, &request)?;
+        let begun = self.begin(workflow, extension_dirs, &request).await?;
         self.complete(workflow, begun, request, detach_background)
             .await
     }
 
     /// The first half of [`Host::start`]: records the run (or finds the run
-    /// of its transaction id). The run's id is then known.
-    pub fn begin(
+    /// of its transaction id). The run's id is then known. The start shares
+    /// its commit with other runs' writes, waiting as a task (see
+    /// [`Journal::begin_queued`]).
+    pub async fn begin(
         &self,
         workflow: &LoadedWorkflow,
         extension_dirs: &[PathBuf],
         request: &RunRequest,
     ) -> Result<Begun, DurableError> {
-        self.begin_with(workflow, extension_dirs, request, Origin::default())
+        let (new, executing) =
+            self.new_run(workflow, extension_dirs, request, Origin::default())?;
+        let begin = self
+            .journal
+            .begin_queued(&new, &self.owner, self.lease)
+            .await?;
+        Ok(self.begun(new, executing, begin))
     }
 
     /// [`Host::begin`], for a run of `origin` (a rerun, a schedule's tick).
@@ -356,6 +364,19 @@ impl Host {
         request: &RunRequest,
         origin: Origin,
     ) -> Result<Begun, DurableError> {
+        let (new, executing) = self.new_run(workflow, extension_dirs, request, origin)?;
+        let begin = self.journal.begin(&new, &self.owner, self.lease)?;
+        Ok(self.begun(new, executing, begin))
+    }
+
+    /// A new run of `workflow` for `request`, marked as executing here.
+    fn new_run(
+        &self,
+        workflow: &LoadedWorkflow,
+        extension_dirs: &[PathBuf],
+        request: &RunRequest,
+        origin: Origin,
+    ) -> Result<(NewRun, Executing), DurableError> {
         let manifest = &workflow.manifest;
         let new = NewRun {
             components: workflow.components.clone(),
@@ -378,18 +399,22 @@ impl Host {
         let executing = self
             .mark_executing(&new.id)
             .ok_or_else(|| DurableError::Refused(format!("run {} already exists", new.id)))?;
-        let begin = self.journal.begin(&new, &self.owner, self.lease)?;
+        Ok((new, executing))
+    }
+
+    /// What a start of `new` became.
+    fn begun(&self, new: NewRun, executing: Executing, begin: Begin) -> Begun {
         if let (Some(spans), Some(context), Begin::Started { .. } | Begin::Queued) =
             (&self.spans, new.trace_context, &begin)
         {
             spans.began(&new.id, &new.workflow, context);
         }
-        Ok(match begin {
+        match begin {
             Begin::Started { epoch } => Begun::Fresh(new.id, executing, epoch),
             Begin::Existing(existing) => Begun::Existing(existing),
             // Not executed here until its key has room.
             Begin::Queued => Begun::Queued(new.id),
-        })
+        }
     }
 
     /// The second half of [`Host::start`]: executes a fresh run, or answers

@@ -11,15 +11,16 @@ use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::rows::{RunRecordRow, from_text, json_text, sources_hash, storage};
+use super::rows::{RunRecordRow, from_text, json_text, storage};
 use super::{
-    Appending, Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind,
-    RunDecoder, RunFilter, RunRecord, ScheduleState, now_ms, now_us,
+    Appending, Begin, Beginning, Journal, JournalError, NewRun, Owner, PinnedComponent, Record,
+    RecordKind, RunDecoder, RunFilter, RunRecord, ScheduleState, now_ms, now_us,
 };
 use crate::postgres::{Database, PgError};
 use crate::saga::{RunReport, RunStatus};
 
 mod append;
+mod begin;
 mod queue;
 mod schedules;
 
@@ -140,89 +141,22 @@ fn parse(row: RunRecordRow) -> Result<RunRecord, Fail> {
 
 impl Journal for PgJournal {
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
-        let run = run.clone();
-        let owner = owner.id().to_string();
-        let extension_dirs = json_text(&run.extension_dirs)?;
-        let components = json_text(&run.components)?;
-        let hash = sources_hash(&run.sources);
-        let files: Vec<(String, &str)> = run
-            .sources
-            .iter()
-            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-            .collect();
-        let files = json_text(&files)?;
-        self.run_pg(move |pool| async move {
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            // Of two concurrent starts with one transaction id, the second
-            // waits here and then sees the first's row.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))",
-                &[&run.workflow, &run.transaction_id],
-            )
-            .await?;
-            let existing = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
-                    ),
-                    &[&run.workflow, &run.transaction_id],
-                )
-                .await?;
-            if let Some(existing) = existing {
-                let existing = parse(run_from_row(&existing))?;
-                if run.idempotent || !existing.status.is_final() {
-                    return Ok(Begin::Existing(Box::new(existing)));
-                }
-            }
-            let now = now_ms();
-            // Touched even when it is there: a prune running meanwhile waits
-            // for this row and then sees it in use.
-            tx.execute(
-                "INSERT INTO manifests (hash, files, used_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (hash) DO UPDATE SET used_at = EXCLUDED.used_at",
-                &[&hash, &files, &now],
-            )
-            .await?;
-            let lease_ms = lease.as_millis() as i64;
-            let manifest = run.manifest.to_string_lossy().into_owned();
-            let traceparent = run.trace_context.map(|c| c.to_stored());
-            tx.execute(
-                &format!(
-                    "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                                       created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
-                ),
-                &[
-                    &run.id,
-                    &run.transaction_id,
-                    &run.workflow,
-                    &manifest,
-                    &hash,
-                    &extension_dirs,
-                    &run.input.text(),
-                    &run.metadata.text(),
-                    &now,
-                    &owner,
-                    &lease_ms,
-                    &components,
-                    &run.rerun_of,
-                    &run.tick,
-                    &traceparent,
-                ],
-            )
-            .await?;
-            let queued = match &run.queue {
-                Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue).await?,
-                None => false,
-            };
-            tx.commit().await?;
-            Ok(if queued {
-                Begin::Queued
-            } else {
-                Begin::Started { epoch: 1 }
-            })
-        })
+        let start = begin::Start::of(run, owner, lease)?;
+        self.run_pg(move |pool| begin::begin(pool, start))
+    }
+
+    /// The start's statements run on the database's runtime either way;
+    /// here the caller's task awaits their answer instead of blocking a
+    /// thread.
+    fn begin_queued(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Beginning<'_> {
+        let start = match begin::Start::of(run, owner, lease) {
+            Ok(start) => start,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let answer = self
+            .database
+            .run_queued(move |pool| begin::begin(pool, start));
+        Box::pin(async move { answer.await.map_err(JournalError::from) })
     }
 
     fn append(

@@ -52,6 +52,7 @@ on_both_backends!(
     records_come_back_as_a_history,
     an_input_that_is_the_previous_output_reads_back_whole,
     queued_writes_awaited_by_tasks_are_committed_and_fenced,
+    queued_starts_awaited_by_tasks_make_one_run_per_transaction_id,
     finishing_releases_the_lease_and_pruning_removes_old_runs,
     a_live_owner_keeps_its_run_and_a_dead_one_loses_it,
     a_run_keeps_its_pinned_components_and_an_operator_can_replace_them,
@@ -197,6 +198,71 @@ fn concurrent_starts_of_one_transaction_id_make_one_run(journal: &Arc<dyn Journa
     assert_eq!(started, 1);
     let runs = journal.list(&RunFilter::default()).unwrap();
     assert_eq!(runs.len(), 1);
+}
+
+/// Starts awaited by tasks (sharing commits on SQLite): of the ones with
+/// one transaction id exactly one records a run and the others find it;
+/// each of the others records its own; the manifest's files are stored.
+fn queued_starts_awaited_by_tasks_make_one_run_per_transaction_id(journal: &Arc<dyn Journal>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let begun: Vec<(usize, Begin)> = rt.block_on(async {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    // Even ones share a transaction id; odd ones have their own.
+                    let tx = if i % 2 == 0 {
+                        "same".to_string()
+                    } else {
+                        format!("t{i}")
+                    };
+                    let begun = journal
+                        .begin_queued(&new_run(&format!("r{i}"), &tx), &Owner::current(), LEASE)
+                        .await
+                        .unwrap();
+                    (i, begun)
+                })
+            })
+            .collect();
+        let mut begun = Vec::new();
+        for task in tasks {
+            begun.push(task.await.unwrap());
+        }
+        begun
+    });
+    let started: Vec<usize> = begun
+        .iter()
+        .filter(|(_, b)| matches!(b, Begin::Started { epoch: 1 }))
+        .map(|(i, _)| *i)
+        .collect();
+    let shared: Vec<usize> = started.iter().copied().filter(|i| i % 2 == 0).collect();
+    assert_eq!(
+        shared.len(),
+        1,
+        "one start of the shared transaction id: {started:?}"
+    );
+    assert_eq!(started.len(), 9, "{started:?}");
+    for (i, begun) in &begun {
+        if i % 2 == 0 && *i != shared[0] {
+            let Begin::Existing(existing) = begun else {
+                panic!("start {i} of the shared transaction id: {begun:?}")
+            };
+            assert_eq!(existing.id, format!("r{}", shared[0]));
+        }
+    }
+    let runs = journal.list(&RunFilter::default()).unwrap();
+    assert_eq!(runs.len(), 9);
+    let run = journal.run(&format!("r{}", shared[0])).unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.input.value(), &json!({"a": 1}));
+    assert_eq!(
+        journal.sources(&run.manifest_hash).unwrap()[0].1,
+        "[workflow]"
+    );
 }
 
 fn records_come_back_as_a_history(journal: &Arc<dyn Journal>) {

@@ -315,18 +315,36 @@ async fn start_run(
         }
         request.metadata = metadata;
     }
-    let begun = state
-        .host
-        .begin(&served.workflow, &served.extension_dirs, &request)?;
-    let run_id = begun.run_id().to_string();
-    if matches!(
-        begun,
-        crate::durable::Begun::Fresh(..) | crate::durable::Begun::Queued(..)
-    ) {
-        state.metrics.run_started(&run_id, &name);
-    }
-    let status = accepted_status(&begun);
-    let task = launch(&state, served.workflow.clone(), begun, request);
+    // Begun and launched in a task of its own: its start waits for a
+    // commit shared with other runs' writes, and a caller who hangs up
+    // meanwhile must not leave a recorded run that nothing executes.
+    let begin = {
+        let (state, workflow) = (state.clone(), served.workflow.clone());
+        let extension_dirs = served.extension_dirs.clone();
+        tokio::spawn(async move {
+            let begun = state
+                .host
+                .begin(&workflow, &extension_dirs, &request)
+                .await?;
+            let run_id = begun.run_id().to_string();
+            if matches!(
+                begun,
+                crate::durable::Begun::Fresh(..) | crate::durable::Begun::Queued(..)
+            ) {
+                state.metrics.run_started(&run_id, &name);
+            }
+            let status = accepted_status(&begun);
+            let task = launch(&state, workflow, begun, request);
+            Ok::<_, DurableError>((run_id, status, task))
+        })
+    };
+    let (run_id, status, task) = begin.await.map_err(|join| {
+        tracing::error!("a run's start crashed: {join}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the run's start crashed; see the server's log",
+        )
+    })??;
     answer_when_done(&state, (&run_id, status), task, query.wait.unwrap_or(true)).await
 }
 

@@ -464,6 +464,10 @@ pub struct RunFilter {
 pub type Appending<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, JournalError>> + Send + 'a>>;
 
+/// A queued start under way (see [`Journal::begin_queued`]).
+pub type Beginning<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Begin, JournalError>> + Send + 'a>>;
+
 /// The durable record of runs.
 ///
 /// Every write made while executing a run (`append`, `set_status`,
@@ -475,6 +479,14 @@ pub trait Journal: Send + Sync {
     /// Records a new run leased to `owner` (epoch 1), unless a run with its
     /// transaction id exists (atomically: two concurrent starts create one run).
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError>;
+    /// [`Journal::begin`], for a caller that waits as a task: the start is
+    /// queued before this returns, and the future answers once it is
+    /// committed (see [`Journal::append_queued`]). By default the
+    /// synchronous start, made at once.
+    fn begin_queued(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Beginning<'_> {
+        let begun = self.begin(run, owner, lease);
+        Box::pin(std::future::ready(begun))
+    }
     /// Appends transitions (with the sequence numbers the run's recorder
     /// gave them) in one transaction; returns whether someone asked to
     /// cancel the run (read in the same transaction).

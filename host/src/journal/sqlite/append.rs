@@ -1,15 +1,17 @@
-//! The group-committed writes of a running run: its records as rows, the
-//! fenced write of one run's records or of its end, and the commit of a
-//! batch of concurrent runs' writes in one transaction (the queue itself is
-//! `group.rs`).
+//! The group-committed writes of a run: its start (`begin.rs` writes it),
+//! its records as rows, the fenced write of one run's records or of its
+//! end, and the commit of a batch of concurrent runs' writes in one
+//! transaction (the queue itself is `group.rs`).
 
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::rows::batch_columns;
+use super::begin::{NewRunRow, write_begin};
 use super::{JournalError, RecordKind, Sql, SqliteJournal, group, now_us, refusal};
-use wasaga_core::journal::Appending;
+use crate::journal::{Begin, NewRun, Owner};
+use wasaga_core::journal::{Appending, Beginning};
 
 impl SqliteJournal {
     /// Appends `records` of `run`, committed with whatever other runs
@@ -25,6 +27,7 @@ impl SqliteJournal {
             epoch,
             rows: rows_of(records)?,
         })
+        .map(Answer::cancel)
     }
 
     /// Appends `run`'s last `records` and records how it ended (or paused),
@@ -46,7 +49,67 @@ impl SqliteJournal {
         .map(|_| ())
     }
 
-    fn write_grouped(&self, write: Write) -> Result<bool, JournalError> {
+    /// Records `run`, unless its transaction id has a run that answers for
+    /// it: committed with whatever other runs write meanwhile.
+    pub(super) fn begin_grouped(
+        &self,
+        run: &NewRun,
+        owner: &Owner,
+        lease: std::time::Duration,
+    ) -> Result<Begin, JournalError> {
+        let row = self.new_run_row(run, owner, lease)?;
+        let stores_files = row.stores_files().then(|| row.manifest_hash.clone());
+        let begun = self.write_grouped(Write::Begin(row))?.begun()?;
+        self.remember_stored(stores_files, &begun);
+        Ok(begun)
+    }
+
+    /// [`Self::begin_grouped`] for a run's task (see `queue_grouped`).
+    pub(super) fn queue_begin_grouped(
+        &self,
+        run: &NewRun,
+        owner: &Owner,
+        lease: std::time::Duration,
+    ) -> Beginning<'_> {
+        let row = match self.new_run_row(run, owner, lease) {
+            Ok(row) => row,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let stores_files = row.stores_files().then(|| row.manifest_hash.clone());
+        let write = self.queue(Write::Begin(row));
+        Box::pin(async move {
+            let begun = write.await?.begun()?;
+            self.remember_stored(stores_files, &begun);
+            Ok(begun)
+        })
+    }
+
+    fn new_run_row(
+        &self,
+        run: &NewRun,
+        owner: &Owner,
+        lease: std::time::Duration,
+    ) -> Result<NewRunRow, JournalError> {
+        NewRunRow::of(run, owner, lease, |hash| {
+            self.stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(hash)
+        })
+    }
+
+    /// Remembers that a committed start stored its manifest's files (a
+    /// start that found its transaction's run wrote nothing).
+    fn remember_stored(&self, stored_files: Option<String>, begun: &Begin) {
+        if let (Some(hash), Begin::Started { .. } | Begin::Queued) = (stored_files, begun) {
+            self.stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hash);
+        }
+    }
+
+    fn write_grouped(&self, write: Write) -> Result<Answer, JournalError> {
         if !group::enabled() {
             let alone = Arc::new(group::Pending::new(write));
             self.commit_appends(std::slice::from_ref(&alone));
@@ -64,11 +127,11 @@ impl SqliteJournal {
         records: &[(u64, RecordKind)],
     ) -> Appending<'_> {
         match rows_of(records) {
-            Ok(rows) => self.queue(Write::Records {
+            Ok(rows) => Box::pin(self.cancel_once_committed(Write::Records {
                 run: run.to_string(),
                 epoch,
                 rows,
-            }),
+            })),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
@@ -82,26 +145,44 @@ impl SqliteJournal {
         end: End,
     ) -> Appending<'_> {
         match rows_of(records) {
-            Ok(rows) => self.queue(Write::End {
+            Ok(rows) => Box::pin(self.cancel_once_committed(Write::End {
                 run: run.to_string(),
                 epoch,
                 rows,
                 end,
-            }),
+            })),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 
-    fn queue(&self, write: Write) -> Appending<'_> {
-        if !group::enabled() {
-            // Committed alone, at once (the benchmarks' baseline).
-            return Box::pin(std::future::ready(self.write_grouped(write)));
-        }
-        let queued = self.appends.enqueue(write);
-        Box::pin(queued.settled(|batch| self.commit_batch(batch)))
+    /// Queues `write` now; the future answers whether a cancel was
+    /// requested, once it is committed.
+    fn cancel_once_committed(&self, write: Write) -> Appending<'_> {
+        let committed = self.queue(write);
+        Box::pin(async move { committed.await.map(Answer::cancel) })
     }
 
-    fn commit_batch(&self, batch: &[Arc<group::Pending<Write>>]) {
+    /// Queues `write` now (so a run's writes commit in the order it made
+    /// them); the future waits for its commit as a task.
+    fn queue(
+        &self,
+        write: Write,
+    ) -> impl std::future::Future<Output = Result<Answer, JournalError>> + Send + '_ {
+        let queued = if group::enabled() {
+            Queueing::Queued(self.appends.enqueue(write))
+        } else {
+            // Committed alone, at once (the benchmarks' baseline).
+            Queueing::Alone(self.write_grouped(write))
+        };
+        async move {
+            match queued {
+                Queueing::Queued(queued) => queued.settled(|batch| self.commit_batch(batch)).await,
+                Queueing::Alone(answer) => answer,
+            }
+        }
+    }
+
+    fn commit_batch(&self, batch: &[Arc<group::Pending<Write, Answer>>]) {
         if self.flushes {
             // A commit that waits for the disk leaves the worker to
             // other runs meanwhile (they queue for the next commit).
@@ -114,11 +195,11 @@ impl SqliteJournal {
     /// Commits a batch of appends (of concurrent runs) in one transaction;
     /// each is fenced on its own run's epoch, and one refused or failed
     /// append (rolled back to its savepoint) leaves the others written.
-    fn commit_appends(&self, batch: &[Arc<group::Pending<Write>>]) {
+    fn commit_appends(&self, batch: &[Arc<group::Pending<Write, Answer>>]) {
         let conn = self.conn();
         // Alone, a write needs no savepoint: the transaction is its own.
         let alone = batch.len() == 1;
-        let committed = (|| -> Result<Vec<Result<bool, Sql>>, Sql> {
+        let committed = (|| -> Result<Vec<Result<Answer, Sql>>, Sql> {
             // IMMEDIATE: a read-then-write transaction would get "busy" at
             // once (no waiting) if another connection wrote in between.
             conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
@@ -225,8 +306,17 @@ fn describe(e: &Sql) -> String {
     }
 }
 
-/// One run's write, queued for a group commit: records, or the run's end.
+/// A write queued now, or (group commit off) already committed alone.
+enum Queueing<'a> {
+    Queued(group::Queued<'a, Write, Answer>),
+    Alone(Result<Answer, JournalError>),
+}
+
+/// One run's write, queued for a group commit: its start, records, or its
+/// end.
 pub(super) enum Write {
+    /// The run's row, unless its transaction id has a run.
+    Begin(NewRunRow),
     Records {
         run: String,
         epoch: u64,
@@ -239,6 +329,32 @@ pub(super) enum Write {
         rows: Vec<RecordRow>,
         end: End,
     },
+}
+
+/// What a committed write answers.
+pub(super) enum Answer {
+    /// Records or an end: whether a cancel of the run was requested.
+    Cancel(bool),
+    /// A start: how it went.
+    Begun(Begin),
+}
+
+impl Answer {
+    fn cancel(self) -> bool {
+        match self {
+            Answer::Cancel(cancel) => cancel,
+            Answer::Begun(_) => false,
+        }
+    }
+
+    fn begun(self) -> Result<Begin, JournalError> {
+        match self {
+            Answer::Begun(begun) => Ok(begun),
+            Answer::Cancel(_) => Err(JournalError::Storage(
+                "a start was answered as an append".into(),
+            )),
+        }
+    }
 }
 
 /// The columns a run's end sets (see `rows::end_columns`).
@@ -264,11 +380,13 @@ pub(super) struct RecordRow {
     body: String,
 }
 
-/// Writes one run's write inside the open transaction; for records,
-/// whether a cancel was requested.
-fn write_append(conn: &Connection, write: &Write, at: i64) -> Result<bool, Sql> {
+/// Writes one run's write inside the open transaction.
+fn write_append(conn: &Connection, write: &Write, at: i64) -> Result<Answer, Sql> {
     match write {
-        Write::Records { run, epoch, rows } => write_records(conn, run, *epoch, rows, at),
+        Write::Begin(run) => write_begin(conn, run).map(Answer::Begun),
+        Write::Records { run, epoch, rows } => {
+            write_records(conn, run, *epoch, rows, at).map(Answer::Cancel)
+        }
         Write::End {
             run,
             epoch,
@@ -278,7 +396,7 @@ fn write_append(conn: &Connection, write: &Write, at: i64) -> Result<bool, Sql> 
             if !rows.is_empty() {
                 write_records(conn, run, *epoch, rows, at)?;
             }
-            write_end(conn, run, *epoch, end).map(|()| false)
+            write_end(conn, run, *epoch, end).map(|()| Answer::Cancel(false))
         }
     }
 }

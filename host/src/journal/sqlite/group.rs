@@ -8,36 +8,38 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::JournalError;
 
-/// What a committed append answers: whether a cancel was requested.
-pub type Outcome = Result<bool, JournalError>;
+/// What a committed write answers: `A` (for an append, whether a cancel
+/// was requested), or why it was not written.
+pub type Outcome<A = bool> = Result<A, JournalError>;
 
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 256;
 
-/// Appends waiting for a commit, and whether one is being made.
-pub struct Group<T> {
-    state: Mutex<State<T>>,
+/// Writes waiting for a commit, and whether one is being made; `A` is
+/// what a committed write answers.
+pub struct Group<T, A = bool> {
+    state: Mutex<State<T, A>>,
     settled: Condvar,
 }
 
-struct State<T> {
-    queue: Vec<Arc<Pending<T>>>,
+struct State<T, A> {
+    queue: Vec<Arc<Pending<T, A>>>,
     committing: bool,
 }
 
-/// One append in a batch: its work, and where its outcome goes.
-pub struct Pending<T> {
+/// One write in a batch: its work, and where its outcome goes.
+pub struct Pending<T, A = bool> {
     /// What to write.
     pub work: T,
-    outcome: Mutex<Option<Outcome>>,
+    outcome: Mutex<Option<Outcome<A>>>,
     /// Wakes the task that waits for it (settled, or first in the queue
     /// when a commit ends: its turn to commit).
     wake: tokio::sync::Notify,
 }
 
-impl<T> Pending<T> {
-    /// An append not yet settled.
-    pub fn new(work: T) -> Pending<T> {
+impl<T, A> Pending<T, A> {
+    /// A write not yet settled.
+    pub fn new(work: T) -> Pending<T, A> {
         Pending {
             work,
             outcome: Mutex::new(None),
@@ -46,20 +48,20 @@ impl<T> Pending<T> {
     }
 
     /// Its outcome, once settled (an unsettled one is a storage error).
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> Outcome<A> {
         self.take().unwrap_or_else(|| {
             Err(JournalError::Storage(
-                "the commit of this append did not finish".into(),
+                "the commit of this write did not finish".into(),
             ))
         })
     }
 
-    /// Gives this append its outcome.
-    pub fn settle(&self, outcome: Outcome) {
+    /// Gives this write its outcome.
+    pub fn settle(&self, outcome: Outcome<A>) {
         *lock(&self.outcome) = Some(outcome);
     }
 
-    fn take(&self) -> Option<Outcome> {
+    fn take(&self) -> Option<Outcome<A>> {
         lock(&self.outcome).take()
     }
 
@@ -68,8 +70,8 @@ impl<T> Pending<T> {
     }
 }
 
-impl<T> Default for Group<T> {
-    fn default() -> Group<T> {
+impl<T, A> Default for Group<T, A> {
+    fn default() -> Group<T, A> {
         Group {
             state: Mutex::new(State {
                 queue: Vec::new(),
@@ -80,11 +82,11 @@ impl<T> Default for Group<T> {
     }
 }
 
-impl<T> Group<T> {
+impl<T, A> Group<T, A> {
     /// Queues `work` and waits for its outcome. If no commit is under way,
     /// this thread makes one with `commit`, for everything queued; `commit`
-    /// settles every append of the batch it is given.
-    pub fn submit(&self, work: T, commit: impl Fn(&[Arc<Pending<T>>])) -> Outcome {
+    /// settles every write of the batch it is given.
+    pub fn submit(&self, work: T, commit: impl Fn(&[Arc<Pending<T, A>>])) -> Outcome<A> {
         let pending = Arc::new(Pending::new(work));
         let mut state = lock(&self.state);
         state.queue.push(pending.clone());
@@ -131,10 +133,10 @@ impl<T> Group<T> {
     }
 }
 
-impl<T> Group<T> {
+impl<T, A> Group<T, A> {
     /// Queues `work` for the next commit; [`Queued::settled`] waits for its
     /// outcome. Writes queued one after the other commit in that order.
-    pub fn enqueue(&self, work: T) -> Queued<'_, T> {
+    pub fn enqueue(&self, work: T) -> Queued<'_, T, A> {
         let pending = Arc::new(Pending::new(work));
         lock(&self.state).queue.push(pending.clone());
         Queued {
@@ -148,9 +150,9 @@ impl<T> Group<T> {
     /// [`spin_budget`].
     fn spin_while_committing<'a>(
         &'a self,
-        mut state: MutexGuard<'a, State<T>>,
-        pending: &Pending<T>,
-    ) -> MutexGuard<'a, State<T>> {
+        mut state: MutexGuard<'a, State<T, A>>,
+        pending: &Pending<T, A>,
+    ) -> MutexGuard<'a, State<T, A>> {
         let budget = spin_budget();
         if budget.is_zero() {
             return state;
@@ -171,19 +173,19 @@ impl<T> Group<T> {
 /// stopped before committing it, and the write first in the queue is woken
 /// in its place: this one may have been woken to make the next commit,
 /// which it will not make now.
-pub struct Queued<'a, T> {
-    group: &'a Group<T>,
-    pending: Arc<Pending<T>>,
+pub struct Queued<'a, T, A = bool> {
+    group: &'a Group<T, A>,
+    pending: Arc<Pending<T, A>>,
     /// Its outcome was taken: nothing to undo.
     answered: bool,
 }
 
-impl<T> Queued<'_, T> {
+impl<T, A> Queued<'_, T, A> {
     /// [`Group::submit`] for a task: waits for the write's outcome by
     /// yielding (its worker goes on with other tasks, which may queue more
     /// for the next commit), or, when no commit is under way, makes one
     /// here with `commit`, for everything queued.
-    pub async fn settled(mut self, commit: impl Fn(&[Arc<Pending<T>>])) -> Outcome {
+    pub async fn settled(mut self, commit: impl Fn(&[Arc<Pending<T, A>>])) -> Outcome<A> {
         let group = self.group;
         loop {
             // Made before looking, so that a wake in between is kept.
@@ -220,7 +222,7 @@ impl<T> Queued<'_, T> {
     }
 }
 
-impl<T> Drop for Queued<'_, T> {
+impl<T, A> Drop for Queued<'_, T, A> {
     fn drop(&mut self) {
         if self.answered {
             return;
@@ -237,7 +239,7 @@ impl<T> Drop for Queued<'_, T> {
     }
 }
 
-impl<T> Group<T> {
+impl<T, A> Group<T, A> {
     /// Whether a commit is under way (for tests that wait for one).
     #[cfg(test)]
     pub fn committing(&self) -> bool {
@@ -252,18 +254,18 @@ impl<T> Group<T> {
 }
 
 /// Ends a commit: settles what it left unsettled, and wakes the waiters.
-struct Done<'a, T> {
-    group: &'a Group<T>,
-    batch: &'a [Arc<Pending<T>>],
+struct Done<'a, T, A> {
+    group: &'a Group<T, A>,
+    batch: &'a [Arc<Pending<T, A>>],
 }
 
-impl<T> Drop for Done<'_, T> {
+impl<T, A> Drop for Done<'_, T, A> {
     fn drop(&mut self) {
         for pending in self.batch {
             let mut outcome = lock(&pending.outcome);
             if outcome.is_none() {
                 *outcome = Some(Err(JournalError::Storage(
-                    "the commit of this append did not finish".into(),
+                    "the commit of this write did not finish".into(),
                 )));
             }
             drop(outcome);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
 use super::{
@@ -22,6 +22,7 @@ use crate::saga::{RunReport, RunStatus};
 use rows::{record_from_row, run_from_row};
 
 mod append;
+mod begin;
 mod checkpoint;
 mod counts;
 mod gate;
@@ -51,8 +52,8 @@ pub struct SqliteJournal {
     /// Shared with the entity store of the same state file (see
     /// [`SqliteJournal::connection`]).
     conn: std::sync::Arc<Mutex<Connection>>,
-    /// Appends and ends of concurrent runs, committed together.
-    appends: group::Group<append::Write>,
+    /// Starts, appends and ends of concurrent runs, committed together.
+    appends: group::Group<append::Write, append::Answer>,
     /// Whether each commit waits for the disk (`full`).
     flushes: bool,
     /// Manifest snapshots this process already stored (by hash).
@@ -240,78 +241,16 @@ fn run_end(report: &RunReport) -> Result<append::End, JournalError> {
 
 impl Journal for SqliteJournal {
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
-        run_sql(|| {
-            let mut conn = self.conn();
-            // IMMEDIATE takes the write lock first: of two concurrent starts
-            // with one transaction id, the second sees the first's row.
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing = tx
-            .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
-            ))?
-            .query_row(params![run.workflow, run.transaction_id], run_from_row)
-            .optional()?;
-            if let Some(existing) = existing {
-                let existing = existing.parse()?;
-                if run.idempotent || !existing.status.is_final() {
-                    return Ok(Begin::Existing(Box::new(existing)));
-                }
-            }
-            let hash = sources_hash(&run.sources);
-            let stored = self
-                .stored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&hash);
-            if !stored {
-                let files: Vec<(String, &str)> = run
-                    .sources
-                    .iter()
-                    .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-                    .collect();
-                tx.prepare_cached("INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)")?
-                    .execute(params![hash, json_text(&files)?])?;
-            }
-            let now = now_ms();
-            tx.prepare_cached(
-            "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?11, ?12, 1, ?13, ?14, ?15)",
-        )?
-        .execute(params![
-                run.id,
-                run.transaction_id,
-                run.workflow,
-                run.manifest.to_string_lossy(),
-                hash,
-                json_text(&run.extension_dirs)?,
-                run.input.text(),
-                run.metadata.text(),
-                now,
-                owner.id(),
-                now + lease.as_millis() as i64,
-                json_text(&run.components)?,
-                run.rerun_of,
-                run.tick,
-                run.trace_context.map(|c| c.to_stored())
-            ])?;
-            let queued = match &run.queue {
-                Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue)?,
-                None => false,
-            };
-            tx.commit()?;
-            if !stored {
-                self.stored
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(hash);
-            }
-            Ok(if queued {
-                Begin::Queued
-            } else {
-                Begin::Started { epoch: 1 }
-            })
-        })
+        self.begin_grouped(run, owner, lease)
+    }
+
+    fn begin_queued(
+        &self,
+        run: &NewRun,
+        owner: &Owner,
+        lease: Duration,
+    ) -> wasaga_core::journal::Beginning<'_> {
+        self.queue_begin_grouped(run, owner, lease)
     }
 
     fn append(

@@ -4,7 +4,7 @@
 //! time), so two hosts cannot both take a key's last slot. It may not
 //! execute runs.
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteJournal, run_sql};
 use crate::journal::{JournalError, Owner, Queue, now_ms};
@@ -16,7 +16,7 @@ const ACTIVE: &str = "('running', 'waiting', 'compensating')";
 /// is at its limit or other runs of the key already wait. Inside the begin
 /// transaction that just inserted it.
 pub(super) fn admit(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     workflow: &str,
     run: &str,
     queue: &Queue,

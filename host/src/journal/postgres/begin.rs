@@ -1,0 +1,126 @@
+//! A run's first write in PostgreSQL: its row and its manifest's files, or
+//! the run that already holds its transaction id; the same transaction
+//! whether the caller waits on its thread or as a task. It may not write
+//! records.
+
+use std::time::Duration;
+
+use super::super::rows::{json_text, sources_hash};
+use super::{
+    Begin, DB_NOW, Fail, JournalError, NewRun, Owner, Pool, RUN_COLUMNS, now_ms, parse, queue,
+    run_from_row,
+};
+
+/// A start's parameters, owned (they go to the database's runtime).
+pub(super) struct Start {
+    run: NewRun,
+    owner: String,
+    extension_dirs: String,
+    components: String,
+    hash: String,
+    files: String,
+    lease: Duration,
+}
+
+impl Start {
+    /// `run`, leased to `owner` for `lease`.
+    pub(super) fn of(run: &NewRun, owner: &Owner, lease: Duration) -> Result<Start, JournalError> {
+        let files: Vec<(String, &str)> = run
+            .sources
+            .iter()
+            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+            .collect();
+        Ok(Start {
+            run: run.clone(),
+            owner: owner.id().to_string(),
+            extension_dirs: json_text(&run.extension_dirs)?,
+            components: json_text(&run.components)?,
+            hash: sources_hash(&run.sources),
+            files: json_text(&files)?,
+            lease,
+        })
+    }
+}
+
+/// Records the run, unless a run with its transaction id answers for it.
+pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
+    let Start {
+        run,
+        owner,
+        extension_dirs,
+        components,
+        hash,
+        files,
+        lease,
+    } = start;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Of two concurrent starts with one transaction id, the second
+    // waits here and then sees the first's row.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))",
+        &[&run.workflow, &run.transaction_id],
+    )
+    .await?;
+    let existing = tx
+        .query_opt(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
+            ),
+            &[&run.workflow, &run.transaction_id],
+        )
+        .await?;
+    if let Some(existing) = existing {
+        let existing = parse(run_from_row(&existing))?;
+        if run.idempotent || !existing.status.is_final() {
+            return Ok(Begin::Existing(Box::new(existing)));
+        }
+    }
+    let now = now_ms();
+    // Touched even when it is there: a prune running meanwhile waits
+    // for this row and then sees it in use.
+    tx.execute(
+        "INSERT INTO manifests (hash, files, used_at) VALUES ($1, $2, $3)
+         ON CONFLICT (hash) DO UPDATE SET used_at = EXCLUDED.used_at",
+        &[&hash, &files, &now],
+    )
+    .await?;
+    let lease_ms = lease.as_millis() as i64;
+    let manifest = run.manifest.to_string_lossy().into_owned();
+    let traceparent = run.trace_context.map(|c| c.to_stored());
+    tx.execute(
+        &format!(
+            "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
+                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
+        ),
+        &[
+            &run.id,
+            &run.transaction_id,
+            &run.workflow,
+            &manifest,
+            &hash,
+            &extension_dirs,
+            &run.input.text(),
+            &run.metadata.text(),
+            &now,
+            &owner,
+            &lease_ms,
+            &components,
+            &run.rerun_of,
+            &run.tick,
+            &traceparent,
+        ],
+    )
+    .await?;
+    let queued = match &run.queue {
+        Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue).await?,
+        None => false,
+    };
+    tx.commit().await?;
+    Ok(if queued {
+        Begin::Queued
+    } else {
+        Begin::Started { epoch: 1 }
+    })
+}
