@@ -338,9 +338,11 @@ impl Host {
     }
 
     /// The first half of [`Host::start`]: records the run (or finds the run
-    /// of its transaction id). The run's id is then known. The start shares
-    /// its commit with other runs' writes, waiting as a task (see
-    /// [`Journal::begin_queued`]).
+    /// of its transaction id). The run's id is then known. The start waits
+    /// for its commit as a task (on SQLite, a commit shared with other
+    /// runs' writes: see [`Journal::begin_queued`]). Not cancel-safe: a
+    /// caller that may drop it (a request whose client may hang up) calls
+    /// it in a task of its own, as `host serve` does.
     pub async fn begin(
         &self,
         workflow: &LoadedWorkflow,
@@ -356,7 +358,10 @@ impl Host {
         Ok(self.begun(new, executing, begin))
     }
 
-    /// [`Host::begin`], for a run of `origin` (a rerun, a schedule's tick).
+    /// [`Host::begin`], for a run of `origin` (a rerun, a schedule's tick),
+    /// waiting on the caller's thread: those starts come one at a time, not
+    /// at the rate runs are started, and a schedule's tick is recorded from
+    /// synchronous code (`begin_tick`).
     fn begin_with(
         &self,
         workflow: &LoadedWorkflow,

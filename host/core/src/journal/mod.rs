@@ -483,6 +483,12 @@ pub trait Journal: Send + Sync {
     /// queued before this returns, and the future answers once it is
     /// committed (see [`Journal::append_queued`]). By default the
     /// synchronous start, made at once.
+    ///
+    /// Not cancel-safe: a future dropped once its start is on its way (in
+    /// a commit under way, or sent to the database) may still record the
+    /// run, leased to the caller, which then never hears of it; it is
+    /// taken over when its lease runs out, as if the caller had died. A
+    /// caller that may drop it starts it in a task of its own.
     fn begin_queued(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Beginning<'_> {
         let begun = self.begin(run, owner, lease);
         Box::pin(std::future::ready(begun))

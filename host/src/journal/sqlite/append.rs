@@ -27,7 +27,7 @@ impl SqliteJournal {
             epoch,
             rows: rows_of(records)?,
         })
-        .map(Answer::cancel)
+        .and_then(Answer::cancel)
     }
 
     /// Appends `run`'s last `records` and records how it ended (or paused),
@@ -58,7 +58,7 @@ impl SqliteJournal {
         lease: std::time::Duration,
     ) -> Result<Begin, JournalError> {
         let row = self.new_run_row(run, owner, lease)?;
-        let stores_files = row.stores_files().then(|| row.manifest_hash.clone());
+        let stores_files = row.files_stored();
         let begun = self.write_grouped(Write::Begin(row))?.begun()?;
         self.remember_stored(stores_files, &begun);
         Ok(begun)
@@ -75,7 +75,7 @@ impl SqliteJournal {
             Ok(row) => row,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let stores_files = row.stores_files().then(|| row.manifest_hash.clone());
+        let stores_files = row.files_stored();
         let write = self.queue(Write::Begin(row));
         Box::pin(async move {
             let begun = write.await?.begun()?;
@@ -112,10 +112,10 @@ impl SqliteJournal {
     fn write_grouped(&self, write: Write) -> Result<Answer, JournalError> {
         if !group::enabled() {
             let alone = Arc::new(group::Pending::new(write));
-            self.commit_appends(std::slice::from_ref(&alone));
+            self.commit_writes(std::slice::from_ref(&alone));
             return alone.outcome();
         }
-        self.appends.submit(write, |batch| self.commit_batch(batch))
+        self.writes.submit(write, |batch| self.commit_batch(batch))
     }
 
     /// [`Self::append_grouped`] for a run's task: queued now, and the
@@ -127,11 +127,11 @@ impl SqliteJournal {
         records: &[(u64, RecordKind)],
     ) -> Appending<'_> {
         match rows_of(records) {
-            Ok(rows) => Box::pin(self.cancel_once_committed(Write::Records {
+            Ok(rows) => self.cancel_once_committed(Write::Records {
                 run: run.to_string(),
                 epoch,
                 rows,
-            })),
+            }),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
@@ -145,12 +145,12 @@ impl SqliteJournal {
         end: End,
     ) -> Appending<'_> {
         match rows_of(records) {
-            Ok(rows) => Box::pin(self.cancel_once_committed(Write::End {
+            Ok(rows) => self.cancel_once_committed(Write::End {
                 run: run.to_string(),
                 epoch,
                 rows,
                 end,
-            })),
+            }),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
@@ -159,7 +159,7 @@ impl SqliteJournal {
     /// requested, once it is committed.
     fn cancel_once_committed(&self, write: Write) -> Appending<'_> {
         let committed = self.queue(write);
-        Box::pin(async move { committed.await.map(Answer::cancel) })
+        Box::pin(async move { committed.await.and_then(Answer::cancel) })
     }
 
     /// Queues `write` now (so a run's writes commit in the order it made
@@ -169,7 +169,7 @@ impl SqliteJournal {
         write: Write,
     ) -> impl std::future::Future<Output = Result<Answer, JournalError>> + Send + '_ {
         let queued = if group::enabled() {
-            Queueing::Queued(self.appends.enqueue(write))
+            Queueing::Queued(self.writes.enqueue(write))
         } else {
             // Committed alone, at once (the benchmarks' baseline).
             Queueing::Alone(self.write_grouped(write))
@@ -186,16 +186,17 @@ impl SqliteJournal {
         if self.flushes {
             // A commit that waits for the disk leaves the worker to
             // other runs meanwhile (they queue for the next commit).
-            group::off_the_worker(|| self.commit_appends(batch))
+            group::off_the_worker(|| self.commit_writes(batch))
         } else {
-            self.commit_appends(batch)
+            self.commit_writes(batch)
         }
     }
 
-    /// Commits a batch of appends (of concurrent runs) in one transaction;
-    /// each is fenced on its own run's epoch, and one refused or failed
-    /// append (rolled back to its savepoint) leaves the others written.
-    fn commit_appends(&self, batch: &[Arc<group::Pending<Write, Answer>>]) {
+    /// Commits a batch of writes (of concurrent runs) in one transaction;
+    /// each append or end is fenced on its own run's epoch, and one refused
+    /// or failed write (rolled back to its savepoint) leaves the others
+    /// written.
+    fn commit_writes(&self, batch: &[Arc<group::Pending<Write, Answer>>]) {
         let conn = self.conn();
         // Alone, a write needs no savepoint: the transaction is its own.
         let alone = batch.len() == 1;
@@ -210,9 +211,9 @@ impl SqliteJournal {
             let mut outcomes = Vec::with_capacity(batch.len());
             for pending in batch {
                 if !alone {
-                    conn.prepare_cached("SAVEPOINT append")?.execute([])?;
+                    conn.prepare_cached("SAVEPOINT write")?.execute([])?;
                 }
-                let outcome = write_append(&conn, &pending.work, at);
+                let outcome = write_one(&conn, &pending.work, at);
                 if let Err(e) = &outcome
                     && conn.is_autocommit()
                 {
@@ -223,9 +224,9 @@ impl SqliteJournal {
                 }
                 if !alone {
                     if outcome.is_err() {
-                        conn.prepare_cached("ROLLBACK TO append")?.execute([])?;
+                        conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
                     }
-                    conn.prepare_cached("RELEASE append")?.execute([])?;
+                    conn.prepare_cached("RELEASE write")?.execute([])?;
                 }
                 outcomes.push(outcome);
             }
@@ -340,13 +341,18 @@ pub(super) enum Answer {
 }
 
 impl Answer {
-    fn cancel(self) -> bool {
+    /// An append's or an end's answer (a start's is a storage error: the
+    /// queue mixed them up).
+    fn cancel(self) -> Result<bool, JournalError> {
         match self {
-            Answer::Cancel(cancel) => cancel,
-            Answer::Begun(_) => false,
+            Answer::Cancel(cancel) => Ok(cancel),
+            Answer::Begun(_) => Err(JournalError::Storage(
+                "an append was answered as a start".into(),
+            )),
         }
     }
 
+    /// A start's answer (see [`Answer::cancel`]).
     fn begun(self) -> Result<Begin, JournalError> {
         match self {
             Answer::Begun(begun) => Ok(begun),
@@ -381,7 +387,7 @@ pub(super) struct RecordRow {
 }
 
 /// Writes one run's write inside the open transaction.
-fn write_append(conn: &Connection, write: &Write, at: i64) -> Result<Answer, Sql> {
+fn write_one(conn: &Connection, write: &Write, at: i64) -> Result<Answer, Sql> {
     match write {
         Write::Begin(run) => write_begin(conn, run).map(Answer::Begun),
         Write::Records { run, epoch, rows } => {

@@ -19,7 +19,7 @@ pub(super) struct NewRunRow {
     workflow: String,
     manifest: String,
     /// The hash of the manifest's files.
-    pub manifest_hash: String,
+    manifest_hash: String,
     /// The files, when this process has not stored them yet.
     files: Option<String>,
     extension_dirs: String,
@@ -76,10 +76,10 @@ impl NewRunRow {
         })
     }
 
-    /// Whether its write stores the manifest's files (to remember, once
-    /// committed, that they are stored).
-    pub(super) fn stores_files(&self) -> bool {
-        self.files.is_some()
+    /// The hash of the manifest's files when its write stores them (to
+    /// remember, once committed, that they are stored).
+    pub(super) fn files_stored(&self) -> Option<String> {
+        self.files.as_ref().map(|_| self.manifest_hash.clone())
     }
 }
 

@@ -1,8 +1,8 @@
-//! Group commit: appends that arrive while another thread is committing wait,
-//! and the next commit takes all of them, so that concurrent runs share one
-//! transaction (its WAL frames, and with `full` its fsync) instead of
-//! queueing for one each. It owns the queue and who commits; what an append
-//! writes, and the SQL, are the journal's.
+//! Group commit: writes (runs' starts, appends and ends) that arrive while
+//! another one is committing wait, and the next commit takes all of them,
+//! so that concurrent runs share one transaction (its WAL frames, and with
+//! `full` its fsync) instead of queueing for one each. It owns the queue and
+//! who commits; what a write writes, and the SQL, are the journal's.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -248,7 +248,7 @@ impl<T, A> Group<T, A> {
 
     /// How many writes wait in the queue (for tests that wait for them).
     #[cfg(test)]
-    fn queued(&self) -> usize {
+    pub fn queued(&self) -> usize {
         lock(&self.state).queue.len()
     }
 }

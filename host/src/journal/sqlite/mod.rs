@@ -53,7 +53,7 @@ pub struct SqliteJournal {
     /// [`SqliteJournal::connection`]).
     conn: std::sync::Arc<Mutex<Connection>>,
     /// Starts, appends and ends of concurrent runs, committed together.
-    appends: group::Group<append::Write, append::Answer>,
+    writes: group::Group<append::Write, append::Answer>,
     /// Whether each commit waits for the disk (`full`).
     flushes: bool,
     /// Manifest snapshots this process already stored (by hash).
@@ -192,7 +192,7 @@ impl SqliteJournal {
             schema::migrate(&mut conn)?;
             Ok(SqliteJournal {
                 conn: std::sync::Arc::new(Mutex::new(conn)),
-                appends: group::Group::default(),
+                writes: group::Group::default(),
                 flushes: false,
                 stored: Mutex::default(),
                 _checkpointer: None,

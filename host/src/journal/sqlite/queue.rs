@@ -13,15 +13,15 @@ use crate::journal::{JournalError, Owner, Queue, now_ms};
 const ACTIVE: &str = "('running', 'waiting', 'compensating')";
 
 /// Records `run`'s key; queues it (no lease, status `queued`) when its key
-/// is at its limit or other runs of the key already wait. Inside the begin
-/// transaction that just inserted it.
+/// is at its limit or other runs of the key already wait. Inside the write
+/// transaction that just inserted it (its connection's).
 pub(super) fn admit(
-    tx: &rusqlite::Connection,
+    conn: &rusqlite::Connection,
     workflow: &str,
     run: &str,
     queue: &Queue,
 ) -> rusqlite::Result<bool> {
-    let full: bool = tx
+    let full: bool = conn
         .prepare_cached(&format!(
             "SELECT (SELECT count(*) FROM runs WHERE workflow = ?1 AND concurrency_key = ?2
                         AND status IN {ACTIVE} AND id != ?3) >= ?4
@@ -31,7 +31,7 @@ pub(super) fn admit(
             params![workflow, queue.key, run, queue.limit],
             |row| row.get(0),
         )?;
-    tx.prepare_cached(
+    conn.prepare_cached(
         "UPDATE runs SET concurrency_key = ?2, concurrency_limit = ?3, priority = ?4,
                          status = CASE WHEN ?5 THEN 'queued' ELSE status END,
                          lease_owner = CASE WHEN ?5 THEN NULL ELSE lease_owner END,

@@ -316,7 +316,7 @@ fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
         std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
     };
     // Until its commit is under way (waiting for the connection).
-    while !journal.appends.committing() {
+    while !journal.writes.committing() {
         std::thread::sleep(Duration::from_millis(1));
     }
     rt.block_on(async {
@@ -338,6 +338,91 @@ fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
     drop(connection);
     committing.join().unwrap().unwrap();
     assert!(journal.records("r1").unwrap().is_empty());
+    assert_eq!(journal.records("busy").unwrap().len(), 1);
+}
+
+/// Starts queued while a commit is under way share the next commit with
+/// each other, each in its own savepoint: of two with one transaction id
+/// the second finds the first's run (written earlier in the same
+/// transaction), and one that fails (a run id already taken) fails alone.
+#[test]
+fn starts_queued_behind_a_commit_share_the_next_one_and_each_gets_its_answer() {
+    use crate::journal::tests::started;
+    use std::time::Duration;
+    if !super::group::enabled() {
+        eprintln!("skipped: group commit is off (WASAGA_GROUP_COMMIT=0)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(SqliteJournal::open(&dir.path().join("s.db"), SyncMode::Normal).unwrap());
+    let lease = Duration::from_secs(60);
+    journal
+        .begin(&new_run("busy", "busy"), &Owner::current(), lease)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A commit under way, waiting for the connection this test holds.
+    let held = journal.connection();
+    let connection = held.lock().unwrap();
+    let committing = {
+        let journal = journal.clone();
+        std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
+    };
+    while !journal.writes.committing() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Queued one after the other, so the first of "same" is r1.
+    let starts = [("r1", "same"), ("r2", "same"), ("r3", "t3"), ("busy", "t4")];
+    let tasks: Vec<_> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, (id, tx))| {
+            let (starter, run) = (journal.clone(), new_run(id, tx));
+            let task = rt.spawn(async move {
+                starter
+                    .begin_queued(&run, &Owner::current(), Duration::from_secs(60))
+                    .await
+            });
+            while journal.writes.queued() < i + 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            task
+        })
+        .collect();
+    drop(connection);
+    committing.join().unwrap().unwrap();
+    let answers: Vec<_> = rt.block_on(async {
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    });
+    assert!(
+        matches!(answers[0], Ok(Begin::Started { epoch: 1 })),
+        "{:?}",
+        answers[0]
+    );
+    let Ok(Begin::Existing(existing)) = &answers[1] else {
+        panic!("the second start of \"same\": {:?}", answers[1])
+    };
+    assert_eq!(existing.id, "r1");
+    assert!(
+        matches!(answers[2], Ok(Begin::Started { epoch: 1 })),
+        "{:?}",
+        answers[2]
+    );
+    let Err(JournalError::Storage(taken)) = &answers[3] else {
+        panic!("a start with a taken run id: {:?}", answers[3])
+    };
+    assert!(taken.contains("UNIQUE"), "{taken}");
+    assert_eq!(journal.run("r1").unwrap().status, RunStatus::Running);
+    assert_eq!(journal.run("r3").unwrap().transaction_id, "t3");
+    assert!(journal.find_transaction("w", "t4").unwrap().is_none());
     assert_eq!(journal.records("busy").unwrap().len(), 1);
 }
 
