@@ -277,13 +277,34 @@ fn concurrent_appends_are_committed_together_and_a_fenced_one_writes_nothing() {
     }
 }
 
+/// A commit under way: run "busy"'s append, on a thread of its own, waits
+/// for the state file's connection, held until the guard is dropped;
+/// returns once the commit has begun (a condition, not a time).
+fn commit_held_under_way<'a>(
+    journal: &Arc<SqliteJournal>,
+    connection: &'a Mutex<rusqlite::Connection>,
+) -> (
+    std::sync::MutexGuard<'a, rusqlite::Connection>,
+    std::thread::JoinHandle<Result<bool, JournalError>>,
+) {
+    use crate::journal::tests::started;
+    let held = connection.lock().unwrap();
+    let committing = {
+        let journal = journal.clone();
+        std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
+    };
+    while !journal.writes.committing() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    (held, committing)
+}
+
 /// A run's start waiting as a task for a commit under way, dropped before
 /// it is answered (its task aborted): the start is not written, and the
 /// recorder writes nothing more to the run (as if the host had died there)
 /// instead of going on without its held-back records.
 #[test]
 fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
-    use crate::journal::tests::started;
     use crate::saga::{CallStart, Recorder};
     use std::time::Duration;
     if !super::group::enabled() {
@@ -307,18 +328,8 @@ fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
         .build()
         .unwrap();
     let recorder = crate::journal::JournalRecorder::new(journal.clone(), "r1", 1, 0, None);
-    // A commit under way: another run's append waits for the state file's
-    // connection, which this test holds.
     let held = journal.connection();
-    let connection = held.lock().unwrap();
-    let committing = {
-        let journal = journal.clone();
-        std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
-    };
-    // Until its commit is under way (waiting for the connection).
-    while !journal.writes.committing() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (connection, committing) = commit_held_under_way(&journal, &held);
     rt.block_on(async {
         let start = CallStart {
             node: "a",
@@ -347,7 +358,6 @@ fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
 /// transaction), and one that fails (a run id already taken) fails alone.
 #[test]
 fn starts_queued_behind_a_commit_share_the_next_one_and_each_gets_its_answer() {
-    use crate::journal::tests::started;
     use std::time::Duration;
     if !super::group::enabled() {
         eprintln!("skipped: group commit is off (WASAGA_GROUP_COMMIT=0)");
@@ -365,16 +375,8 @@ fn starts_queued_behind_a_commit_share_the_next_one_and_each_gets_its_answer() {
         .enable_all()
         .build()
         .unwrap();
-    // A commit under way, waiting for the connection this test holds.
     let held = journal.connection();
-    let connection = held.lock().unwrap();
-    let committing = {
-        let journal = journal.clone();
-        std::thread::spawn(move || journal.append("busy", 1, &[(1, started("x"))]))
-    };
-    while !journal.writes.committing() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (connection, committing) = commit_held_under_way(&journal, &held);
     // Queued one after the other, so the first of "same" is r1.
     let starts = [("r1", "same"), ("r2", "same"), ("r3", "t3"), ("busy", "t4")];
     let tasks: Vec<_> = starts
