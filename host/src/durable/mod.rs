@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use crate::capabilities::EntityStore;
 use crate::journal::{
-    Begin, CrashPoint, Journal, JournalError, JournalRecorder, LeaseKeeper, NewRun, Observer,
-    Owner, PinnedComponent, RecordKind, RunFilter, RunRecord, now_ms,
+    CrashPoint, Journal, JournalError, JournalRecorder, LeaseKeeper, Observer, Owner,
+    PinnedComponent, RecordKind, RunFilter, RunRecord, now_ms,
 };
 use crate::manifest::{self, LoadOptions, ManifestErrors, Snapshot};
 use crate::saga::{CancelSignal, Durability, RunReport, RunRequest, RunStatus};
 use crate::wasm::{LoadError, Runtime};
 use crate::workflow::{self, LoadedWorkflow};
 
+mod begin;
 mod leases;
 mod parking;
 mod queue;
@@ -31,6 +32,8 @@ mod state;
 mod timers;
 mod watchers;
 
+pub use begin::Begun;
+use begin::Origin;
 use leases::Renewal;
 pub use leases::{LEASE, jittered};
 pub use requests::{Answer, parse_answer_error};
@@ -195,36 +198,6 @@ impl Started {
     }
 }
 
-/// Where a run comes from, besides a caller's request.
-#[derive(Debug, Default)]
-struct Origin {
-    /// The run it runs again.
-    rerun_of: Option<String>,
-    /// The schedule's tick it is for (unix ms).
-    tick: Option<i64>,
-}
-
-/// A run recorded by [`Host::begin`].
-#[derive(Debug)]
-pub enum Begun {
-    /// A new run with this id, marked as executing here, under this lease epoch.
-    Fresh(String, Executing, u64),
-    /// A new run with this id, queued behind the runs of its key.
-    Queued(String),
-    /// The run its transaction id already has.
-    Existing(Box<RunRecord>),
-}
-
-impl Begun {
-    /// The run's id.
-    pub fn run_id(&self) -> &str {
-        match self {
-            Begun::Fresh(id, ..) | Begun::Queued(id) => id,
-            Begun::Existing(record) => &record.id,
-        }
-    }
-}
-
 impl Host {
     /// A host over `journal` and `entities` (normally in one state file),
     /// holding its leases for [`LEASE`].
@@ -335,91 +308,6 @@ impl Host {
         let begun = self.begin(workflow, extension_dirs, &request).await?;
         self.complete(workflow, begun, request, detach_background)
             .await
-    }
-
-    /// The first half of [`Host::start`]: records the run (or finds the run
-    /// of its transaction id). The run's id is then known. The start waits
-    /// for its commit as a task (on SQLite, a commit shared with other
-    /// runs' writes: see [`Journal::begin_queued`]). Not cancel-safe: a
-    /// caller that may drop it (a request whose client may hang up) calls
-    /// it in a task of its own, as `host serve` does.
-    pub async fn begin(
-        &self,
-        workflow: &LoadedWorkflow,
-        extension_dirs: &[PathBuf],
-        request: &RunRequest,
-    ) -> Result<Begun, DurableError> {
-        let (new, executing) =
-            self.new_run(workflow, extension_dirs, request, Origin::default())?;
-        let begin = self
-            .journal
-            .begin_queued(&new, &self.owner, self.lease)
-            .await?;
-        Ok(self.begun(new, executing, begin))
-    }
-
-    /// [`Host::begin`], for a run of `origin` (a rerun, a schedule's tick),
-    /// waiting on the caller's thread: those starts come one at a time, not
-    /// at the rate runs are started, and a schedule's tick is recorded from
-    /// synchronous code (`begin_tick`).
-    fn begin_with(
-        &self,
-        workflow: &LoadedWorkflow,
-        extension_dirs: &[PathBuf],
-        request: &RunRequest,
-        origin: Origin,
-    ) -> Result<Begun, DurableError> {
-        let (new, executing) = self.new_run(workflow, extension_dirs, request, origin)?;
-        let begin = self.journal.begin(&new, &self.owner, self.lease)?;
-        Ok(self.begun(new, executing, begin))
-    }
-
-    /// A new run of `workflow` for `request`, marked as executing here.
-    fn new_run(
-        &self,
-        workflow: &LoadedWorkflow,
-        extension_dirs: &[PathBuf],
-        request: &RunRequest,
-        origin: Origin,
-    ) -> Result<(NewRun, Executing), DurableError> {
-        let manifest = &workflow.manifest;
-        let new = NewRun {
-            components: workflow.components.clone(),
-            id: request.run_id.clone(),
-            transaction_id: request.transaction_id.clone(),
-            workflow: manifest.workflow.name.clone(),
-            manifest: manifest.source.path.clone(),
-            sources: manifest.sources.clone(),
-            extension_dirs: extension_dirs.to_vec(),
-            input: request.input.clone(),
-            metadata: request.metadata.clone(),
-            // A tick starts one run, whatever the workflow says of repeats.
-            idempotent: manifest.idempotent || origin.tick.is_some(),
-            rerun_of: origin.rerun_of,
-            tick: origin.tick,
-            queue: self.queue_for(workflow, &request.input)?,
-            trace_context: self.trace_context_of(request),
-        };
-        // Marked before it is journaled, so no resume can see it unmarked.
-        let executing = self
-            .mark_executing(&new.id)
-            .ok_or_else(|| DurableError::Refused(format!("run {} already exists", new.id)))?;
-        Ok((new, executing))
-    }
-
-    /// What a start of `new` became.
-    fn begun(&self, new: NewRun, executing: Executing, begin: Begin) -> Begun {
-        if let (Some(spans), Some(context), Begin::Started { .. } | Begin::Queued) =
-            (&self.spans, new.trace_context, &begin)
-        {
-            spans.began(&new.id, &new.workflow, context);
-        }
-        match begin {
-            Begin::Started { epoch } => Begun::Fresh(new.id, executing, epoch),
-            Begin::Existing(existing) => Begun::Existing(existing),
-            // Not executed here until its key has room.
-            Begin::Queued => Begun::Queued(new.id),
-        }
     }
 
     /// The second half of [`Host::start`]: executes a fresh run, or answers
