@@ -54,6 +54,7 @@ on_both_backends!(
     queued_writes_awaited_by_tasks_are_committed_and_fenced,
     queued_starts_awaited_by_tasks_make_one_run_per_transaction_id,
     finishing_releases_the_lease_and_pruning_removes_old_runs,
+    a_manifest_pruned_with_its_last_run_is_there_for_the_next_start,
     a_live_owner_keeps_its_run_and_a_dead_one_loses_it,
     a_run_keeps_its_pinned_components_and_an_operator_can_replace_them,
     a_run_keeps_its_trace_context,
@@ -472,6 +473,43 @@ fn finishing_releases_the_lease_and_pruning_removes_old_runs(journal: &Arc<dyn J
     // The unfinished run stays, with its pinned manifest.
     let kept = journal.run("r2").unwrap();
     assert!(journal.sources(&kept.manifest_hash).is_ok());
+}
+
+/// The process that started a manifest's runs keeps starting them after a
+/// prune took the manifest with its last run (SQLite deletes it at once;
+/// PostgreSQL keeps a manifest used in the last minute): the new run can
+/// still be resumed from its manifest, by this process and the start sync
+/// or queued.
+fn a_manifest_pruned_with_its_last_run_is_there_for_the_next_start(journal: &Arc<dyn Journal>) {
+    let me = Owner::current();
+    journal.begin(&new_run("r1", "t1"), &me, LEASE).unwrap();
+    journal
+        .finish("r1", 1, &report("r1", RunStatus::Done))
+        .unwrap();
+    assert_eq!(journal.prune(now_ms() + 1, None).unwrap(), 1);
+    journal.begin(&new_run("r2", "t2"), &me, LEASE).unwrap();
+    let run = journal.run("r2").unwrap();
+    assert_eq!(
+        journal.sources(&run.manifest_hash).unwrap()[0].1,
+        "[workflow]"
+    );
+    journal
+        .finish("r2", 1, &report("r2", RunStatus::Done))
+        .unwrap();
+    assert_eq!(journal.prune(now_ms() + 1, None).unwrap(), 1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(journal.begin_queued(&new_run("r3", "t3"), &me, LEASE))
+        .unwrap();
+    let run = journal.run("r3").unwrap();
+    assert_eq!(
+        journal.sources(&run.manifest_hash).unwrap()[0].1,
+        "[workflow]"
+    );
 }
 
 fn a_live_owner_keeps_its_run_and_a_dead_one_loses_it(journal: &Arc<dyn Journal>) {

@@ -57,11 +57,8 @@ impl SqliteJournal {
         owner: &Owner,
         lease: std::time::Duration,
     ) -> Result<Begin, JournalError> {
-        let row = self.new_run_row(run, owner, lease)?;
-        let stores_files = row.files_stored();
-        let begun = self.write_grouped(Write::Begin(row))?.begun()?;
-        self.remember_stored(stores_files, &begun);
-        Ok(begun)
+        let row = NewRunRow::of(run, owner, lease, &self.manifest_files)?;
+        self.write_grouped(Write::Begin(row))?.begun()
     }
 
     /// [`Self::begin_grouped`] for a run's task (see `queue_grouped`).
@@ -71,42 +68,12 @@ impl SqliteJournal {
         owner: &Owner,
         lease: std::time::Duration,
     ) -> Beginning<'_> {
-        let row = match self.new_run_row(run, owner, lease) {
+        let row = match NewRunRow::of(run, owner, lease, &self.manifest_files) {
             Ok(row) => row,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let stores_files = row.files_stored();
         let write = self.queue(Write::Begin(row));
-        Box::pin(async move {
-            let begun = write.await?.begun()?;
-            self.remember_stored(stores_files, &begun);
-            Ok(begun)
-        })
-    }
-
-    fn new_run_row(
-        &self,
-        run: &NewRun,
-        owner: &Owner,
-        lease: std::time::Duration,
-    ) -> Result<NewRunRow, JournalError> {
-        NewRunRow::of(run, owner, lease, |hash| {
-            self.stored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(hash)
-        })
-    }
-
-    /// Remembers that a committed start stored its manifest's files (a
-    /// start that found its transaction's run wrote nothing).
-    fn remember_stored(&self, stored_files: Option<String>, begun: &Begin) {
-        if let (Some(hash), Begin::Started { .. } | Begin::Queued) = (stored_files, begun) {
-            self.stored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(hash);
-        }
+        Box::pin(async move { write.await?.begun() })
     }
 
     fn write_grouped(&self, write: Write) -> Result<Answer, JournalError> {

@@ -1,9 +1,10 @@
-//! A run's first write: its row (and its manifest's files, the first time
-//! this process records them), or the run that already holds its
-//! transaction id. Owned, so that it can wait in the group-commit queue
+//! A run's first write: its row (and its manifest's files, when no row
+//! holds them), or the run that already holds its transaction id. Owned, so that it can wait in the group-commit queue
 //! beside other runs' appends (`append.rs` commits it); it may not write
 //! records.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -20,8 +21,8 @@ pub(super) struct NewRunRow {
     manifest: String,
     /// The hash of the manifest's files.
     manifest_hash: String,
-    /// The files, when this process has not stored them yet.
-    files: Option<String>,
+    /// The files, serialized (written when the file lacks them).
+    files: Arc<str>,
     extension_dirs: String,
     input: String,
     metadata: String,
@@ -37,24 +38,15 @@ pub(super) struct NewRunRow {
 
 impl NewRunRow {
     /// `run`'s row, leased to `owner` for `lease` from when it is written;
-    /// `stored` says whether its manifest's files are already in the file.
+    /// its manifest's files serialized through `files`.
     pub(super) fn of(
         run: &NewRun,
         owner: &Owner,
         lease: Duration,
-        stored: impl FnOnce(&str) -> bool,
+        files: &ManifestFiles,
     ) -> Result<NewRunRow, JournalError> {
         let manifest_hash = sources_hash(&run.sources);
-        let files = if stored(&manifest_hash) {
-            None
-        } else {
-            let files: Vec<(String, &str)> = run
-                .sources
-                .iter()
-                .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-                .collect();
-            Some(json_text(&files)?)
-        };
+        let files = files.serialized(&manifest_hash, run)?;
         Ok(NewRunRow {
             id: run.id.clone(),
             transaction_id: run.transaction_id.clone(),
@@ -75,11 +67,37 @@ impl NewRunRow {
             lease,
         })
     }
+}
 
-    /// The hash of the manifest's files when its write stores them (to
-    /// remember, once committed, that they are stored).
-    pub(super) fn files_stored(&self) -> Option<String> {
-        self.files.as_ref().map(|_| self.manifest_hash.clone())
+/// Each manifest's files as the `manifests` table stores them, serialized
+/// once per process. Only a cache: whether the file holds them is asked
+/// at every start, in its transaction, since a prune (by this process's
+/// retention or by `host runs prune` in another) deletes the rows no run
+/// uses any more.
+#[derive(Default)]
+pub(super) struct ManifestFiles(Mutex<HashMap<String, Arc<str>>>);
+
+/// Manifests kept serialized; past it the cache starts over (a server
+/// whose manifest changes on every reload must not grow without end).
+const MANIFESTS_KEPT: usize = 64;
+
+impl ManifestFiles {
+    fn serialized(&self, hash: &str, run: &NewRun) -> Result<Arc<str>, JournalError> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(files) = kept.get(hash) {
+            return Ok(files.clone());
+        }
+        let files: Vec<(String, &str)> = run
+            .sources
+            .iter()
+            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+            .collect();
+        let files: Arc<str> = json_text(&files)?.into();
+        if kept.len() >= MANIFESTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(hash.to_string(), files.clone());
+        Ok(files)
     }
 }
 
@@ -100,10 +118,11 @@ pub(super) fn write_begin(conn: &Connection, run: &NewRunRow) -> Result<Begin, S
             return Ok(Begin::Existing(Box::new(existing)));
         }
     }
-    if let Some(files) = &run.files {
-        conn.prepare_cached("INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)")?
-            .execute(params![run.manifest_hash, files])?;
-    }
+    // Ignored, writing nothing, when the row is there: one lookup of the
+    // hash per start keeps every run's manifest in the file whatever was
+    // pruned since this process last stored it.
+    conn.prepare_cached("INSERT OR IGNORE INTO manifests (hash, files) VALUES (?1, ?2)")?
+        .execute(params![run.manifest_hash, &*run.files])?;
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,

@@ -56,8 +56,8 @@ pub struct SqliteJournal {
     writes: group::Group<append::Write, append::Answer>,
     /// Whether each commit waits for the disk (`full`).
     flushes: bool,
-    /// Manifest snapshots this process already stored (by hash).
-    stored: Mutex<std::collections::HashSet<String>>,
+    /// Manifests' files, serialized once (by hash).
+    manifest_files: begin::ManifestFiles,
     /// Tells the checkpointer thread to stop when the journal goes.
     _checkpointer: Option<Checkpointer>,
 }
@@ -194,7 +194,7 @@ impl SqliteJournal {
                 conn: std::sync::Arc::new(Mutex::new(conn)),
                 writes: group::Group::default(),
                 flushes: false,
-                stored: Mutex::default(),
+                manifest_files: begin::ManifestFiles::default(),
                 _checkpointer: None,
             })
         })
