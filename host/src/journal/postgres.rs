@@ -135,6 +135,20 @@ async fn fenced(pool: &Pool, run: &str, changed: u64) -> Result<(), Fail> {
     }))
 }
 
+/// A run's last records (none when there are none) and its end, as the
+/// end's statement binds them.
+fn finish_columns(
+    run: &str,
+    epoch: u64,
+    records: &[(u64, RecordKind)],
+    report: &RunReport,
+) -> Result<(Option<append::Columns>, append::End), JournalError> {
+    let columns = (!records.is_empty())
+        .then(|| append::Columns::of(run, epoch, records))
+        .transpose()?;
+    Ok((columns, append::End::of(run, epoch, report)?))
+}
+
 fn parse(row: RunRecordRow) -> Result<RunRecord, Fail> {
     row.parse().map_err(journal)
 }
@@ -226,8 +240,20 @@ impl Journal for PgJournal {
         self.run_pg(move |pool| append::finish(pool, end))
     }
 
-    /// The run's last records, then its end, on the database's runtime
-    /// (two statements, as `finish_with`), the run's task awaiting both.
+    /// The run's last records and its end in one statement.
+    fn finish_with(
+        &self,
+        run: &str,
+        epoch: u64,
+        records: &[(u64, RecordKind)],
+        report: &RunReport,
+    ) -> Result<(), JournalError> {
+        let (columns, end) = finish_columns(run, epoch, records, report)?;
+        self.run_pg(move |pool| append::finish_with(pool, columns, end))
+    }
+
+    /// [`Journal::finish_with`]'s statement on the database's runtime, the
+    /// run's task awaiting it.
     fn finish_queued(
         &self,
         run: &str,
@@ -235,21 +261,14 @@ impl Journal for PgJournal {
         records: &[(u64, RecordKind)],
         report: &RunReport,
     ) -> Appending<'_> {
-        let prepared = (|| {
-            let columns = (!records.is_empty())
-                .then(|| append::Columns::of(run, epoch, records))
-                .transpose()?;
-            Ok::<_, JournalError>((columns, append::End::of(run, epoch, report)?))
-        })();
-        let (columns, end) = match prepared {
+        let (columns, end) = match finish_columns(run, epoch, records, report) {
             Ok(prepared) => prepared,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let answer = self.database.run_queued(move |pool| async move {
-            if let Some(columns) = columns {
-                append::append(pool.clone(), columns).await?;
-            }
-            append::finish(pool, end).await.map(|()| false)
+            append::finish_with(pool, columns, end)
+                .await
+                .map(|()| false)
         });
         Box::pin(async move { answer.await.map_err(JournalError::from) })
     }

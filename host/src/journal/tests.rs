@@ -597,6 +597,13 @@ fn a_host_whose_lease_was_taken_over_writes_nothing_more(journal: &Arc<dyn Journ
     lost(journal.set_status("r1", 1, RunStatus::Compensating));
     lost(journal.set_components("r1", 1, &[]));
     lost(journal.finish("r1", 1, &report("r1", RunStatus::Done)));
+    // Its end with its last records: neither is written.
+    lost(journal.finish_with(
+        "r1",
+        1,
+        &[(2, finished("a"))],
+        &report("r1", RunStatus::Done),
+    ));
     let run = journal.run("r1").unwrap();
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.lease_owner.as_deref(), Some(survivor.id()));
@@ -610,6 +617,15 @@ fn a_host_whose_lease_was_taken_over_writes_nothing_more(journal: &Arc<dyn Journ
     assert_eq!(journal.run("r1").unwrap().status, RunStatus::Done);
     assert!(matches!(
         journal.set_status("nope", 1, RunStatus::Running),
+        Err(JournalError::UnknownRun(_))
+    ));
+    assert!(matches!(
+        journal.finish_with(
+            "nope",
+            1,
+            &[(1, started("a"))],
+            &report("nope", RunStatus::Done)
+        ),
         Err(JournalError::UnknownRun(_))
     ));
 }

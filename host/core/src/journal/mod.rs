@@ -525,7 +525,7 @@ pub trait Journal: Send + Sync {
     /// Records how a run ended (or paused) and releases its lease.
     fn finish(&self, run: &str, epoch: u64, report: &RunReport) -> Result<(), JournalError>;
     /// Appends a run's last `records` and records its end: in one
-    /// transaction where the backend can (the SQLite journal), so that a
+    /// transaction where the backend can (both of ours), so that a
     /// run's end costs one commit, not two; else one after the other.
     fn finish_with(
         &self,

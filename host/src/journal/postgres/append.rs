@@ -1,8 +1,8 @@
 //! The PostgreSQL journal's writes of a running run: the append of its
 //! records (the fence, the cancel flag and every record in one round trip)
-//! and its end, whether the caller waits for them on its thread or as a
-//! task. It owns those two statements only; the journal's other writes are
-//! `postgres.rs`'s.
+//! and its end (with its last records, in one round trip too), whether the
+//! caller waits for them on its thread or as a task. It owns those
+//! statements only; the journal's other writes are `postgres.rs`'s.
 
 use super::super::rows::{batch_columns, end_columns};
 use super::{Fail, JournalError, Pool, RecordKind, RunReport, fenced, now_ms, now_us};
@@ -130,6 +130,67 @@ impl End {
             wake_at: report.wake_at,
         })
     }
+}
+
+/// Records the run's last records (if any) and its end, releasing its
+/// lease, if its lease epoch is still `end`'s: one statement, so one round
+/// trip and one transaction (no crash can leave the records without the
+/// end).
+pub(super) async fn finish_with(
+    pool: Pool,
+    records: Option<Columns>,
+    end: End,
+) -> Result<(), Fail> {
+    let Some(c) = records else {
+        return finish(pool, end).await;
+    };
+    let client = pool.get().await?;
+    // The end's UPDATE is the fence: it locks the run's row (a claim waits
+    // for the records, or they see its new epoch) and the records are
+    // written only when it changed the row.
+    let statement = client
+        .prepare_cached(
+            "WITH ended AS (
+                 UPDATE runs SET status = $10, partial = $11, output = $12, error = $13, errors = $14, updated_at = $15,
+                 finished_at = $16, lease_owner = NULL, lease_until = NULL, wake_at = $17
+                 WHERE id = $1 AND lease_epoch = $2
+                 RETURNING 1
+             ), written AS (
+                 INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
+                 SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
+                 FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
+                      AS r(seq, kind, node, action, attempt, body)
+                 WHERE EXISTS (SELECT 1 FROM ended)
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM written)",
+        )
+        .await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &c.run,
+                &c.epoch,
+                &now_us(),
+                &c.seqs,
+                &c.kinds,
+                &c.nodes,
+                &c.actions,
+                &c.attempts,
+                &c.bodies,
+                &end.status,
+                &end.partial,
+                &end.output,
+                &end.error,
+                &end.errors,
+                &end.now,
+                &end.finished_at,
+                &end.wake_at,
+            ],
+        )
+        .await?;
+    fenced(&pool, &end.run, row.get::<_, i64>(0) as u64).await
 }
 
 /// Records the run's end and releases its lease, if its lease epoch is
