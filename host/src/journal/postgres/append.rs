@@ -4,6 +4,8 @@
 //! caller waits for them on its thread or as a task. It owns those
 //! statements only; the journal's other writes are `postgres.rs`'s.
 
+use tokio_postgres::types::ToSql;
+
 use super::super::rows::{batch_columns, end_columns};
 use super::{Fail, JournalError, Pool, RecordKind, RunReport, fenced, now_ms, now_us};
 
@@ -50,6 +52,37 @@ impl Columns {
     }
 }
 
+/// The records' INSERT, bound to `Columns::params` ($1-$9), written only
+/// when the CTE `fence` has a row (a macro so that each statement stays
+/// one literal, prepared once).
+macro_rules! insert_records_if_fenced {
+    () => {
+        "INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
+         SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
+         FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
+              AS r(seq, kind, node, action, attempt, body)
+         WHERE EXISTS (SELECT 1 FROM fence)
+         RETURNING 1"
+    };
+}
+
+impl Columns {
+    /// $1-$9 of a statement that writes the records (`at` is $3).
+    fn params<'a>(&'a self, at: &'a i64) -> [&'a (dyn ToSql + Sync); 9] {
+        [
+            &self.run,
+            &self.epoch,
+            at,
+            &self.seqs,
+            &self.kinds,
+            &self.nodes,
+            &self.actions,
+            &self.attempts,
+            &self.bodies,
+        ]
+    }
+}
+
 /// Writes the records if the run's lease epoch is still theirs; answers
 /// whether a cancel was requested.
 pub(super) async fn append(pool: Pool, c: Columns) -> Result<bool, Fail> {
@@ -58,37 +91,16 @@ pub(super) async fn append(pool: Pool, c: Columns) -> Result<bool, Fail> {
     // so a claim waits for the records or they see its new epoch; no fence
     // row, no records.
     let statement = client
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH fence AS (
                  SELECT cancel_requested FROM runs WHERE id = $1 AND lease_epoch = $2 FOR SHARE
-             ), written AS (
-                 INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
-                 SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
-                 FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-                      AS r(seq, kind, node, action, attempt, body)
-                 WHERE EXISTS (SELECT 1 FROM fence)
-                 RETURNING 1
-             )
+             ), written AS (",
+            insert_records_if_fenced!(),
+            ")
              SELECT (SELECT cancel_requested FROM fence), (SELECT count(*) FROM written)",
-        )
+        ))
         .await?;
-    let at = now_us();
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &c.run,
-                &c.epoch,
-                &at,
-                &c.seqs,
-                &c.kinds,
-                &c.nodes,
-                &c.actions,
-                &c.attempts,
-                &c.bodies,
-            ],
-        )
-        .await?;
+    let row = client.query_one(&statement, &c.params(&now_us())).await?;
     match row.get::<_, Option<bool>>(0) {
         Some(cancel) => Ok(cancel),
         None => {
@@ -149,47 +161,31 @@ pub(super) async fn finish_with(
     // for the records, or they see its new epoch) and the records are
     // written only when it changed the row.
     let statement = client
-        .prepare_cached(
-            "WITH ended AS (
+        .prepare_cached(concat!(
+            "WITH fence AS (
                  UPDATE runs SET status = $10, partial = $11, output = $12, error = $13, errors = $14, updated_at = $15,
                  finished_at = $16, lease_owner = NULL, lease_until = NULL, wake_at = $17
                  WHERE id = $1 AND lease_epoch = $2
                  RETURNING 1
-             ), written AS (
-                 INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
-                 SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
-                 FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-                      AS r(seq, kind, node, action, attempt, body)
-                 WHERE EXISTS (SELECT 1 FROM ended)
-                 RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM written)",
-        )
+             ), written AS (",
+            insert_records_if_fenced!(),
+            ")
+             SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM written)",
+        ))
         .await?;
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &c.run,
-                &c.epoch,
-                &now_us(),
-                &c.seqs,
-                &c.kinds,
-                &c.nodes,
-                &c.actions,
-                &c.attempts,
-                &c.bodies,
-                &end.status,
-                &end.partial,
-                &end.output,
-                &end.error,
-                &end.errors,
-                &end.now,
-                &end.finished_at,
-                &end.wake_at,
-            ],
-        )
-        .await?;
+    let at = now_us();
+    let mut params = c.params(&at).to_vec();
+    params.extend_from_slice(&[
+        &end.status as &(dyn ToSql + Sync),
+        &end.partial,
+        &end.output,
+        &end.error,
+        &end.errors,
+        &end.now,
+        &end.finished_at,
+        &end.wake_at,
+    ]);
+    let row = client.query_one(&statement, &params).await?;
     fenced(&pool, &end.run, row.get::<_, i64>(0) as u64).await
 }
 
