@@ -144,6 +144,24 @@ impl End {
     }
 }
 
+impl End {
+    /// The columns the end sets, in the order its statements number them
+    /// (status, partial, output, error, errors, updated_at, finished_at,
+    /// wake_at).
+    fn columns(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.status,
+            &self.partial,
+            &self.output,
+            &self.error,
+            &self.errors,
+            &self.now,
+            &self.finished_at,
+            &self.wake_at,
+        ]
+    }
+}
+
 /// Records the run's last records (if any) and its end, releasing its
 /// lease, if its lease epoch is still `end`'s: one statement, so one round
 /// trip and one transaction (no crash can leave the records without the
@@ -175,16 +193,7 @@ pub(super) async fn finish_with(
         .await?;
     let at = now_us();
     let mut params = c.params(&at).to_vec();
-    params.extend_from_slice(&[
-        &end.status as &(dyn ToSql + Sync),
-        &end.partial,
-        &end.output,
-        &end.error,
-        &end.errors,
-        &end.now,
-        &end.finished_at,
-        &end.wake_at,
-    ]);
+    params.extend_from_slice(&end.columns());
     let row = client.query_one(&statement, &params).await?;
     fenced(&pool, &end.run, row.get::<_, i64>(0) as u64).await
 }
@@ -193,28 +202,16 @@ pub(super) async fn finish_with(
 /// still `end`'s.
 pub(super) async fn finish(pool: Pool, end: End) -> Result<(), Fail> {
     let client = pool.get().await?;
+    // Numbered as in `finish_with`'s statement: $1 and $2, then the end's
+    // columns.
     let statement = client
         .prepare_cached(
-            "UPDATE runs SET status = $2, partial = $3, output = $4, error = $5, errors = $6, updated_at = $7,
-             finished_at = $8, lease_owner = NULL, lease_until = NULL, wake_at = $10 WHERE id = $1 AND lease_epoch = $9",
+            "UPDATE runs SET status = $3, partial = $4, output = $5, error = $6, errors = $7, updated_at = $8,
+             finished_at = $9, lease_owner = NULL, lease_until = NULL, wake_at = $10 WHERE id = $1 AND lease_epoch = $2",
         )
         .await?;
-    let changed = client
-        .execute(
-            &statement,
-            &[
-                &end.run,
-                &end.status,
-                &end.partial,
-                &end.output,
-                &end.error,
-                &end.errors,
-                &end.now,
-                &end.finished_at,
-                &end.epoch,
-                &end.wake_at,
-            ],
-        )
-        .await?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&end.run, &end.epoch];
+    params.extend_from_slice(&end.columns());
+    let changed = client.execute(&statement, &params).await?;
     fenced(&pool, &end.run, changed).await
 }
