@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use futures::try_join;
+use tokio_postgres::types::ToSql;
+
 use super::super::rows::{json_text, sources_hash};
 use super::{
     Begin, DB_NOW, Fail, JournalError, NewRun, Owner, Pool, RUN_COLUMNS, now_ms, parse, queue,
@@ -55,21 +58,22 @@ pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
     } = start;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    // Of two concurrent starts with one transaction id, the second
-    // waits here and then sees the first's row.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))",
-        &[&run.workflow, &run.transaction_id],
-    )
-    .await?;
-    let existing = tx
-        .query_opt(
-            &format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
-            ),
-            &[&run.workflow, &run.transaction_id],
-        )
-        .await?;
+    // Four round trips: BEGIN, the lock with the lookup, the two inserts,
+    // COMMIT. Statements sent together are pipelined (tokio-postgres sends
+    // each as soon as its future is polled and reads the answers in order),
+    // and they stay prepared on the connection.
+    let find = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
+    );
+    let (lock, find) = try_join!(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))"),
+        tx.prepare_cached(&find),
+    )?;
+    // Of two concurrent starts with one transaction id, the second waits
+    // at the lock and then sees the first's row: the lookup is a statement
+    // of its own, whose snapshot is taken once the lock is held.
+    let key: [&(dyn ToSql + Sync); 2] = [&run.workflow, &run.transaction_id];
+    let (_, existing) = try_join!(tx.execute(&lock, &key), tx.query_opt(&find, &key))?;
     if let Some(existing) = existing {
         let existing = parse(run_from_row(&existing))?;
         if run.idempotent || !existing.status.is_final() {
@@ -77,42 +81,47 @@ pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
         }
     }
     let now = now_ms();
-    // Touched even when it is there: a prune running meanwhile waits
-    // for this row and then sees it in use.
-    tx.execute(
-        "INSERT INTO manifests (hash, files, used_at) VALUES ($1, $2, $3)
-         ON CONFLICT (hash) DO UPDATE SET used_at = EXCLUDED.used_at",
-        &[&hash, &files, &now],
-    )
-    .await?;
     let lease_ms = lease.as_millis() as i64;
     let manifest = run.manifest.to_string_lossy().into_owned();
     let traceparent = run.trace_context.map(|c| c.to_stored());
-    tx.execute(
-        &format!(
-            "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                               created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
+    let insert_run = format!(
+        "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
+                           created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
+    );
+    let (store_manifest, insert_run) = try_join!(
+        // Touched even when it is there: a prune running meanwhile waits
+        // for this row and then sees it in use.
+        tx.prepare_cached(
+            "INSERT INTO manifests (hash, files, used_at) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO UPDATE SET used_at = EXCLUDED.used_at",
         ),
-        &[
-            &run.id,
-            &run.transaction_id,
-            &run.workflow,
-            &manifest,
-            &hash,
-            &extension_dirs,
-            &run.input.text(),
-            &run.metadata.text(),
-            &now,
-            &owner,
-            &lease_ms,
-            &components,
-            &run.rerun_of,
-            &run.tick,
-            &traceparent,
-        ],
-    )
-    .await?;
+        tx.prepare_cached(&insert_run),
+    )?;
+    // (Should the first fail, the second fails too, and the first's error
+    // is the one answered: answers come in order.)
+    let manifest_row: [&(dyn ToSql + Sync); 3] = [&hash, &files, &now];
+    let run_row: [&(dyn ToSql + Sync); 15] = [
+        &run.id,
+        &run.transaction_id,
+        &run.workflow,
+        &manifest,
+        &hash,
+        &extension_dirs,
+        &run.input.text(),
+        &run.metadata.text(),
+        &now,
+        &owner,
+        &lease_ms,
+        &components,
+        &run.rerun_of,
+        &run.tick,
+        &traceparent,
+    ];
+    try_join!(
+        tx.execute(&store_manifest, &manifest_row),
+        tx.execute(&insert_run, &run_row),
+    )?;
     let queued = match &run.queue {
         Some(queue) => queue::admit(&tx, &run.workflow, &run.id, queue).await?,
         None => false,
