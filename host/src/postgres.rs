@@ -164,8 +164,14 @@ impl Database {
             SyncMode::Normal => "off",
             SyncMode::Full => "on",
         };
+        // READ COMMITTED whatever the database's or role's default: the
+        // journal's fences re-check a row's epoch after waiting for its
+        // lock, and a start's lookup must see the run of whoever held the
+        // transaction id's lock before it (a fresh snapshot per statement).
+        // Appended after the URL's own options, so it wins over them.
         let options = format!(
-            "{} -c synchronous_commit={commit} -c statement_timeout=60s -c client_min_messages=warning",
+            "{} -c synchronous_commit={commit} -c statement_timeout=60s -c client_min_messages=warning \
+             -c default_transaction_isolation=read\\ committed",
             config.get_options().unwrap_or_default()
         );
         config.options(options.trim());
@@ -370,6 +376,27 @@ mod tests {
         );
         assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
         assert!(is_url("postgresql://h/db") && !is_url("./state.db"));
+    }
+
+    /// A URL (as a database's or a role's default could) asking for
+    /// REPEATABLE READ gets READ COMMITTED, which the journal relies on.
+    #[test]
+    fn connections_read_committed_whatever_the_database_asks() {
+        let schema = testing::TestSchema::new();
+        let url = format!(
+            "{}%20-cdefault_transaction_isolation%3Drepeatable%5C%20read",
+            schema.url
+        );
+        let database = Database::connect(&url, SyncMode::Normal).unwrap();
+        let level: String = database.run(|pool| async move {
+            let client = pool.get().await.unwrap();
+            client
+                .query_one("SHOW transaction_isolation", &[])
+                .await
+                .unwrap()
+                .get(0)
+        });
+        assert_eq!(level, "read committed");
     }
 }
 
