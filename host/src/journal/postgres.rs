@@ -5,7 +5,7 @@
 //! cancel flag and every record in one statement).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio_postgres::Row;
@@ -38,6 +38,14 @@ const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
 /// The database's clock in unix ms: leases are given and judged by one
 /// clock, so a host whose clock runs ahead cannot take runs early.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// The latest run of a workflow's transaction id (`$1` the workflow, `$2`
+/// the transaction id); built once, since a start looks it up every time.
+static FIND_BY_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
+    )
+});
 
 fn run_from_row(row: &Row) -> RunRecordRow {
     RunRecordRow {
@@ -325,12 +333,7 @@ impl Journal for PgJournal {
         self.run_pg(move |pool| async move {
             let client = pool.get().await?;
             let row = client
-                .query_opt(
-                    &format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
-                    ),
-                    &[&workflow, &transaction_id],
-                )
+                .query_opt(FIND_BY_TRANSACTION.as_str(), &[&workflow, &transaction_id])
                 .await?;
             row.map(|row| parse(run_from_row(&row))).transpose()
         })

@@ -3,6 +3,7 @@
 //! whether the caller waits on its thread or as a task. It may not write
 //! records.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures::try_join;
@@ -10,9 +11,18 @@ use tokio_postgres::types::ToSql;
 
 use super::super::rows::{json_text, sources_hash};
 use super::{
-    Begin, DB_NOW, Fail, JournalError, NewRun, Owner, Pool, RUN_COLUMNS, now_ms, parse, queue,
-    run_from_row,
+    Begin, DB_NOW, FIND_BY_TRANSACTION, Fail, JournalError, NewRun, Owner, Pool, now_ms, parse,
+    queue, run_from_row,
 };
+
+/// A new run's row (built once: `prepare_cached` finds it by its text).
+static INSERT_RUN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
+                           created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
+    )
+});
 
 /// A start's parameters, owned (they go to the database's runtime).
 pub(super) struct Start {
@@ -62,12 +72,9 @@ pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
     // COMMIT. Statements sent together are pipelined (tokio-postgres sends
     // each as soon as its future is polled and reads the answers in order),
     // and they stay prepared on the connection.
-    let find = format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = $1 AND transaction_id = $2 ORDER BY created_at DESC LIMIT 1"
-    );
     let (lock, find) = try_join!(
         tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1 || E'\\n' || $2, 0))"),
-        tx.prepare_cached(&find),
+        tx.prepare_cached(&FIND_BY_TRANSACTION),
     )?;
     // Of two concurrent starts with one transaction id, the second waits
     // at the lock and then sees the first's row: the lookup is a statement
@@ -84,11 +91,6 @@ pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
     let lease_ms = lease.as_millis() as i64;
     let manifest = run.manifest.to_string_lossy().into_owned();
     let traceparent = run.trace_context.map(|c| c.to_stored());
-    let insert_run = format!(
-        "INSERT INTO runs (id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, status,
-                           created_at, updated_at, lease_owner, lease_until, components, lease_epoch, rerun_of, tick, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9, $10, {DB_NOW} + $11, $12, 1, $13, $14, $15)"
-    );
     let (store_manifest, insert_run) = try_join!(
         // Touched even when it is there: a prune running meanwhile waits
         // for this row and then sees it in use.
@@ -96,7 +98,7 @@ pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
             "INSERT INTO manifests (hash, files, used_at) VALUES ($1, $2, $3)
              ON CONFLICT (hash) DO UPDATE SET used_at = EXCLUDED.used_at",
         ),
-        tx.prepare_cached(&insert_run),
+        tx.prepare_cached(&INSERT_RUN),
     )?;
     // (Should the first fail, the second fails too, and the first's error
     // is the one answered: answers come in order.)
