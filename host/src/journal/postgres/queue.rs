@@ -4,59 +4,72 @@
 //! its transaction, so two hosts cannot both take the key's last slot. It
 //! may not execute runs.
 
+use std::sync::LazyLock;
+
+use futures::try_join;
+use tokio_postgres::types::ToSql;
+
 use super::{DB_NOW, Fail, Pool};
 use crate::journal::{Queue, now_ms};
 
 /// The statuses that hold a key's slot.
 const ACTIVE: &str = "('running', 'waiting', 'compensating')";
 
+/// The advisory lock of a workflow's (`$1`) key (`$2`), for the transaction.
+const LOCK_KEY: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('queue' || E'\\n' || $1 || E'\\n' || $2, 0))";
+
 /// Takes the advisory lock of `workflow`'s `key` for the transaction.
 async fn lock_key(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     workflow: &str,
     key: &str,
 ) -> Result<(), Fail> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('queue' || E'\\n' || $1 || E'\\n' || $2, 0))",
-        &[&workflow, &key],
-    )
-    .await?;
+    let lock = tx.prepare_cached(LOCK_KEY).await?;
+    tx.execute(&lock, &[&workflow, &key]).await?;
     Ok(())
 }
+
+/// Records run `$1`'s key `$2` (of workflow `$5`, limit `$3`, priority
+/// `$4`) and queues it when the key is at its limit or other runs of the key
+/// already wait; answers whether it queued. One statement, so that the
+/// decision and the write are one round trip.
+static ADMIT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH verdict AS (
+             SELECT (SELECT count(*) FROM runs WHERE workflow = $5 AND concurrency_key = $2
+                        AND status IN {ACTIVE} AND id <> $1) >= $3::bigint
+                 OR EXISTS (SELECT 1 FROM runs WHERE workflow = $5 AND concurrency_key = $2 AND status = 'queued')
+                 AS queued
+         )
+         UPDATE runs SET concurrency_key = $2, concurrency_limit = $3::bigint, priority = $4,
+                         status = CASE WHEN verdict.queued THEN 'queued' ELSE status END,
+                         lease_owner = CASE WHEN verdict.queued THEN NULL ELSE lease_owner END,
+                         lease_until = CASE WHEN verdict.queued THEN NULL ELSE lease_until END,
+                         lease_epoch = CASE WHEN verdict.queued THEN 0 ELSE lease_epoch END
+         FROM verdict WHERE id = $1
+         RETURNING verdict.queued"
+    )
+});
 
 /// Records `run`'s key; queues it (no lease, status `queued`) when its key
 /// is at its limit or other runs of the key already wait. Inside the begin
 /// transaction that just inserted it.
 pub(super) async fn admit(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     workflow: &str,
     run: &str,
     queue: &Queue,
 ) -> Result<bool, Fail> {
-    lock_key(tx, workflow, &queue.key).await?;
+    let (lock, admit) = try_join!(tx.prepare_cached(LOCK_KEY), tx.prepare_cached(&ADMIT))?;
     let limit = i64::from(queue.limit);
-    let full: bool = tx
-        .query_one(
-            &format!(
-                "SELECT (SELECT count(*) FROM runs WHERE workflow = $1 AND concurrency_key = $2
-                            AND status IN {ACTIVE} AND id <> $3) >= $4
-                     OR EXISTS (SELECT 1 FROM runs WHERE workflow = $1 AND concurrency_key = $2 AND status = 'queued')"
-            ),
-            &[&workflow, &queue.key, &run, &limit],
-        )
-        .await?
-        .get(0);
-    tx.execute(
-        "UPDATE runs SET concurrency_key = $2, concurrency_limit = $3, priority = $4,
-                         status = CASE WHEN $5 THEN 'queued' ELSE status END,
-                         lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END,
-                         lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END,
-                         lease_epoch = CASE WHEN $5 THEN 0 ELSE lease_epoch END
-         WHERE id = $1",
-        &[&run, &queue.key, &limit, &queue.priority, &full],
-    )
-    .await?;
-    Ok(full)
+    // Pipelined, as the start's lookup is: the server runs the decision
+    // after the lock is held, and under READ COMMITTED its snapshot is
+    // taken then, so it sees every run the key's last holder committed.
+    let key: [&(dyn ToSql + Sync); 2] = [&workflow, &queue.key];
+    let decision: [&(dyn ToSql + Sync); 5] = [&run, &queue.key, &limit, &queue.priority, &workflow];
+    let (_, verdict) = try_join!(tx.execute(&lock, &key), tx.query_one(&admit, &decision))?;
+    Ok(verdict.get(0))
 }
 
 /// Starts the queued runs whose key has room (see `Journal::promote`).
