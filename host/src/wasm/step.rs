@@ -42,7 +42,8 @@ impl WasmStep {
         }
     }
 
-    fn store(&self, call: &StepCall) -> Store<HostState> {
+    /// A fresh store for `call`, whose idempotency key is `key`.
+    fn store(&self, call: &StepCall, key: Arc<str>) -> Store<HostState> {
         let capabilities = CallCapabilities {
             services: self.services.clone(),
             grants: self.grants.clone(),
@@ -56,14 +57,15 @@ impl WasmStep {
             entity_bytes: Default::default(),
             logged: Default::default(),
             outbound: Arc::new(
-                OutboundCall::new(call.idempotency_key(), call.deadline, call.outbound.clone())
-                    .in_span(call.trace_context.map(|context| CallSpan {
+                OutboundCall::new(key, call.deadline, call.outbound.clone()).in_span(
+                    call.trace_context.map(|context| CallSpan {
                         context,
                         run_id: call.run_id.clone(),
                         node: call.node.clone(),
                         action: call.action,
                         attempt: call.attempt,
-                    })),
+                    }),
+                ),
             ),
             fence: call.fence.clone(),
         };
@@ -94,10 +96,11 @@ impl WasmStep {
         call: &StepCall,
     ) -> Result<Invoked, StepFailure> {
         let _slot = self.runtime.invoke_slot(&call.workflow).await;
-        let mut store = self.store(call);
+        // Formatted once: the context and the outbound requests share it.
+        let key: Arc<str> = call.idempotency_key().into();
+        let mut store = self.store(call, key.clone());
         let result = async {
             let instance = self.component.pre.instantiate_async(&mut store).await?;
-            let key = call.idempotency_key();
             instance
                 .call_invoke(&mut store, input.text(), Self::context(call, &key))
                 .await
@@ -127,10 +130,10 @@ impl WasmStep {
         data: Option<&Json>,
         call: &StepCall,
     ) -> Result<(), StepFailure> {
-        let mut store = self.store(call);
+        let key: Arc<str> = call.idempotency_key().into();
+        let mut store = self.store(call, key.clone());
         let result = async {
             let instance = self.component.pre.instantiate_async(&mut store).await?;
-            let key = call.idempotency_key();
             instance
                 .call_compensate(&mut store, data.map(Json::text), Self::context(call, &key))
                 .await

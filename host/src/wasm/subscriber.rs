@@ -71,7 +71,7 @@ impl SubscriberComponent {
             entity_bytes: Default::default(),
             logged: Default::default(),
             outbound: Arc::new(crate::capabilities::OutboundCall::new(
-                format!("{workflow}:{run_id}:{name}:event"),
+                format!("{workflow}:{run_id}:{name}:event").into(),
                 None,
                 Arc::default(),
             )),

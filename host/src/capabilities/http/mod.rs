@@ -198,7 +198,7 @@ pub struct OutboundCall {
     /// Where each request is noted for the trace.
     pub log: Arc<OutboundLog>,
     /// The call's idempotency key (`workflow:transaction:step:action`).
-    pub idempotency_key: String,
+    pub idempotency_key: Arc<str>,
     /// When the call must end.
     pub deadline: Option<Instant>,
     /// The attempt's span in its run's trace: each request carries a
@@ -208,7 +208,11 @@ pub struct OutboundCall {
 
 impl OutboundCall {
     /// The state of a call with this key and deadline, noting into `log`.
-    pub fn new(idempotency_key: String, deadline: Option<Instant>, log: Arc<OutboundLog>) -> Self {
+    pub fn new(
+        idempotency_key: Arc<str>,
+        deadline: Option<Instant>,
+        log: Arc<OutboundLog>,
+    ) -> Self {
         OutboundCall {
             placeholders: Placeholders::default(),
             sent: AtomicU32::new(0),
