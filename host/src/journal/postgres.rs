@@ -127,11 +127,12 @@ impl PgJournal {
 
 /// What a fenced write that changed `changed` rows means: done, an
 /// unknown run, or a lease another host took.
-async fn fenced(pool: &Pool, run: &str, changed: u64) -> Result<(), Fail> {
+/// Asked on the connection that made the write: a second one from the pool
+/// could wait for the pool's timeout when every connection is taken.
+async fn fenced(client: &deadpool_postgres::Client, run: &str, changed: u64) -> Result<(), Fail> {
     if changed == 1 {
         return Ok(());
     }
-    let client = pool.get().await?;
     let exists = client
         .query_opt("SELECT 1 FROM runs WHERE id = $1", &[&run])
         .await?
@@ -219,7 +220,7 @@ impl Journal for PgJournal {
                     &[&run, &status.as_str(), &now_ms(), &(epoch as i64)],
                 )
                 .await?;
-            fenced(&pool, &run, changed).await
+            fenced(&client, &run, changed).await
         })
     }
 
@@ -239,7 +240,7 @@ impl Journal for PgJournal {
                     &[&run, &components, &now_ms(), &(epoch as i64)],
                 )
                 .await?;
-            fenced(&pool, &run, changed).await
+            fenced(&client, &run, changed).await
         })
     }
 

@@ -104,7 +104,7 @@ pub(super) async fn append(pool: Pool, c: Columns) -> Result<bool, Fail> {
     match row.get::<_, Option<bool>>(0) {
         Some(cancel) => Ok(cancel),
         None => {
-            fenced(&pool, &c.run, 0).await?;
+            fenced(&client, &c.run, 0).await?;
             unreachable!("a fence that changed nothing is an error")
         }
     }
@@ -195,7 +195,7 @@ pub(super) async fn finish_with(
     let mut params = c.params(&at).to_vec();
     params.extend_from_slice(&end.columns());
     let row = client.query_one(&statement, &params).await?;
-    fenced(&pool, &end.run, row.get::<_, i64>(0) as u64).await
+    fenced(&client, &end.run, row.get::<_, i64>(0) as u64).await
 }
 
 /// Records the run's end and releases its lease, if its lease epoch is
@@ -213,5 +213,5 @@ pub(super) async fn finish(pool: Pool, end: End) -> Result<(), Fail> {
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&end.run, &end.epoch];
     params.extend_from_slice(&end.columns());
     let changed = client.execute(&statement, &params).await?;
-    fenced(&pool, &end.run, changed).await
+    fenced(&client, &end.run, changed).await
 }
