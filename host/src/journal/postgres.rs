@@ -127,6 +127,7 @@ impl PgJournal {
 
 /// What a fenced write that changed `changed` rows means: done, an
 /// unknown run, or a lease another host took.
+///
 /// Asked on the connection that made the write: a second one from the pool
 /// could wait for the pool's timeout when every connection is taken.
 async fn fenced(client: &deadpool_postgres::Client, run: &str, changed: u64) -> Result<(), Fail> {
