@@ -98,14 +98,18 @@ impl RunRecordRow {
     }
 }
 
-/// The hash the pinned files of a run are stored under.
+/// The hash the pinned files of a run are stored under. Each path and text
+/// is preceded by its length, so no two different lists of files hash
+/// alike by moving bytes from one file into the next (a separator could
+/// itself appear in a text).
 pub(super) fn sources_hash(sources: &[(PathBuf, String)]) -> String {
     let mut hasher = blake3::Hasher::new();
     for (path, text) in sources {
-        hasher.update(path.to_string_lossy().as_bytes());
-        hasher.update(&[0]);
-        hasher.update(text.as_bytes());
-        hasher.update(&[0]);
+        let path = path.to_string_lossy();
+        for part in [path.as_bytes(), text.as_bytes()] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
     }
     hasher.finalize().to_hex().to_string()
 }
@@ -228,4 +232,30 @@ pub(super) fn end_columns(report: &RunReport, now: i64) -> Result<EndColumns, Jo
             .then(|| json_text(&report.errors))
             .transpose()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::sources_hash;
+
+    fn files(list: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
+        list.iter()
+            .map(|(path, text)| (PathBuf::from(path), text.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn different_lists_of_files_hash_apart_even_when_their_bytes_run_together() {
+        // Joined with NUL separators, these two were the same bytes.
+        let one = files(&[("a.toml", "x\0b.toml\0y")]);
+        let two = files(&[("a.toml", "x"), ("b.toml", "y")]);
+        assert_ne!(sources_hash(&one), sources_hash(&two));
+        assert_eq!(sources_hash(&two), sources_hash(&two.clone()));
+        assert_ne!(
+            sources_hash(&files(&[("a", "bc")])),
+            sources_hash(&files(&[("ab", "c")]))
+        );
+    }
 }
