@@ -50,23 +50,7 @@ impl Columns {
         }
         Ok(columns)
     }
-}
 
-/// The records' INSERT, bound to `Columns::params` ($1-$9), written only
-/// when the CTE `fence` has a row (a macro so that each statement stays
-/// one literal, prepared once).
-macro_rules! insert_records_if_fenced {
-    () => {
-        "INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
-         SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
-         FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-              AS r(seq, kind, node, action, attempt, body)
-         WHERE EXISTS (SELECT 1 FROM fence)
-         RETURNING 1"
-    };
-}
-
-impl Columns {
     /// $1-$9 of a statement that writes the records (`at` is $3).
     fn params<'a>(&'a self, at: &'a i64) -> [&'a (dyn ToSql + Sync); 9] {
         [
@@ -81,6 +65,20 @@ impl Columns {
             &self.bodies,
         ]
     }
+}
+
+/// The records' INSERT, bound to `Columns::params` ($1-$9), written only
+/// when the CTE `fence` has a row (a macro so that each statement stays
+/// one literal, prepared once).
+macro_rules! insert_records_if_fenced {
+    () => {
+        "INSERT INTO records (run, seq, at, kind, node, action, attempt, body)
+         SELECT $1, r.seq, $3, r.kind, r.node, r.action, r.attempt, r.body
+         FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
+              AS r(seq, kind, node, action, attempt, body)
+         WHERE EXISTS (SELECT 1 FROM fence)
+         RETURNING 1"
+    };
 }
 
 /// Writes the records if the run's lease epoch is still theirs; answers
@@ -142,9 +140,7 @@ impl End {
             wake_at: report.wake_at,
         })
     }
-}
 
-impl End {
     /// The columns the end sets, in the order its statements number them
     /// (status, partial, output, error, errors, updated_at, finished_at,
     /// wake_at).

@@ -1,7 +1,7 @@
 //! A run's first write: its row (and its manifest's files, when no row
-//! holds them), or the run that already holds its transaction id. Owned, so that it can wait in the group-commit queue
-//! beside other runs' appends (`append.rs` commits it); it may not write
-//! records.
+//! holds them), or the run that already holds its transaction id. Owned,
+//! so that it can wait in the group-commit queue beside other runs'
+//! appends (`append.rs` commits it); it may not write records.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
