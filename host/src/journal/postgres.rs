@@ -27,6 +27,8 @@ mod schedules;
 /// The journal in a PostgreSQL database.
 pub struct PgJournal {
     database: Arc<Database>,
+    /// Each manifest's files, serialized once.
+    manifest_files: super::rows::ManifestFiles,
 }
 
 const RUN_COLUMNS: &str = "id, transaction_id, workflow, manifest, manifest_hash, extension_dirs, input, metadata, \
@@ -111,7 +113,10 @@ type Pool = deadpool_postgres::Pool;
 impl PgJournal {
     /// The journal in `database` (its schema already migrated).
     pub fn new(database: Arc<Database>) -> PgJournal {
-        PgJournal { database }
+        PgJournal {
+            database,
+            manifest_files: Default::default(),
+        }
     }
 
     /// Runs `body` against the pool and gives its failure as a journal error.
@@ -165,7 +170,7 @@ fn parse(row: RunRecordRow) -> Result<RunRecord, Fail> {
 
 impl Journal for PgJournal {
     fn begin(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Result<Begin, JournalError> {
-        let start = begin::Start::of(run, owner, lease)?;
+        let start = begin::Start::of(run, owner, lease, &self.manifest_files)?;
         self.run_pg(move |pool| begin::begin(pool, start))
     }
 
@@ -173,7 +178,7 @@ impl Journal for PgJournal {
     /// here the caller's task awaits their answer instead of blocking a
     /// thread.
     fn begin_queued(&self, run: &NewRun, owner: &Owner, lease: Duration) -> Beginning<'_> {
-        let start = match begin::Start::of(run, owner, lease) {
+        let start = match begin::Start::of(run, owner, lease, &self.manifest_files) {
             Ok(start) => start,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };

@@ -2,9 +2,11 @@
 //! and back: the `runs` row, a record's columns, and the JSON text of their
 //! bodies. It may not run SQL: each backend reads its rows into these.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use super::{JournalError, RecordKind, RunRecord, StartedByReference};
+use super::{JournalError, NewRun, RecordKind, RunRecord, StartedByReference};
 use crate::json::Json;
 use crate::saga::{RunReport, RunStatus};
 
@@ -102,7 +104,7 @@ impl RunRecordRow {
 /// is preceded by its length, so no two different lists of files hash
 /// alike by moving bytes from one file into the next (a separator could
 /// itself appear in a text).
-pub(super) fn sources_hash(sources: &[(PathBuf, String)]) -> String {
+fn sources_hash(sources: &[(PathBuf, String)]) -> String {
     let mut hasher = blake3::Hasher::new();
     for (path, text) in sources {
         let path = path.to_string_lossy();
@@ -112,6 +114,46 @@ pub(super) fn sources_hash(sources: &[(PathBuf, String)]) -> String {
         }
     }
     hasher.finalize().to_hex().to_string()
+}
+
+/// Each manifest's files as the `manifests` table stores them, serialized
+/// once per process (per journal). Only a cache: whether the store holds
+/// them is asked at every start, in its transaction, since a prune (by this process's
+/// retention or by `host runs prune` in another) deletes the rows no run
+/// uses any more.
+#[derive(Default)]
+pub(super) struct ManifestFiles(Mutex<HashMap<String, Arc<str>>>);
+
+/// Manifests kept serialized; past it the cache starts over (a server
+/// whose manifest changes on every reload must not grow without end).
+const MANIFESTS_KEPT: usize = 64;
+
+impl ManifestFiles {
+    /// `run`'s manifest: the hash its files are stored under, and the files
+    /// serialized.
+    pub(super) fn of(&self, run: &NewRun) -> Result<(String, Arc<str>), JournalError> {
+        let hash = sources_hash(&run.sources);
+        let files = self.serialized(&hash, run)?;
+        Ok((hash, files))
+    }
+
+    fn serialized(&self, hash: &str, run: &NewRun) -> Result<Arc<str>, JournalError> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(files) = kept.get(hash) {
+            return Ok(files.clone());
+        }
+        let files: Vec<(String, &str)> = run
+            .sources
+            .iter()
+            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
+            .collect();
+        let files: Arc<str> = json_text(&files)?.into();
+        if kept.len() >= MANIFESTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(hash.to_string(), files.clone());
+        Ok(files)
+    }
 }
 
 /// The columns of a record: kind, node, action, attempt, body.

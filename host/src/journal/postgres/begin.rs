@@ -3,13 +3,13 @@
 //! whether the caller waits on its thread or as a task. It may not write
 //! records.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::try_join;
 use tokio_postgres::types::ToSql;
 
-use super::super::rows::{json_text, sources_hash};
+use super::super::rows::{ManifestFiles, json_text};
 use super::{
     Begin, DB_NOW, FIND_BY_TRANSACTION, Fail, JournalError, NewRun, Owner, Pool, now_ms, parse,
     queue, run_from_row,
@@ -31,25 +31,27 @@ pub(super) struct Start {
     extension_dirs: String,
     components: String,
     hash: String,
-    files: String,
+    files: Arc<str>,
     lease: Duration,
 }
 
 impl Start {
-    /// `run`, leased to `owner` for `lease`.
-    pub(super) fn of(run: &NewRun, owner: &Owner, lease: Duration) -> Result<Start, JournalError> {
-        let files: Vec<(String, &str)> = run
-            .sources
-            .iter()
-            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-            .collect();
+    /// `run`, leased to `owner` for `lease`; its manifest's files serialized
+    /// through `files`.
+    pub(super) fn of(
+        run: &NewRun,
+        owner: &Owner,
+        lease: Duration,
+        files: &ManifestFiles,
+    ) -> Result<Start, JournalError> {
+        let (hash, files) = files.of(run)?;
         Ok(Start {
             run: run.clone(),
             owner: owner.id().to_string(),
             extension_dirs: json_text(&run.extension_dirs)?,
             components: json_text(&run.components)?,
-            hash: sources_hash(&run.sources),
-            files: json_text(&files)?,
+            hash,
+            files,
             lease,
         })
     }
@@ -102,6 +104,7 @@ pub(super) async fn begin(pool: Pool, start: Start) -> Result<Begin, Fail> {
     )?;
     // (Should the first fail, the second fails too, and the first's error
     // is the one answered: answers come in order.)
+    let files: &str = &files;
     let manifest_row: [&(dyn ToSql + Sync); 3] = [&hash, &files, &now];
     let run_row: [&(dyn ToSql + Sync); 15] = [
         &run.id,

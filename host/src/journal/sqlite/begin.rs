@@ -3,14 +3,14 @@
 //! so that it can wait in the group-commit queue beside other runs'
 //! appends (`append.rs` commits it); it may not write records.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::super::rows::ManifestFiles;
 use super::rows::run_from_row;
-use super::{RUN_COLUMNS, Sql, json_text, queue, sources_hash};
+use super::{RUN_COLUMNS, Sql, json_text, queue};
 use crate::journal::{Begin, JournalError, NewRun, Owner, Queue, now_ms};
 
 /// A new run's row, owned.
@@ -45,8 +45,7 @@ impl NewRunRow {
         lease: Duration,
         files: &ManifestFiles,
     ) -> Result<NewRunRow, JournalError> {
-        let manifest_hash = sources_hash(&run.sources);
-        let files = files.serialized(&manifest_hash, run)?;
+        let (manifest_hash, files) = files.of(run)?;
         Ok(NewRunRow {
             id: run.id.clone(),
             transaction_id: run.transaction_id.clone(),
@@ -69,37 +68,13 @@ impl NewRunRow {
     }
 }
 
-/// Each manifest's files as the `manifests` table stores them, serialized
-/// once per process. Only a cache: whether the file holds them is asked
-/// at every start, in its transaction, since a prune (by this process's
-/// retention or by `host runs prune` in another) deletes the rows no run
-/// uses any more.
-#[derive(Default)]
-pub(super) struct ManifestFiles(Mutex<HashMap<String, Arc<str>>>);
-
-/// Manifests kept serialized; past it the cache starts over (a server
-/// whose manifest changes on every reload must not grow without end).
-const MANIFESTS_KEPT: usize = 64;
-
-impl ManifestFiles {
-    fn serialized(&self, hash: &str, run: &NewRun) -> Result<Arc<str>, JournalError> {
-        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(files) = kept.get(hash) {
-            return Ok(files.clone());
-        }
-        let files: Vec<(String, &str)> = run
-            .sources
-            .iter()
-            .map(|(p, t)| (p.to_string_lossy().into_owned(), t.as_str()))
-            .collect();
-        let files: Arc<str> = json_text(&files)?.into();
-        if kept.len() >= MANIFESTS_KEPT {
-            kept.clear();
-        }
-        kept.insert(hash.to_string(), files.clone());
-        Ok(files)
-    }
-}
+/// The latest run of a workflow's transaction id (built once: every start
+/// looks it up).
+static FIND_BY_TRANSACTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
+    )
+});
 
 /// Writes `run`'s row inside the open write transaction, unless a run with
 /// its transaction id exists that answers for it (then nothing is written).
@@ -107,9 +82,7 @@ impl ManifestFiles {
 /// transaction id the second sees the first's row.
 pub(super) fn write_begin(conn: &Connection, run: &NewRunRow) -> Result<Begin, Sql> {
     let existing = conn
-        .prepare_cached(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE workflow = ?1 AND transaction_id = ?2 ORDER BY created_at DESC LIMIT 1"
-        ))?
+        .prepare_cached(&FIND_BY_TRANSACTION)?
         .query_row(params![run.workflow, run.transaction_id], run_from_row)
         .optional()?;
     if let Some(existing) = existing {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{RunRecordRow, end_columns, from_text, json_text, sources_hash, storage};
+use super::rows::{RunRecordRow, end_columns, from_text, json_text, storage};
 use super::{
     Begin, Journal, JournalError, NewRun, Owner, PinnedComponent, Record, RecordKind, RunDecoder,
     RunFilter, RunRecord, ScheduleState, now_ms, now_us,
@@ -57,7 +57,7 @@ pub struct SqliteJournal {
     /// Whether each commit waits for the disk (`full`).
     flushes: bool,
     /// Manifests' files, serialized once (by hash).
-    manifest_files: begin::ManifestFiles,
+    manifest_files: super::rows::ManifestFiles,
     /// Tells the checkpointer thread to stop when the journal goes.
     _checkpointer: Option<Checkpointer>,
 }
@@ -194,7 +194,7 @@ impl SqliteJournal {
                 conn: std::sync::Arc::new(Mutex::new(conn)),
                 writes: group::Group::default(),
                 flushes: false,
-                manifest_files: begin::ManifestFiles::default(),
+                manifest_files: super::rows::ManifestFiles::default(),
                 _checkpointer: None,
             })
         })
