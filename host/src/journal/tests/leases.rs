@@ -256,3 +256,37 @@ pub(super) fn taking_a_run_over_from_a_dead_host_counts_a_crash_and_reopening_cl
     let record = journal.run("r1").unwrap();
     assert_eq!((record.status, record.crashes), (RunStatus::Running, 0));
 }
+
+/// PostgreSQL only (a pool is its own): a write the fence refuses answers
+/// `LeaseLost` even while every other connection of the pool is taken. It
+/// asks why on its own connection; a second one from the pool would wait
+/// for the pool's timeout and answer a pool error instead.
+#[test]
+fn a_refused_write_answers_lease_lost_while_the_pool_is_taken() {
+    let schema = crate::postgres::testing::TestSchema::new();
+    let database = crate::postgres::Database::connect(&schema.url, SyncMode::Normal).unwrap();
+    let journal = PgJournal::new(database.clone());
+    journal
+        .begin(&new_run("r1", "t1"), &Owner::current(), LEASE)
+        .unwrap();
+    let (held, holding) = std::sync::mpsc::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    // Every connection but one is taken until the write has answered.
+    let holder = database.run_queued(move |pool| async move {
+        let mut taken = Vec::new();
+        for _ in 1..pool.status().max_size {
+            taken.push(pool.get().await.unwrap());
+        }
+        held.send(()).unwrap();
+        let _ = released.await;
+        drop(taken);
+    });
+    holding.recv().unwrap();
+    let refused = journal.set_status("r1", 2, RunStatus::Failed);
+    release.send(()).unwrap();
+    futures::executor::block_on(holder);
+    assert!(
+        matches!(refused, Err(JournalError::LeaseLost(ref run)) if run == "r1"),
+        "{refused:?}"
+    );
+}
