@@ -1,6 +1,7 @@
 //! How the journal's types map to the columns every backend stores them in
-//! and back: the `runs` row, a record's columns, and the JSON text of their
-//! bodies. It may not run SQL: each backend reads its rows into these.
+//! and back: the `runs` row, a record's columns, the JSON text of their
+//! bodies, and the cache of each manifest's serialized files. It may not
+//! run SQL: each backend reads its rows into these.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -118,9 +119,9 @@ fn sources_hash(sources: &[(PathBuf, String)]) -> String {
 
 /// Each manifest's files as the `manifests` table stores them, serialized
 /// once per process (per journal). Only a cache: whether the store holds
-/// them is asked at every start, in its transaction, since a prune (by this process's
-/// retention or by `host runs prune` in another) deletes the rows no run
-/// uses any more.
+/// them is asked at every start, in its transaction, since a prune (by
+/// this process's retention or by `host runs prune` in another) deletes
+/// the rows no run uses any more.
 #[derive(Default)]
 pub(super) struct ManifestFiles(Mutex<HashMap<String, Arc<str>>>);
 
