@@ -431,8 +431,21 @@ impl<'a> ModuleWithCode<'a> {
     /// Returns the slice in the text section of the function that
     /// `key` points to.
     #[inline]
+    #[allow(
+        dead_code,
+        reason = "wasaga patch: its one caller uses `function_start`"
+    )]
     pub fn function(&self, key: FuncKey) -> &[u8] {
         let range = self.module.compiled_module().function_range(key);
         &self.store_code.text()[range]
+    }
+
+    /// wasaga patch (see vendor/README.md): the start of the function that
+    /// `key` points to, as `function(key)`'s, without searching for a
+    /// defined function's location again (`CompiledModule::function_start`).
+    #[inline]
+    pub fn function_start(&self, key: FuncKey) -> core::ptr::NonNull<u8> {
+        let start = self.module.compiled_module().function_start(key);
+        core::ptr::NonNull::from(&self.store_code.text()[start..]).cast()
     }
 }

@@ -10,6 +10,7 @@ use crate::runtime::vm::CompiledModuleId;
 use alloc::sync::Arc;
 use core::ops::Range;
 use core::str;
+use core::sync::atomic::{AtomicU32, Ordering};
 use wasmtime_environ::{
     CompiledFunctionsTable, CompiledModuleInfo, DefinedFuncIndex, FilePos, FuncIndex, FuncKey,
     FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex, StaticModuleIndex,
@@ -25,6 +26,12 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// wasaga patch (see vendor/README.md): the text offset (plus one; zero
+    /// until first asked) of each defined function's body and of its
+    /// array-to-wasm trampoline, two slots per `DefinedFuncIndex`. Every
+    /// `ref.func` and funcref export of every instance asks for both, and
+    /// `CompiledFunctionsTable::func_loc` searches for them each time.
+    defined_func_starts: Box<[AtomicU32]>,
 }
 
 impl CompiledModule {
@@ -51,6 +58,9 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let defined_func_starts = (0..2 * info.module.num_defined_funcs())
+            .map(|_| AtomicU32::new(0))
+            .collect();
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
@@ -58,6 +68,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            defined_func_starts,
         };
         ret.register_profiling(profiler)?;
 
@@ -129,6 +140,37 @@ impl CompiledModule {
         let start = usize::try_from(loc.start).unwrap();
         let end = usize::try_from(loc.start + loc.length).unwrap();
         start..end
+    }
+
+    /// wasaga patch (see vendor/README.md): the offset in the text section
+    /// of the function that `key` points to, as `function_range(key).start`;
+    /// remembered for a defined function's body and its array-to-wasm
+    /// trampoline, which funcrefs ask for on every instance.
+    #[inline]
+    pub fn function_start(&self, key: FuncKey) -> usize {
+        let slot = match key {
+            FuncKey::DefinedWasmFunction(module, index) if module == self.module_index() => {
+                self.defined_func_starts.get(2 * index.as_u32() as usize)
+            }
+            FuncKey::ArrayToWasmTrampoline(module, index) if module == self.module_index() => self
+                .defined_func_starts
+                .get(2 * index.as_u32() as usize + 1),
+            _ => None,
+        };
+        let Some(slot) = slot else {
+            return self.function_range(key).start;
+        };
+        // Relaxed: every thread that computes a slot stores the same value.
+        match slot.load(Ordering::Relaxed) {
+            0 => {
+                let start = self.func_loc(key).start;
+                if let Some(stored) = start.checked_add(1) {
+                    slot.store(stored, Ordering::Relaxed);
+                }
+                usize::try_from(start).unwrap()
+            }
+            stored => usize::try_from(stored - 1).unwrap(),
+        }
     }
 
     /// Get the Wasm-to-array trampoline for the given signature, as a

@@ -99,6 +99,12 @@ struct ComponentInner {
 
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
+
+    /// wasaga patch (see vendor/README.md): the text offsets of each
+    /// trampoline's wasm-call and array-call code (`u32::MAX` where the
+    /// index has none), found once here: every instance wires all of them,
+    /// and `CompiledFunctionsTable::func_loc` searched for each every time.
+    trampoline_starts: Box<[[u32; 2]]>,
 }
 
 impl fmt::Debug for Component {
@@ -471,6 +477,19 @@ impl Component {
             [ValType::I32],
         ));
 
+        let trampoline_starts = info
+            .component
+            .trampolines
+            .keys()
+            .map(|trampoline| {
+                [Abi::Wasm, Abi::Array].map(|abi| {
+                    index
+                        .func_loc(FuncKey::ComponentTrampoline(abi, trampoline))
+                        .map_or(u32::MAX, |loc| loc.start)
+                })
+            })
+            .collect();
+
         Ok(Component {
             inner: Arc::new(ComponentInner {
                 id: CompiledModuleId::new(),
@@ -482,6 +501,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
+                trampoline_starts,
             }),
         })
     }
@@ -518,6 +538,17 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
+        // wasaga patch (see vendor/README.md): the offsets found at load.
+        if let Some(&[wasm, array]) = self.inner.trampoline_starts.get(index.as_u32() as usize)
+            && wasm != u32::MAX
+            && array != u32::MAX
+        {
+            let text = self.engine_code().text();
+            return AllCallFuncPointers {
+                wasm_call: NonNull::from(&text[wasm as usize..]).cast(),
+                array_call: NonNull::from(&text[array as usize..]).cast(),
+            };
+        }
         let wasm_call = self
             .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
             .unwrap()

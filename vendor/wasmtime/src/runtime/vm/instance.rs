@@ -967,18 +967,15 @@ impl Instance {
         )
         .expect("module not in store");
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        // wasaga patch (see vendor/README.md): `function_start` instead of
+        // `function(..)`'s slice, which searched for both locations on every
+        // funcref of every instance.
+        let array_call = VmPtr::from(module_with_code.function_start(array_to_wasm_key).cast());
 
         let wasm_call = Some(VmPtr::from(
-            NonNull::new(
-                module_with_code
-                    .function(wasm_key)
-                    .as_ptr()
-                    .cast::<VMWasmCallFunction>()
-                    .cast_mut(),
-            )
-            .unwrap(),
+            module_with_code
+                .function_start(wasm_key)
+                .cast::<VMWasmCallFunction>(),
         ));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
