@@ -411,6 +411,10 @@ pub struct ModuleWithCode<'a> {
 impl<'a> ModuleWithCode<'a> {
     /// Find the StoreCode in a given store for a module and wrap it
     /// up with that module, ready to compute code pointers.
+    #[cfg_attr(
+        not(feature = "debug"),
+        allow(dead_code, reason = "wasaga patch: funcrefs take the engine's code")
+    )]
     pub fn in_store(
         registry: &'a ModuleRegistry,
         module: &'a Module,
@@ -444,6 +448,7 @@ impl<'a> ModuleWithCode<'a> {
     /// `key` points to, as `function(key)`'s, without searching for a
     /// defined function's location again (`CompiledModule::function_start`).
     #[inline]
+    #[cfg(feature = "debug")]
     pub fn function_start(&self, key: FuncKey) -> core::ptr::NonNull<u8> {
         let start = self.module.compiled_module().function_start(key);
         core::ptr::NonNull::from(&self.store_code.text()[start..]).cast()

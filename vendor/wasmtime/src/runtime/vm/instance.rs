@@ -2,6 +2,7 @@
 //! wasm module (except its callstack and register state). An
 //! `InstanceHandle` is a reference-counting handle for an `Instance`.
 
+#[cfg(feature = "debug")]
 use crate::code::ModuleWithCode;
 use crate::module::ModuleRegistry;
 use crate::prelude::*;
@@ -960,23 +961,37 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
+        let module = self
+            .runtime_module()
+            .expect("funcref impossible in fake module");
 
-        // wasaga patch (see vendor/README.md): `function_start` instead of
-        // `function(..)`'s slice, which searched for both locations on every
-        // funcref of every instance.
-        let array_call = VmPtr::from(module_with_code.function_start(array_to_wasm_key).cast());
+        // wasaga patch (see vendor/README.md): without guest debugging a
+        // store's code is the engine's (`StoreCode::new`), so the store's
+        // registry is not searched for it on every funcref; and the
+        // offsets come from `CompiledModule::function_start`, which
+        // remembers them, instead of `function(..)`'s slice, which searched
+        // for both locations on every funcref of every instance.
+        #[cfg(not(feature = "debug"))]
+        let (array_call, wasm_call) = {
+            let _ = registry;
+            let text = module.engine_code().text();
+            let compiled = module.compiled_module();
+            let start = |key| NonNull::from(&text[compiled.function_start(key)..]).cast::<u8>();
+            (start(array_to_wasm_key), start(wasm_key))
+        };
+        #[cfg(feature = "debug")]
+        let (array_call, wasm_call) = {
+            let module_with_code =
+                ModuleWithCode::in_store(registry, module).expect("module not in store");
+            (
+                module_with_code.function_start(array_to_wasm_key),
+                module_with_code.function_start(wasm_key),
+            )
+        };
 
-        let wasm_call = Some(VmPtr::from(
-            module_with_code
-                .function_start(wasm_key)
-                .cast::<VMWasmCallFunction>(),
-        ));
+        let array_call = VmPtr::from(array_call.cast());
+
+        let wasm_call = Some(VmPtr::from(wasm_call.cast::<VMWasmCallFunction>()));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
 
