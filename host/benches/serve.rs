@@ -20,6 +20,9 @@
 //! `SERVE_BENCH_PHASES=throughput` (or `waiting`) runs one phase;
 //! `SERVE_BENCH_HOST=path/to/host` serves with another build of `host` (a
 //! baseline copied aside before a change), for a comparison in one sitting.
+//! `SERVE_BENCH_LATENCIES=file` writes the throughput phase's every request
+//! (when sent, its latency) to `file`, to line slow answers up with the
+//! server's log (`WASAGA_LOG=debug` names each restart of the log).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -224,6 +227,22 @@ fn percentile(sorted_us: &[u32], p: f64) -> f64 {
     sorted_us[rank.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
 }
 
+/// Writes `timeline` (when each request was sent, and its latency) to
+/// `path`, in the order sent: one `unix seconds.µs,latency µs` line each.
+fn write_timeline(path: &Path, mut timeline: Vec<(std::time::SystemTime, u32)>) {
+    timeline.sort_unstable();
+    let mut text = String::new();
+    for (sent, latency) in timeline {
+        let since = sent.duration_since(std::time::UNIX_EPOCH).unwrap();
+        text.push_str(&format!(
+            "{}.{:06},{latency}\n",
+            since.as_secs(),
+            since.subsec_micros()
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 fn file_mb(path: &Path) -> f64 {
     std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1e6)
 }
@@ -242,6 +261,11 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
             }
         })
     };
+    // `SERVE_BENCH_LATENCIES=file`: every request's send time and latency,
+    // to match a slow answer with the server's log (`WASAGA_LOG=debug`
+    // names each restart of the write-ahead log and how long it stalled).
+    let timeline_file = std::env::var_os("SERVE_BENCH_LATENCIES").map(PathBuf::from);
+    let keep_timeline = timeline_file.is_some();
     let started = Instant::now();
     let deadline = started + length;
     let counter = Arc::new(AtomicUsize::new(0));
@@ -251,24 +275,34 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
         clients.push(tokio::spawn(async move {
             let mut connection = Connection::open(&address).await;
             let (mut latencies, mut failures) = (Vec::new(), 0usize);
+            let mut timeline = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let body = format!(r#"{{"input": {{"name": "Brand {n}"}}}}"#);
                 let sent = Instant::now();
+                let sent_at = std::time::SystemTime::now();
                 let (status, _) = connection.post("/workflows/create-brand/runs", body).await;
-                latencies.push(sent.elapsed().as_micros() as u32);
+                let latency = sent.elapsed().as_micros() as u32;
+                latencies.push(latency);
+                if keep_timeline {
+                    timeline.push((sent_at, latency));
+                }
                 if status != 200 {
                     failures += 1;
                 }
             }
-            (latencies, failures)
+            (latencies, failures, timeline)
         }));
     }
-    let (mut latencies, mut failures) = (Vec::new(), 0);
+    let (mut latencies, mut failures, mut timeline) = (Vec::new(), 0, Vec::new());
     for client in clients {
-        let (l, f) = client.await.unwrap();
+        let (l, f, t) = client.await.unwrap();
         latencies.extend(l);
         failures += f;
+        timeline.extend(t);
+    }
+    if let Some(path) = &timeline_file {
+        write_timeline(path, timeline);
     }
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
