@@ -19,7 +19,42 @@ use rusqlite::Connection;
 static GATE: RwLock<()> = RwLock::new(());
 
 /// Rung when the log has grown past the restart size.
-static BELL: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+static BELL: Bell = Bell::new();
+
+/// A flag the commits set and the checkpointer waits for.
+struct Bell {
+    rung: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Bell {
+    const fn new() -> Bell {
+        Bell {
+            rung: Mutex::new(false),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits until rung or `timeout` passes; says whether it rang (and
+    /// takes the ring).
+    fn wait(&self, timeout: Duration) -> bool {
+        let rung = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut rung, _) = self
+            .wake
+            .wait_timeout_while(rung, timeout, |rung| !*rung)
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *rung)
+    }
+
+    fn silence(&self) {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
 
 /// Rings for the checkpointer when a commit leaves `log_bytes` in the log
 /// past `restart_at` (from the connection's commit hook, so a burst of writes
@@ -31,8 +66,7 @@ pub fn watch(conn: &mut Connection, restart_at: u64) -> rusqlite::Result<()> {
         move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
             COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if pages.max(0) as u64 * page_size.max(512) as u64 > restart_at {
-                *BELL.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                BELL.1.notify_all();
+                BELL.ring();
             }
             Ok(())
         },
@@ -50,12 +84,12 @@ pub fn commits() -> u64 {
 
 /// Waits until the bell rings or `timeout` passes; says whether it rang.
 pub fn wait(timeout: Duration) -> bool {
-    let rung = BELL.0.lock().unwrap_or_else(|p| p.into_inner());
-    let (mut rung, _) = BELL
-        .1
-        .wait_timeout_while(rung, timeout, |rung| !*rung)
-        .unwrap_or_else(|p| p.into_inner());
-    std::mem::take(&mut *rung)
+    BELL.wait(timeout)
+}
+
+/// Forgets a ring not yet answered (the restart it asked for was made).
+pub fn silence() {
+    BELL.silence();
 }
 
 /// A connection in use, with the gate held shared.
@@ -123,5 +157,35 @@ impl Deref for Gated<'_> {
 impl DerefMut for Gated<'_> {
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring is answered once; one silenced after a restart is not
+    /// answered at all (it asked for the restart just made: answered, it
+    /// restarted the new log a second time, a stall of every writer for
+    /// nothing, as often as the first).
+    #[test]
+    fn a_ring_is_answered_once_and_a_silenced_one_never() {
+        let bell = Bell::new();
+        assert!(!bell.wait(Duration::ZERO), "nothing rang");
+        bell.ring();
+        bell.ring();
+        assert!(bell.wait(Duration::from_secs(5)), "it rang");
+        assert!(!bell.wait(Duration::ZERO), "two rings, one answer");
+        bell.ring();
+        bell.silence();
+        assert!(!bell.wait(Duration::from_millis(10)), "silenced");
+        // A ring from another thread wakes a waiter.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                bell.ring();
+            });
+            assert!(bell.wait(Duration::from_secs(5)));
+        });
     }
 }
