@@ -20,10 +20,6 @@ impl Checkpointer {
         let conn = super::wal_writes::open(path).ok()?;
         conn.pragma_update(None, "journal_size_limit", WAL_BOUND as i64)
             .ok()?;
-        let files = Files {
-            database: path.to_path_buf(),
-            log: wal_path(path),
-        };
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -31,7 +27,7 @@ impl Checkpointer {
             .spawn(move || {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     let rang = gate::wait(Duration::from_millis(250));
-                    checkpoint(&conn, &files, rang);
+                    checkpoint(&conn, rang);
                 }
             })
             .ok()?;
@@ -56,16 +52,16 @@ impl Checkpointer {
 /// every writer stopped: the `host serve` load's p99 latency was those
 /// stalls (`cargo bench --bench serve`).
 ///
-/// Before the restart, the checkpointer flushes both files to the disk
-/// itself, with the writers going on: SQLite's restart flushes the log,
-/// copies the last frames and flushes the database file, and a passive
-/// copy that leaves frames behind flushes only the log, so the restart's
-/// flush of the database file wrote everything the passive copies had
-/// copied (~16 MB) while every writer waited: 2-3 ms a restart, some
-/// fourteen restarts a second under `host serve`'s load, and 527 of the 529
-/// answers at or past its p99 were in flight across one (matched with
-/// `SERVE_BENCH_LATENCIES` and `WASAGA_LOG=debug`).
-fn checkpoint(conn: &Connection, files: &Files, rang: bool) {
+/// Before the restart, the checkpointer flushes the database file to the
+/// disk itself, with the writers going on: SQLite's restart flushes the
+/// log, copies the last frames and flushes the database file, and a
+/// passive copy that leaves frames behind flushes only the log, so the
+/// restart's flush of the database file wrote everything the passive
+/// copies had copied (up to ~16 MB) while every writer waited: 2-3 ms a
+/// restart, some fourteen restarts a second under `host serve`'s load, and
+/// 527 of the 529 answers at or past its p99 were in flight across one
+/// (matched with `SERVE_BENCH_LATENCIES` and `WASAGA_LOG=debug`).
+fn checkpoint(conn: &Connection, rang: bool) {
     let page_size = {
         let _gate = gate::shared();
         conn.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
@@ -86,67 +82,93 @@ fn checkpoint(conn: &Connection, files: &Files, rang: bool) {
     // Rung by a commit past the restart size: restart whatever the log's
     // size now (another connection may have reset it meanwhile: cheap then).
     if rang || (frames * page_size) as u64 > RESTART_AT {
-        // What the writers would otherwise wait for (see above). A failed
-        // flush is SQLite's to meet: it flushes again, under the gate. The
-        // log grows meanwhile: past half the bound (a slow disk), the
-        // restart comes at once instead, stall or not.
-        let room = |frames: i64| (frames.max(0) * page_size) as u64 <= WAL_BOUND / 2;
+        // What the writers would otherwise wait for (see above): the
+        // database file flushed, then the frames committed meanwhile
+        // copied (SQLite flushes them in the log first) and flushed in it,
+        // all with the writers going on, so that the restart is left the
+        // frames of a millisecond or two. The log grows meanwhile: past
+        // half the bound (a slow disk), the restart comes at once instead,
+        // stall or not.
+        let room = |log_frames: i64| (log_frames.max(0) * page_size) as u64 <= WAL_BOUND / 2;
         if room(frames) {
-            flush(&files.log);
-            flush(&files.database);
-            // The frames committed during those flushes: copied (SQLite
-            // flushes them in the log first) and flushed in the database
-            // file, still with the writers going on, so the restart is left
-            // the frames of a millisecond or two.
+            flush_database(conn);
             let (log, _) = passive_copy(conn);
-            if room(log) {
-                flush(&files.database);
+            frames = log.max(0);
+            if room(frames) {
+                flush_database(conn);
             }
         }
         // This process's writers and readers wait at the gate meanwhile;
         // another process's get the busy handler's second.
         let waited = std::time::Instant::now();
-        let _alone = gate::alone();
+        let alone = gate::alone();
         let held = std::time::Instant::now();
         let _ = conn.busy_timeout(Duration::from_secs(1));
-        let left = conn
+        // Whether another process's reader or writer kept it from
+        // restarting (1), and the frames it left uncopied.
+        let (busy, left) = conn
             .query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
-                Ok(row.get::<_, i64>(1)? - row.get::<_, i64>(2)?)
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)? - row.get::<_, i64>(2)?,
+                ))
             })
-            .unwrap_or(-1);
+            .unwrap_or((-1, -1));
+        // Rings of commits before the restart were about the old log (no
+        // writer of this process commits while the gate is held alone):
+        // answered, they would restart a log just begun again. (If another
+        // process kept it from restarting, the next commit past the
+        // restart size rings again, and the next turn sees the size.)
+        gate::silence();
+        let stalled = held.elapsed();
+        drop(alone);
         // What every writer of this process waited: with `WASAGA_LOG=debug`
         // a stall of `host serve`'s latency can be matched to a restart.
         tracing::debug!(
             frames,
+            busy,
             left,
             gate_wait_us = (held - waited).as_micros() as u64,
-            stalled_us = held.elapsed().as_micros() as u64,
+            stalled_us = stalled.as_micros() as u64,
             "the write-ahead log restarted"
         );
-        // Rings of commits before the restart were about the old log (no
-        // writer of this process commits while the gate is held alone):
-        // answered, they would restart a log just begun again.
-        gate::silence();
     }
 }
 
-/// The state file's two files, as the checkpointer flushes them.
-struct Files {
-    database: std::path::PathBuf,
-    log: std::path::PathBuf,
-}
-
-/// Flushes the file at `path` to the disk. Opened each time: that costs
-/// little beside the flush, and holds on to no file since replaced.
-fn flush(path: &Path) {
+/// Flushes the database file to the disk through the checkpointer's
+/// connection's own handle of it. Not through a descriptor of our own:
+/// closing any descriptor of a file drops every POSIX lock the process
+/// holds on it, SQLite's included (its shared lock on the database file
+/// tells another process's last connection that this one still uses the
+/// log). A failure is left to SQLite's own flush, under the gate, to report.
+fn flush_database(conn: &Connection) {
+    use rusqlite::ffi;
     let began = std::time::Instant::now();
-    if let Ok(file) = std::fs::File::open(path) {
-        let _ = file.sync_data();
-    }
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: the connection is this thread's alone (the checkpointer's),
+    // open and not in use during the call; the pointer SQLite hands back
+    // is its open file, valid while the connection is, and its methods
+    // are called as SQLite itself calls them.
+    let code = unsafe {
+        let found = ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        );
+        if found != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
+            found
+        } else {
+            match (*(*file).pMethods).xSync {
+                Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+                None => ffi::SQLITE_MISUSE,
+            }
+        }
+    };
     tracing::trace!(
-        file = %path.display(),
+        code,
         took_us = began.elapsed().as_micros() as u64,
-        "flushed"
+        "the database file flushed"
     );
 }
 
@@ -170,13 +192,6 @@ fn passive_copy(conn: &Connection) -> (i64, i64) {
         "a passive copy of the write-ahead log"
     );
     (log, copied)
-}
-
-/// The write-ahead log of the database file at `path`.
-fn wal_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    std::path::PathBuf::from(name)
 }
 
 /// Frames a restart may find still to copy before the passive copies stop

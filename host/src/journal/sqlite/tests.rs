@@ -506,3 +506,70 @@ fn an_input_that_is_the_previous_output_is_stored_once_and_reads_back_whole() {
         ]
     );
 }
+
+/// The checkpointer's restarts of the log keep this process's lock on the
+/// database file. It flushes that file before a restart; through a
+/// descriptor of its own, the flush's close dropped every POSIX lock the
+/// process held on the file (SQLite's shared lock included), so another
+/// process's last connection would take the log for unused and delete it
+/// under this one. Checked with an open-file-description lock, which
+/// conflicts with this process's own POSIX locks (Linux).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_checkpointers_restarts_keep_this_processs_lock_on_the_state_file() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let journal = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    // Opened once, for the whole test: closing it would drop this process's
+    // locks on the file, as the bug did.
+    let file = std::fs::File::open(&path).unwrap();
+    // Whether some lock of this process covers SQLite's shared-lock bytes.
+    let locked = || {
+        let mut probe: libc::flock = unsafe { std::mem::zeroed() };
+        probe.l_type = libc::F_WRLCK as _;
+        probe.l_whence = libc::SEEK_SET as _;
+        probe.l_start = 0x4000_0002; // SQLite's SHARED_FIRST
+        probe.l_len = 510; // SHARED_SIZE
+        // SAFETY: a valid descriptor and a `flock` the call fills in.
+        let code = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) };
+        assert_eq!(code, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
+        i32::from(probe.l_type) != libc::F_UNLCK
+    };
+    assert!(locked(), "an open state file is locked shared");
+    // The log's restarts, counted by its header's checkpoint sequence.
+    let wal = dir.path().join("state.db-wal");
+    let sequence = || {
+        let header = std::fs::read(&wal).unwrap_or_default();
+        header
+            .get(12..16)
+            .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
+    };
+    let first = sequence();
+    let body = Json::from_value(json!({ "blob": "x".repeat(256 * 1024) }));
+    let me = Owner::current();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut run = 0;
+    // Two restarts: the first flush happens before the first of them.
+    while sequence() < first + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restart of the log"
+        );
+        let id = format!("r{run}");
+        run += 1;
+        journal
+            .begin(&new_run(&id, &id), &me, std::time::Duration::from_secs(30))
+            .unwrap();
+        let started = RecordKind::Started {
+            node: "a".into(),
+            step: "a".into(),
+            action: Action::Invoke,
+            attempt: 1,
+            input: Some(body.clone()),
+        };
+        journal.append(&id, 1, &[(1, started)]).unwrap();
+    }
+    assert!(locked(), "still locked after the log's restarts");
+    drop(file);
+}
