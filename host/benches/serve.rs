@@ -24,6 +24,7 @@
 //! (when sent, its latency) to `file`, to line slow answers up with the
 //! server's log (`WASAGA_LOG=debug` names each restart of the log).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -234,11 +235,12 @@ fn write_timeline(path: &Path, mut timeline: Vec<(std::time::SystemTime, u32)>) 
     let mut text = String::new();
     for (sent, latency) in timeline {
         let since = sent.duration_since(std::time::UNIX_EPOCH).unwrap();
-        text.push_str(&format!(
-            "{}.{:06},{latency}\n",
+        let _ = writeln!(
+            text,
+            "{}.{:06},{latency}",
             since.as_secs(),
             since.subsec_micros()
-        ));
+        );
     }
     std::fs::write(path, text).unwrap();
 }
@@ -280,11 +282,11 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let body = format!(r#"{{"input": {{"name": "Brand {n}"}}}}"#);
                 let sent = Instant::now();
-                let sent_at = std::time::SystemTime::now();
+                let sent_at = keep_timeline.then(std::time::SystemTime::now);
                 let (status, _) = connection.post("/workflows/create-brand/runs", body).await;
                 let latency = sent.elapsed().as_micros() as u32;
                 latencies.push(latency);
-                if keep_timeline {
+                if let Some(sent_at) = sent_at {
                     timeline.push((sent_at, latency));
                 }
                 if status != 200 {
@@ -301,11 +303,11 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
         failures += f;
         timeline.extend(t);
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
     if let Some(path) = &timeline_file {
         write_timeline(path, timeline);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     latencies.sort_unstable();
     let runs = latencies.len();
