@@ -61,7 +61,7 @@ impl Checkpointer {
 /// restart, some fourteen restarts a second under `host serve`'s load, and
 /// 527 of the 529 answers at or past its p99 were in flight across one
 /// (matched with `SERVE_BENCH_LATENCIES` and `WASAGA_LOG=debug`).
-fn checkpoint(conn: &Connection, rang: bool) {
+pub(super) fn checkpoint(conn: &Connection, rang: bool) {
     let page_size = {
         let _gate = gate::shared();
         conn.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
@@ -91,11 +91,21 @@ fn checkpoint(conn: &Connection, rang: bool) {
         // stall or not.
         let room = |log_frames: i64| (log_frames.max(0) * page_size) as u64 <= WAL_BOUND / 2;
         if room(frames) {
-            flush_database(conn);
+            let mut flushed = flush_database(conn);
             let (log, _) = passive_copy(conn);
             frames = log.max(0);
-            if room(frames) {
-                flush_database(conn);
+            if flushed && room(frames) {
+                flushed = flush_database(conn);
+            }
+            if !flushed {
+                // The disk's error went to this flush, not to SQLite's: a
+                // restart now could reuse the log over pages the database
+                // file may not hold. As when SQLite's own flush fails, no
+                // restart this turn.
+                tracing::error!(
+                    "flushing the state file to the disk failed: the write-ahead log is not restarted this turn"
+                );
+                return;
             }
         }
         // This process's writers and readers wait at the gate meanwhile;
@@ -140,8 +150,9 @@ fn checkpoint(conn: &Connection, rang: bool) {
 /// closing any descriptor of a file drops every POSIX lock the process
 /// holds on it, SQLite's included (its shared lock on the database file
 /// tells another process's last connection that this one still uses the
-/// log). A failure is left to SQLite's own flush, under the gate, to report.
-fn flush_database(conn: &Connection) {
+/// log). Says whether it succeeded: the disk reports a failed write to
+/// the first flush after it, this one, and not again to SQLite's.
+fn flush_database(conn: &Connection) -> bool {
     use rusqlite::ffi;
     let began = std::time::Instant::now();
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
@@ -156,8 +167,11 @@ fn flush_database(conn: &Connection) {
             ffi::SQLITE_FCNTL_FILE_POINTER,
             (&raw mut file).cast(),
         );
-        if found != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
+        if found != ffi::SQLITE_OK {
             found
+        } else if file.is_null() || (*file).pMethods.is_null() {
+            // Not open: nothing was flushed.
+            ffi::SQLITE_MISUSE
         } else {
             match (*(*file).pMethods).xSync {
                 Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
@@ -170,6 +184,7 @@ fn flush_database(conn: &Connection) {
         took_us = began.elapsed().as_micros() as u64,
         "the database file flushed"
     );
+    code == ffi::SQLITE_OK
 }
 
 /// A passive copy of the log into the database file: the log's frames, and
