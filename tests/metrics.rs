@@ -106,6 +106,10 @@ fn metrics_count_runs_calls_and_the_unfinished_runs() {
     assert_eq!(get("wasaga_runs{status=\"waiting\"}"), 1.0);
     assert_eq!(get("wasaga_runs{status=\"running\"}"), 0.0);
     assert_eq!(get("wasaga_lease_takeovers_total"), 0.0);
+    // Four runs started one at a time on the state file: each committed
+    // its creation at least.
+    let commits = get("wasaga_state_commits_total");
+    assert!(commits >= 4.0, "{text}");
 
     // A paused run is forgotten by the counters until it ends (so waiting
     // runs cost them nothing); answered, it is counted under its workflow,
@@ -127,4 +131,6 @@ fn metrics_count_runs_calls_and_the_unfinished_runs() {
         Some(&0.0),
         "{text}"
     );
+    // The answer and the run's end were committed.
+    assert!(metrics["wasaga_state_commits_total"] > commits, "{text}");
 }

@@ -268,6 +268,7 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
     // names each restart of the write-ahead log and how long it stalled).
     let timeline_file = std::env::var_os("SERVE_BENCH_LATENCIES").map(PathBuf::from);
     let keep_timeline = timeline_file.is_some();
+    let commits_before = metric(server, "wasaga_state_commits_total ").await;
     let started = Instant::now();
     let deadline = started + length;
     let counter = Arc::new(AtomicUsize::new(0));
@@ -309,6 +310,7 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
         write_timeline(path, timeline);
     }
     sampler.join().unwrap();
+    let commits_after = metric(server, "wasaga_state_commits_total ").await;
     latencies.sort_unstable();
     let runs = latencies.len();
     let (rss, peak) = server.rss_mb();
@@ -321,8 +323,16 @@ async fn throughput(server: &Server, state: &Path, connections: usize, length: D
         percentile(&latencies, 100.0),
     );
     let finished = (runs - failures).max(1);
+    // The state file's transactions per run (the server's counter: `n/a`
+    // for a build that lacks it).
+    let commits = match (commits_before, commits_after) {
+        (Some(before), Some(after)) => {
+            format!("{:.2}", (after - before) as f64 / runs.max(1) as f64)
+        }
+        _ => "n/a".into(),
+    };
     println!(
-        "throughput: write-ahead log at most {:.1} MB (now {:.1} MB); state file {:.1} MB, {:.2} KB per finished run; server RSS {rss:.1} MB (peak {peak:.1} MB)",
+        "throughput: {commits} commits per run; write-ahead log at most {:.1} MB (now {:.1} MB); state file {:.1} MB, {:.2} KB per finished run; server RSS {rss:.1} MB (peak {peak:.1} MB)",
         largest_wal.load(Ordering::Relaxed) as f64 / 1e6,
         file_mb(&wal),
         file_mb(state),
@@ -445,6 +455,14 @@ async fn waiting_runs(server: &Server, connections: usize, count: usize) {
 
 /// The runs the journal counts as waiting (the `/metrics` gauge).
 async fn waiting_count(server: &Server) -> u64 {
+    metric(server, "wasaga_runs{status=\"waiting\"} ")
+        .await
+        .unwrap_or(0)
+}
+
+/// The value of the `/metrics` line that starts with `prefix` (`None`: no
+/// such line, as from a build before it was added).
+async fn metric(server: &Server, prefix: &str) -> Option<u64> {
     let stream = tokio::net::TcpStream::connect(&server.address)
         .await
         .unwrap();
@@ -460,7 +478,6 @@ async fn waiting_count(server: &Server) -> u64 {
     let text = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&text)
         .lines()
-        .find_map(|line| line.strip_prefix("wasaga_runs{status=\"waiting\"} "))
+        .find_map(|line| line.strip_prefix(prefix))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }

@@ -68,7 +68,8 @@ pub fn open_state_file(path: &Path, durability: crate::journal::SyncMode) -> Res
     }
     let journal = crate::journal::SqliteJournal::open(path, durability)
         .map_err(|e| format!("cannot open the state file {}: {e}", path.display()))?;
-    // One connection for both (see `SqliteJournal::connection`).
-    let entities = EntityStore::sharing(journal.connection());
+    // One connection and one group commit for both (see
+    // `SqliteJournal::connection`).
+    let entities = EntityStore::sharing(journal.shared_commits());
     Ok((Arc::new(journal), Arc::new(entities)))
 }

@@ -1,7 +1,7 @@
 //! `GET /metrics`: what this server saw, in Prometheus' text format —
 //! runs started and finished (by workflow and status), calls (by call,
 //! action and outcome) with a histogram of their durations, lease
-//! take-overs — and the runs waiting, running and compensating now (read
+//! take-overs, commits to the state file — and the runs waiting, running and compensating now (read
 //! from the journal at each scrape, so every host of a database agrees).
 //! It may not change runs: it only observes committed transitions.
 
@@ -139,6 +139,17 @@ impl Metrics {
             "Unfinished runs this server took over from hosts that died or stalled.",
         );
         let _ = writeln!(out, "wasaga_lease_takeovers_total {takeovers}");
+        family(
+            &mut out,
+            "wasaga_state_commits_total",
+            "counter",
+            "Transactions this process committed to its SQLite state file, each shared by the writes of concurrent runs (with `full` durability, each an fsync); 0 on PostgreSQL.",
+        );
+        let _ = writeln!(
+            out,
+            "wasaga_state_commits_total {}",
+            crate::journal::SqliteJournal::commits()
+        );
         family(
             &mut out,
             "wasaga_runs",

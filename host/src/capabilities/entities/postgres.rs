@@ -121,7 +121,7 @@ impl Backend for PgEntities {
             vec![
                 Some(row.collection.to_string()),
                 Some(row.id.to_string()),
-                Some(row.data),
+                Some(row.data.to_string()),
                 Some(row.at.to_string()),
                 row.created_by.map(str::to_string),
             ],

@@ -1,21 +1,27 @@
 //! The entity store's rows in SQLite (the state file, beside the journal):
 //! the SQL of [`Backend`]. A fenced write checks the run's lease epoch in
-//! the journal's `runs` table in the same statement. It may not apply the
+//! the journal's `runs` table in the same statement; a single-statement
+//! write is committed in the journal's group commits. It may not apply the
 //! store's rules (managed fields, derived ids): those are in `store`.
 
 use std::sync::{Arc, Mutex};
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use super::store::{
     Backend, MANAGED, NewRow, Query, Result, StoreError, entity_of, field_path, lease_lost,
 };
+use crate::journal::SharedCommits;
 use crate::saga::{FailureKind, Fence};
 
 /// Entity rows in one SQLite database.
 pub struct SqliteEntities {
     conn: Arc<Mutex<Connection>>,
+    /// The journal's group commits, when the database is a state file the
+    /// journal shares: an insert joins them instead of committing alone.
+    commits: Option<SharedCommits>,
 }
 
 /// The condition a fenced write adds, its run and epoch the statement's
@@ -40,6 +46,29 @@ static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// The delete of a row, fenced (see [`INSERT`]).
+static DELETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "DELETE FROM entities WHERE collection = ?1 AND id = ?2 AND {}",
+        fenced(3)
+    )
+});
+
+/// Sets `deleted_at` of a row not soft-deleted (`SOFT_DELETE`) or clears
+/// it on one that is (`RESTORE`), fenced (see [`INSERT`]).
+static SOFT_DELETE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| set_deleted_sql("IS NULL"));
+static RESTORE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| set_deleted_sql("IS NOT NULL"));
+
+fn set_deleted_sql(was_deleted: &str) -> String {
+    format!(
+        "UPDATE entities SET deleted_at = ?3, updated_at = ?4
+         WHERE collection = ?1 AND id = ?2 AND deleted_at {was_deleted} AND {}",
+        fenced(5)
+    )
+}
+
 fn fence_params(fence: Option<&Fence>) -> (Option<&str>, Option<i64>) {
     (fence.map(|f| &*f.run), fence.map(|f| f.epoch as i64))
 }
@@ -61,13 +90,33 @@ impl SqliteEntities {
         })?;
         Ok(SqliteEntities {
             conn: Arc::new(Mutex::new(conn)),
+            commits: None,
         })
     }
 
     /// The rows over the state file's journal connection (see
-    /// `SqliteJournal::connection`: its schema is migrated, its pragmas set).
-    pub fn sharing(conn: Arc<Mutex<Connection>>) -> SqliteEntities {
-        SqliteEntities { conn }
+    /// `SqliteJournal::connection`: its schema is migrated, its pragmas set),
+    /// inserted in the journal's group commits.
+    pub fn sharing(commits: SharedCommits) -> SqliteEntities {
+        SqliteEntities {
+            conn: commits.connection(),
+            commits: Some(commits),
+        }
+    }
+
+    /// Runs a single-statement write: in the journal's next group commit
+    /// when the store shares the state file (under load, each write was
+    /// a transaction of its own), else alone; how many rows it changed.
+    fn write(&self, sql: &'static str, params: Vec<SqlValue>) -> Result<usize> {
+        match &self.commits {
+            Some(commits) => commits.execute(sql, params).map_err(|e| {
+                StoreError::step(FailureKind::Database, format!("entities store: {e}"))
+            }),
+            None => Ok(self
+                .conn()
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params))?),
+        }
     }
 
     fn conn(&self) -> crate::journal::Gated<'_> {
@@ -90,6 +139,22 @@ impl SqliteEntities {
     }
 }
 
+/// A text parameter, owned (a grouped write waits in a queue).
+fn text(value: &str) -> SqlValue {
+    SqlValue::Text(value.to_string())
+}
+
+/// A fenced write's parameters: `values`, then the fence's run and epoch
+/// (see [`fenced`]).
+fn with_fence(values: impl IntoIterator<Item = SqlValue>, fence: Option<&Fence>) -> Vec<SqlValue> {
+    let (run, epoch) = fence_params(fence);
+    let fence = [
+        run.map_or(SqlValue::Null, text),
+        epoch.map_or(SqlValue::Null, SqlValue::Integer),
+    ];
+    values.into_iter().chain(fence).collect()
+}
+
 fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let data: String = row.get(1)?;
     Ok(entity_of(
@@ -103,16 +168,19 @@ fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 
 impl Backend for SqliteEntities {
     fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
-        let (run, epoch) = fence_params(fence);
-        let inserted = self.conn().prepare_cached(&INSERT)?.execute(params![
-            row.collection,
-            row.id,
-            row.data,
-            row.at,
-            row.created_by,
-            run,
-            epoch
-        ])?;
+        let inserted = self.write(
+            INSERT.as_str(),
+            with_fence(
+                [
+                    text(row.collection),
+                    text(row.id),
+                    text(row.data),
+                    text(row.at),
+                    row.created_by.map_or(SqlValue::Null, text),
+                ],
+                fence,
+            ),
+        )?;
         if inserted == 0 {
             self.unchanged(fence)?;
         }
@@ -189,14 +257,10 @@ impl Backend for SqliteEntities {
     }
 
     fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
-        let (run, epoch) = fence_params(fence);
-        let deleted = self
-            .conn()
-            .prepare_cached(&format!(
-                "DELETE FROM entities WHERE collection = ?1 AND id = ?2 AND {}",
-                fenced(3)
-            ))?
-            .execute(params![collection, id, run, epoch])?;
+        let deleted = self.write(
+            DELETE.as_str(),
+            with_fence([text(collection), text(id)], fence),
+        )?;
         if deleted == 0 {
             return self.unchanged(fence);
         }
@@ -211,20 +275,23 @@ impl Backend for SqliteEntities {
         deleted_at: Option<&str>,
         at: &str,
     ) -> Result<bool> {
-        let (run, epoch) = fence_params(fence);
-        let was_deleted = if deleted_at.is_some() {
-            "IS NULL"
+        let sql = if deleted_at.is_some() {
+            &SOFT_DELETE
         } else {
-            "IS NOT NULL"
+            &RESTORE
         };
-        let changed = self
-            .conn()
-            .prepare_cached(&format!(
-                "UPDATE entities SET deleted_at = ?3, updated_at = ?4
-                 WHERE collection = ?1 AND id = ?2 AND deleted_at {was_deleted} AND {}",
-                fenced(5)
-            ))?
-            .execute(params![collection, id, deleted_at, at, run, epoch])?;
+        let changed = self.write(
+            sql.as_str(),
+            with_fence(
+                [
+                    text(collection),
+                    text(id),
+                    deleted_at.map_or(SqlValue::Null, text),
+                    text(at),
+                ],
+                fence,
+            ),
+        )?;
         if changed == 0 {
             return self.unchanged(fence);
         }

@@ -30,7 +30,7 @@ pub(super) struct NewRow<'a> {
     pub collection: &'a str,
     pub id: &'a str,
     /// The fields, as JSON text of an object.
-    pub data: String,
+    pub data: &'a str,
     pub at: &'a str,
     /// The creating call and ordinal, for a derived id.
     pub created_by: Option<&'a str>,
@@ -211,11 +211,12 @@ pub(super) fn field_path(field: &str) -> Result<Vec<&str>> {
 }
 
 impl EntityStore {
-    /// The store over the state file's journal connection (see
-    /// `SqliteJournal::connection`).
-    pub fn sharing(conn: Arc<std::sync::Mutex<rusqlite::Connection>>) -> EntityStore {
+    /// The store in the state file, over the journal's connection (see
+    /// `SqliteJournal::connection`), its inserts committed with the
+    /// journal's writes.
+    pub fn sharing(commits: crate::journal::SharedCommits) -> EntityStore {
         EntityStore {
-            backend: Box::new(SqliteEntities::sharing(conn)),
+            backend: Box::new(SqliteEntities::sharing(commits)),
         }
     }
 
@@ -269,12 +270,13 @@ impl EntityStore {
         let creator = origin
             .filter(|_| derived)
             .map(|(call, ordinal)| format!("{call}\n{ordinal}"));
+        let data = Value::Object(map).to_string();
         let inserted = self.backend.insert(
             fence,
             NewRow {
                 collection,
                 id: &id,
-                data: Value::Object(map).to_string(),
+                data: &data,
                 at: &at,
                 created_by: creator.as_deref(),
             },
@@ -300,8 +302,9 @@ impl EntityStore {
                 format!("{collection} '{id}' already exists"),
             ));
         }
-        self.fetch(collection, &id, true)?
-            .ok_or_else(|| not_found(collection, &id))
+        // The row is what was just written: built from it, as a read of
+        // it would be, without taking the connection again.
+        Ok(entity_of(id, &data, at.clone(), at, None))
     }
 
     /// The entity, or `None`. Soft-deleted ones only with `with_deleted`.

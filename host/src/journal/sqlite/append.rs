@@ -1,9 +1,10 @@
 //! The group-committed writes of a run: its start (`begin.rs` writes it),
 //! its records as rows, the fenced write of one run's records or of its
-//! end, and the commit of a batch of concurrent runs' writes in one
-//! transaction (the queue itself is `group.rs`).
+//! end, and the commit of a batch of concurrent runs' writes (and the
+//! entity store's statements, `shared.rs`) in one transaction (the queue
+//! itself is `group.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -79,7 +80,7 @@ impl SqliteJournal {
     fn write_grouped(&self, write: Write) -> Result<Answer, JournalError> {
         if !group::enabled() {
             let alone = Arc::new(group::Pending::new(write));
-            self.commit_writes(std::slice::from_ref(&alone));
+            commit_writes(&self.conn, std::slice::from_ref(&alone));
             return alone.outcome();
         }
         self.writes.submit(write, |batch| self.commit_batch(batch))
@@ -150,85 +151,96 @@ impl SqliteJournal {
     }
 
     fn commit_batch(&self, batch: &[Arc<group::Pending<Write, Answer>>]) {
-        if self.flushes {
-            // A commit that waits for the disk leaves the worker to
-            // other runs meanwhile (they queue for the next commit).
-            group::off_the_worker(|| self.commit_writes(batch))
-        } else {
-            self.commit_writes(batch)
-        }
+        commit_batch(&self.conn, self.flushes, batch)
     }
+}
 
-    /// Commits a batch of writes (of concurrent runs) in one transaction;
-    /// each append or end is fenced on its own run's epoch, and one refused
-    /// or failed write (rolled back to its savepoint) leaves the others
-    /// written.
-    fn commit_writes(&self, batch: &[Arc<group::Pending<Write, Answer>>]) {
-        let conn = self.conn();
-        // Alone, a write needs no savepoint: the transaction is its own.
-        let alone = batch.len() == 1;
-        let committed = (|| -> Result<Vec<Result<Answer, Sql>>, Sql> {
-            // IMMEDIATE: a read-then-write transaction would get "busy" at
-            // once (no waiting) if another connection wrote in between.
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            // Whatever happens next (an error, a panic), no transaction is
-            // left open on the connection for a later statement to join.
-            let _open = OpenTransaction(&conn);
-            let at = now_us();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for pending in batch {
-                if !alone {
-                    conn.prepare_cached("SAVEPOINT write")?.execute([])?;
-                }
-                let outcome = write_one(&conn, &pending.work, at);
-                if let Err(e) = &outcome
-                    && conn.is_autocommit()
-                {
-                    // SQLite rolled the whole transaction back (a full disk,
-                    // an I/O error): every write of the batch failed, with
-                    // this error.
-                    return Err(Sql::Journal(JournalError::Storage(describe(e))));
-                }
-                if !alone {
-                    if outcome.is_err() {
-                        conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
-                    }
-                    conn.prepare_cached("RELEASE write")?.execute([])?;
-                }
-                outcomes.push(outcome);
+/// Commits a batch of writes; with `flushes` (the commit waits for the
+/// disk), off the tokio worker, which goes on with other runs meanwhile
+/// (they queue for the next commit).
+pub(super) fn commit_batch(
+    conn: &Mutex<Connection>,
+    flushes: bool,
+    batch: &[Arc<group::Pending<Write, Answer>>],
+) {
+    if flushes {
+        group::off_the_worker(|| commit_writes(conn, batch))
+    } else {
+        commit_writes(conn, batch)
+    }
+}
+
+/// Commits a batch of writes (of concurrent runs, and of the entity store)
+/// in one transaction; each append or end is fenced on its own run's
+/// epoch, and one refused or failed write (rolled back to its savepoint)
+/// leaves the others written.
+pub(super) fn commit_writes(
+    conn: &Mutex<Connection>,
+    batch: &[Arc<group::Pending<Write, Answer>>],
+) {
+    let conn = super::gate::lock(conn);
+    // Alone, a write needs no savepoint: the transaction is its own.
+    let alone = batch.len() == 1;
+    let committed = (|| -> Result<Vec<Result<Answer, Sql>>, Sql> {
+        // IMMEDIATE: a read-then-write transaction would get "busy" at
+        // once (no waiting) if another connection wrote in between.
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        // Whatever happens next (an error, a panic), no transaction is
+        // left open on the connection for a later statement to join.
+        let _open = OpenTransaction(&conn);
+        let at = now_us();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for pending in batch {
+            if !alone {
+                conn.prepare_cached("SAVEPOINT write")?.execute([])?;
             }
-            if alone && outcomes[0].is_err() {
-                conn.prepare_cached("ROLLBACK")?.execute([])?;
-                return Ok(outcomes);
-            }
-            if let Err(e) = conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut c| c.execute([]))
+            let outcome = write_one(&conn, &pending.work, at);
+            if let Err(e) = &outcome
+                && conn.is_autocommit()
             {
-                // What was refused stays refused (a lost lease says so);
-                // what was to be written was not.
-                let message = e.to_string();
-                return Ok(outcomes
-                    .into_iter()
-                    .map(|outcome| {
-                        outcome
-                            .and_then(|_| Err(Sql::Journal(JournalError::Storage(message.clone()))))
-                    })
-                    .collect());
+                // SQLite rolled the whole transaction back (a full disk,
+                // an I/O error): every write of the batch failed, with
+                // this error.
+                return Err(Sql::Journal(JournalError::Storage(describe(e))));
             }
-            Ok(outcomes)
-        })();
-        match committed {
-            Ok(outcomes) => {
-                for (pending, outcome) in batch.iter().zip(outcomes) {
-                    pending.settle(outcome.map_err(JournalError::from));
+            if !alone {
+                if outcome.is_err() {
+                    conn.prepare_cached("ROLLBACK TO write")?.execute([])?;
                 }
+                conn.prepare_cached("RELEASE write")?.execute([])?;
             }
-            Err(e) => {
-                let message = describe(&e);
-                for pending in batch {
-                    pending.settle(Err(JournalError::Storage(message.clone())));
-                }
+            outcomes.push(outcome);
+        }
+        if alone && outcomes[0].is_err() {
+            conn.prepare_cached("ROLLBACK")?.execute([])?;
+            return Ok(outcomes);
+        }
+        if let Err(e) = conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut c| c.execute([]))
+        {
+            // What was refused stays refused (a lost lease says so);
+            // what was to be written was not.
+            let message = e.to_string();
+            return Ok(outcomes
+                .into_iter()
+                .map(|outcome| {
+                    outcome.and_then(|_| Err(Sql::Journal(JournalError::Storage(message.clone()))))
+                })
+                .collect());
+        }
+        Ok(outcomes)
+    })();
+    match committed {
+        Ok(outcomes) => {
+            for (pending, outcome) in batch.iter().zip(outcomes) {
+                pending.settle(outcome.map_err(JournalError::from));
+            }
+        }
+        Err(e) => {
+            let message = describe(&e);
+            for pending in batch {
+                pending.settle(Err(JournalError::Storage(message.clone())));
             }
         }
     }
@@ -297,6 +309,12 @@ pub(super) enum Write {
         rows: Vec<RecordRow>,
         end: End,
     },
+    /// A statement of another store in the state file (the entity store's
+    /// insert), with its parameters: see `shared.rs`.
+    Statement {
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+    },
 }
 
 /// What a committed write answers.
@@ -305,17 +323,17 @@ pub(super) enum Answer {
     Cancel(bool),
     /// A start: how it went.
     Begun(Begin),
+    /// A statement: how many rows it changed.
+    Changed(usize),
 }
 
 impl Answer {
-    /// An append's or an end's answer (a start's is a storage error: the
+    /// An append's or an end's answer (another's is a storage error: the
     /// queue mixed them up).
     fn cancel(self) -> Result<bool, JournalError> {
         match self {
             Answer::Cancel(cancel) => Ok(cancel),
-            Answer::Begun(_) => Err(JournalError::Storage(
-                "an append was answered as a start".into(),
-            )),
+            other => Err(other.mixed_up("an append")),
         }
     }
 
@@ -323,10 +341,25 @@ impl Answer {
     fn begun(self) -> Result<Begin, JournalError> {
         match self {
             Answer::Begun(begun) => Ok(begun),
-            Answer::Cancel(_) => Err(JournalError::Storage(
-                "a start was answered as an append".into(),
-            )),
+            other => Err(other.mixed_up("a start")),
         }
+    }
+
+    /// A statement's answer (see [`Answer::cancel`]).
+    pub(super) fn changed(self) -> Result<usize, JournalError> {
+        match self {
+            Answer::Changed(changed) => Ok(changed),
+            other => Err(other.mixed_up("a statement")),
+        }
+    }
+
+    fn mixed_up(&self, write: &str) -> JournalError {
+        let answer = match self {
+            Answer::Cancel(_) => "an append",
+            Answer::Begun(_) => "a start",
+            Answer::Changed(_) => "a statement",
+        };
+        JournalError::Storage(format!("{write} was answered as {answer}"))
     }
 }
 
@@ -371,6 +404,10 @@ fn write_one(conn: &Connection, write: &Write, at: i64) -> Result<Answer, Sql> {
             }
             write_end(conn, run, *epoch, end).map(|()| Answer::Cancel(false))
         }
+        Write::Statement { sql, params } => Ok(Answer::Changed(
+            conn.prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params))?,
+        )),
     }
 }
 

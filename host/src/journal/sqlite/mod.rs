@@ -32,6 +32,7 @@ mod queue;
 mod rows;
 mod schedules;
 pub mod schema;
+mod shared;
 pub mod wal_writes;
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous`).
@@ -53,7 +54,7 @@ pub struct SqliteJournal {
     /// [`SqliteJournal::connection`]).
     conn: std::sync::Arc<Mutex<Connection>>,
     /// Starts, appends and ends of concurrent runs, committed together.
-    writes: group::Group<append::Write, append::Answer>,
+    writes: std::sync::Arc<group::Group<append::Write, append::Answer>>,
     /// Whether each commit waits for the disk (`full`).
     flushes: bool,
     /// Manifests' files, serialized once (by hash).
@@ -63,6 +64,7 @@ pub struct SqliteJournal {
 }
 
 pub use gate::{Gated, lock as lock_gated};
+pub use shared::SharedCommits;
 
 use checkpoint::Checkpointer;
 
@@ -192,7 +194,7 @@ impl SqliteJournal {
             schema::migrate(&mut conn)?;
             Ok(SqliteJournal {
                 conn: std::sync::Arc::new(Mutex::new(conn)),
-                writes: group::Group::default(),
+                writes: std::sync::Arc::default(),
                 flushes: false,
                 manifest_files: super::rows::ManifestFiles::default(),
                 _checkpointer: None,

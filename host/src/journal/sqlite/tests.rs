@@ -277,6 +277,21 @@ fn concurrent_appends_are_committed_together_and_a_fenced_one_writes_nothing() {
     }
 }
 
+/// A state file in `dir` with `runs` begun (each its own transaction id).
+fn open_with_runs(dir: &std::path::Path, runs: &[&str]) -> Arc<SqliteJournal> {
+    let journal = Arc::new(SqliteJournal::open(&dir.join("s.db"), SyncMode::Normal).unwrap());
+    for run in runs {
+        journal
+            .begin(
+                &new_run(run, run),
+                &Owner::current(),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+    }
+    journal
+}
+
 /// A commit under way: run "busy"'s append, on a thread of its own, waits
 /// for the state file's connection, held until the guard is dropped;
 /// returns once the commit has begun (a condition, not a time).
@@ -314,14 +329,7 @@ fn a_start_dropped_while_it_waits_for_a_commit_stops_its_run_here() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let journal =
-        Arc::new(SqliteJournal::open(&dir.path().join("s.db"), SyncMode::Normal).unwrap());
-    let lease = Duration::from_secs(60);
-    for run in ["busy", "r1"] {
-        journal
-            .begin(&new_run(run, run), &Owner::current(), lease)
-            .unwrap();
-    }
+    let journal = open_with_runs(dir.path(), &["busy", "r1"]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -364,12 +372,7 @@ fn starts_queued_behind_a_commit_share_the_next_one_and_each_gets_its_answer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let journal =
-        Arc::new(SqliteJournal::open(&dir.path().join("s.db"), SyncMode::Normal).unwrap());
-    let lease = Duration::from_secs(60);
-    journal
-        .begin(&new_run("busy", "busy"), &Owner::current(), lease)
-        .unwrap();
+    let journal = open_with_runs(dir.path(), &["busy"]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -577,4 +580,75 @@ fn the_checkpointers_restarts_keep_this_processs_lock_on_the_state_file() {
         assert!(locked(), "still locked after restart {turn}");
     }
     drop(file);
+}
+
+/// The entity store of a state file inserts in the journal's group
+/// commits: inserts queued behind a commit under way wait beside a run's
+/// append and are committed with it in the next one, each in its own
+/// savepoint, so an insert whose fence no longer holds is refused alone.
+#[test]
+fn entity_inserts_share_the_journals_next_commit_and_a_refused_one_fails_alone() {
+    use crate::capabilities::EntityStore;
+    use crate::saga::Fence;
+    use std::time::{Duration, Instant};
+    if !super::group::enabled() {
+        eprintln!("skipped: group commit is off (WASAGA_GROUP_COMMIT=0)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal = open_with_runs(dir.path(), &["busy", "r1"]);
+    let entities = Arc::new(EntityStore::sharing(journal.shared_commits()));
+    let held = journal.connection();
+    let (connection, committing) = commit_held_under_way(&journal, &held);
+    let fence = |epoch| Fence {
+        run: "r1".into(),
+        epoch,
+    };
+    // Queued one after the other: r1's append, its insert, and an insert
+    // fenced on an epoch r1 no longer has (as after a takeover).
+    let append = {
+        let journal = journal.clone();
+        std::thread::spawn(move || {
+            journal.append("r1", 1, &[(1, crate::journal::tests::started("a"))])
+        })
+    };
+    let inserts: Vec<_> = [(1, "Acme"), (2, "Stale")]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (epoch, name))| {
+            while journal.writes.queued() < i + 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (entities, fence) = (entities.clone(), fence(epoch));
+            std::thread::spawn(move || {
+                entities.create_once("brand", json!({ "name": name }), None, Some(&fence))
+            })
+        })
+        .collect();
+    let waited = Instant::now();
+    while journal.writes.queued() < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the inserts did not join the journal's queue ({} queued)",
+            journal.writes.queued()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(connection);
+    committing.join().unwrap().unwrap();
+    append.join().unwrap().unwrap();
+    let mut answers = inserts.into_iter().map(|t| t.join().unwrap());
+    let created = answers.next().unwrap().unwrap();
+    assert_eq!(created["name"], "Acme");
+    assert_eq!(
+        entities
+            .get("brand", created["id"].as_str().unwrap())
+            .unwrap(),
+        created,
+        "the entity answered is the row stored"
+    );
+    let refused = answers.next().unwrap().unwrap_err();
+    assert!(refused.to_string().contains("lost its lease"), "{refused}");
+    assert_eq!(entities.count("brand").unwrap(), 1);
+    assert_eq!(journal.records("r1").unwrap().len(), 1);
 }

@@ -1,0 +1,63 @@
+//! Another store's writes to the state file (the entity store's inserts),
+//! committed in the journal's group commits: a statement waits in the same
+//! queue as runs' starts, appends and ends, and shares their transaction
+//! (its log frames, its `fsync` with `full`, one turn on the connection).
+//! It owns the handle; the SQL is the other store's, the commit `append.rs`'s.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::append::{Answer, Write, commit_batch, commit_writes};
+use super::{JournalError, SqliteJournal, group};
+
+/// A handle on a state file's connection and its group-commit queue, for
+/// a store that shares the file with the journal.
+#[derive(Clone)]
+pub struct SharedCommits {
+    conn: Arc<Mutex<Connection>>,
+    writes: Arc<group::Group<Write, Answer>>,
+    flushes: bool,
+}
+
+impl SharedCommits {
+    /// The state file's connection (for reads, and for writes that read
+    /// before they write: those take it on their own).
+    pub fn connection(&self) -> Arc<Mutex<Connection>> {
+        self.conn.clone()
+    }
+
+    /// Runs `sql` with `params` in the next group commit, waiting on this
+    /// thread for it (as the journal's own synchronous writes do: a short
+    /// spin, then the tokio worker's other tasks handed on). Answers how
+    /// many rows it changed once that is committed; an error of the
+    /// statement rolls back only the statement.
+    pub fn execute(
+        &self,
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+    ) -> Result<usize, JournalError> {
+        let write = Write::Statement { sql, params };
+        if !group::enabled() {
+            // Committed alone (the benchmarks' baseline).
+            let alone = Arc::new(group::Pending::new(write));
+            commit_writes(&self.conn, std::slice::from_ref(&alone));
+            return alone.outcome()?.changed();
+        }
+        self.writes
+            .submit(write, |batch| commit_batch(&self.conn, self.flushes, batch))?
+            .changed()
+    }
+}
+
+impl SqliteJournal {
+    /// The handle for the entity store of the same state file (see
+    /// [`SqliteJournal::connection`] for why one connection serves both).
+    pub fn shared_commits(&self) -> SharedCommits {
+        SharedCommits {
+            conn: self.conn.clone(),
+            writes: self.writes.clone(),
+            flushes: self.flushes,
+        }
+    }
+}
