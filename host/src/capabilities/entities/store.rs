@@ -212,8 +212,8 @@ pub(super) fn field_path(field: &str) -> Result<Vec<&str>> {
 
 impl EntityStore {
     /// The store in the state file, over the journal's connection (see
-    /// `SqliteJournal::connection`), its inserts committed with the
-    /// journal's writes.
+    /// `SqliteJournal::connection`), its single-statement writes committed
+    /// with the journal's writes.
     pub fn sharing(commits: crate::journal::SharedCommits) -> EntityStore {
         EntityStore {
             backend: Box::new(SqliteEntities::sharing(commits)),

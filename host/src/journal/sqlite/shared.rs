@@ -1,5 +1,5 @@
-//! Another store's writes to the state file (the entity store's inserts),
-//! committed in the journal's group commits: a statement waits in the same
+//! Another store's writes to the state file (the entity store's
+//! single-statement writes), committed in the journal's group commits: a statement waits in the same
 //! queue as runs' starts, appends and ends, and shares their transaction
 //! (its log frames, its `fsync` with `full`, one turn on the connection).
 //! It owns the handle; the SQL is the other store's, the commit `append.rs`'s.
