@@ -31,12 +31,17 @@ impl Sandbox {
         status.code()
     }
 
-    /// Every run in the journal: (id, status).
+    /// Every run in the journal: (id, status). None yet while the file has no
+    /// tables yet: a host process creates the file, then its schema (a
+    /// poll can come in between, and a SIGKILL can stop it there).
     fn runs(&self) -> Vec<(String, String)> {
         let conn = rusqlite::Connection::open(self.state()).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT id, status FROM runs ORDER BY created_at")
-            .unwrap();
+        // Waits out the creating process's lock instead of failing "busy".
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let mut stmt = match conn.prepare("SELECT id, status FROM runs ORDER BY created_at") {
+            Err(e) if e.to_string().contains("no such table") => return Vec::new(),
+            stmt => stmt.unwrap(),
+        };
         stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
