@@ -31,7 +31,7 @@ impl Sandbox {
         status.code()
     }
 
-    /// Every run in the journal: (id, status). None yet while the file has no
+    /// Every run in the journal: (id, status). None while the file has no
     /// tables yet: a host process creates the file, then its schema (a
     /// poll can come in between, and a SIGKILL can stop it there).
     fn runs(&self) -> Vec<(String, String)> {

@@ -1,8 +1,9 @@
 //! `GET /metrics`: what this server saw, in Prometheus' text format —
 //! runs started and finished (by workflow and status), calls (by call,
 //! action and outcome) with a histogram of their durations, lease
-//! take-overs, commits to the state file — and the runs waiting, running and compensating now (read
-//! from the journal at each scrape, so every host of a database agrees).
+//! take-overs, commits to the state file — and the runs waiting, running
+//! and compensating now (read from the journal at each scrape, so every
+//! host of a database agrees).
 //! It may not change runs: it only observes committed transitions.
 
 use std::collections::{BTreeMap, HashMap};

@@ -20,7 +20,8 @@ use crate::saga::{FailureKind, Fence};
 pub struct SqliteEntities {
     conn: Arc<Mutex<Connection>>,
     /// The journal's group commits, when the database is a state file the
-    /// journal shares: an insert joins them instead of committing alone.
+    /// journal shares: a single-statement write joins them instead of
+    /// committing alone.
     commits: Option<SharedCommits>,
 }
 
@@ -96,7 +97,7 @@ impl SqliteEntities {
 
     /// The rows over the state file's journal connection (see
     /// `SqliteJournal::connection`: its schema is migrated, its pragmas set),
-    /// inserted in the journal's group commits.
+    /// its single-statement writes committed in the journal's group commits.
     pub fn sharing(commits: SharedCommits) -> SqliteEntities {
         SqliteEntities {
             conn: commits.connection(),
