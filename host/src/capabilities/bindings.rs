@@ -9,7 +9,16 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "step",
-    imports: { default: trappable },
+    // An entity write that joins the state file's group commit waits for
+    // it as a task: the guest's call yields its worker to other runs (which
+    // may join the same commit) instead of spinning or blocking it.
+    imports: {
+        "wasaga:step/entities.[method]collection.create": async | trappable,
+        "wasaga:step/entities.[method]collection.delete": async | trappable,
+        "wasaga:step/entities.[method]collection.soft-delete": async | trappable,
+        "wasaga:step/entities.[method]collection.restore": async | trappable,
+        default: trappable,
+    },
     exports: { default: async },
     // Exports take borrowed strings: the input JSON is passed without a copy.
     ownership: Borrowing { duplicate_if_necessary: true },

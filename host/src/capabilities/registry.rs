@@ -29,7 +29,7 @@ pub fn load_options() -> LoadOptions {
 
 /// Links every capability's imports, each over the call's view (`wasi:http`
 /// over the store's own HTTP view, as wasmtime-wasi-http links it).
-pub fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
+pub fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + Send + 'static>(
     linker: &mut Linker<T>,
     view: ViewOf<T>,
 ) -> wasmtime::Result<()> {

@@ -69,7 +69,10 @@ pub fn check(call: &CallCapabilities, collection: &str) -> Result<()> {
 }
 
 /// Links `entities`.
-pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, view: ViewOf<T>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: ViewOf<T>,
+) -> wasmtime::Result<()> {
     entities::add_to_linker::<T, Capabilities>(linker, view)
 }
 
@@ -145,7 +148,7 @@ impl HostCollection for CapabilityView<'_> {
         Ok(self.table.get(&handle)?.name.clone())
     }
 
-    fn create(&mut self, handle: Resource<CollectionHandle>, data: String) -> Result<String> {
+    async fn create(&mut self, handle: Resource<CollectionHandle>, data: String) -> Result<String> {
         let name = self.collection(&handle)?;
         self.charge_write(data.len())?;
         let data = parse(&data, "the new entity")?;
@@ -158,7 +161,8 @@ impl HostCollection for CapabilityView<'_> {
             .call
             .services
             .entities
-            .create_once(&name, data, origin, self.call.fence.as_ref())?
+            .create_once(&name, data, origin, self.call.fence.as_ref())
+            .await?
             .to_string())
     }
 
@@ -184,35 +188,42 @@ impl HostCollection for CapabilityView<'_> {
             .to_string())
     }
 
-    fn delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<()> {
+    async fn delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<()> {
         let name = self.collection(&handle)?;
         self.charge_write(id.len())?;
         Ok(self
             .call
             .services
             .entities
-            .delete(&name, &id, self.call.fence.as_ref())?)
+            .delete(&name, &id, self.call.fence.as_ref())
+            .await?)
     }
 
-    fn soft_delete(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
+    async fn soft_delete(
+        &mut self,
+        handle: Resource<CollectionHandle>,
+        id: String,
+    ) -> Result<String> {
         let name = self.collection(&handle)?;
         self.charge_write(id.len())?;
         Ok(self
             .call
             .services
             .entities
-            .soft_delete(&name, &id, self.call.fence.as_ref())?
+            .soft_delete(&name, &id, self.call.fence.as_ref())
+            .await?
             .to_string())
     }
 
-    fn restore(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
+    async fn restore(&mut self, handle: Resource<CollectionHandle>, id: String) -> Result<String> {
         let name = self.collection(&handle)?;
         self.charge_write(id.len())?;
         Ok(self
             .call
             .services
             .entities
-            .restore(&name, &id, self.call.fence.as_ref())?
+            .restore(&name, &id, self.call.fence.as_ref())
+            .await?
             .to_string())
     }
 
@@ -266,7 +277,7 @@ mod tests {
                     name: "brand".into(),
                 })
                 .unwrap();
-            view.create(handle, data)
+            futures::executor::block_on(view.create(handle, data))
         }
         let counted = call_with(grants_of("entities = [\"brand\"]"));
         let mut table = ResourceTable::new();
@@ -320,9 +331,11 @@ mod tests {
                 name: "brand".into(),
             })
             .unwrap();
-        let created: Value =
-            serde_json::from_str(&view.create(handle, "{\"name\":\"Acme\"}".into()).unwrap())
-                .unwrap();
+        let created: Value = serde_json::from_str(
+            &futures::executor::block_on(view.create(handle, "{\"name\":\"Acme\"}".into()))
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(created["name"], "Acme");
         let id = created["id"].as_str().unwrap().to_string();
         let handle = view

@@ -89,27 +89,36 @@ impl PgEntities {
         self.database.run(body)
     }
 
-    /// A fenced single-statement write; whether it changed a row.
-    fn write(&self, fence: Option<&Fence>, sql: String, args: Vec<Option<String>>) -> Result<bool> {
+    /// A fenced single-statement write, waited for as a task; whether it
+    /// changed a row.
+    async fn write(
+        &self,
+        fence: Option<&Fence>,
+        sql: String,
+        args: Vec<Option<String>>,
+    ) -> Result<bool> {
         let fence = fence.cloned();
         let (run, epoch) = fence_params(fence.as_ref());
-        self.run(move |pool| async move {
-            let client = pool.get().await?;
-            let mut params: Vec<&(dyn ToSql + Sync)> =
-                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-            params.push(&run);
-            params.push(&epoch);
-            let changed = client.execute(&sql, &params).await.map_err(PgError::from)?;
-            if changed == 0 {
-                return unchanged(&pool, fence).await;
-            }
-            Ok(true)
-        })
+        self.database
+            .run_queued(move |pool| async move {
+                let client = pool.get().await?;
+                let mut params: Vec<&(dyn ToSql + Sync)> =
+                    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                params.push(&run);
+                params.push(&epoch);
+                let changed = client.execute(&sql, &params).await.map_err(PgError::from)?;
+                if changed == 0 {
+                    return unchanged(&pool, fence).await;
+                }
+                Ok(true)
+            })
+            .await
     }
 }
 
+#[async_trait::async_trait]
 impl Backend for PgEntities {
-    fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
+    async fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
         self.write(
             fence,
             format!(
@@ -126,6 +135,7 @@ impl Backend for PgEntities {
                 row.created_by.map(str::to_string),
             ],
         )
+        .await
     }
 
     fn created_by(&self, collection: &str, id: &str) -> Result<Option<Option<String>>> {
@@ -215,7 +225,7 @@ impl Backend for PgEntities {
         })
     }
 
-    fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
+    async fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
         self.write(
             fence,
             format!(
@@ -224,9 +234,10 @@ impl Backend for PgEntities {
             ),
             vec![Some(collection.to_string()), Some(id.to_string())],
         )
+        .await
     }
 
-    fn set_deleted(
+    async fn set_deleted(
         &self,
         fence: Option<&Fence>,
         collection: &str,
@@ -253,6 +264,7 @@ impl Backend for PgEntities {
                 Some(at.to_string()),
             ],
         )
+        .await
     }
 
     fn list(&self, collection: &str, query: &Query) -> Result<Vec<Value>> {

@@ -105,12 +105,13 @@ impl SqliteEntities {
         }
     }
 
-    /// Runs a single-statement write: in the journal's next group commit
-    /// when the store shares the state file (under load, each write was
-    /// a transaction of its own), else alone; how many rows it changed.
-    fn write(&self, sql: &'static str, params: Vec<SqlValue>) -> Result<usize> {
+    /// Runs a single-statement write: in the journal's next group commit,
+    /// waited for as a task, when the store shares the state file (under
+    /// load, each write was a transaction of its own), else alone; how
+    /// many rows it changed.
+    async fn write(&self, sql: &'static str, params: Vec<SqlValue>) -> Result<usize> {
         match &self.commits {
-            Some(commits) => commits.execute(sql, params).map_err(|e| {
+            Some(commits) => commits.execute(sql, params).await.map_err(|e| {
                 StoreError::step(FailureKind::Database, format!("entities store: {e}"))
             }),
             None => Ok(self
@@ -167,21 +168,24 @@ fn row_to_entity(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     ))
 }
 
+#[async_trait::async_trait]
 impl Backend for SqliteEntities {
-    fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
-        let inserted = self.write(
-            INSERT.as_str(),
-            with_fence(
-                [
-                    text(row.collection),
-                    text(row.id),
-                    text(row.data),
-                    text(row.at),
-                    row.created_by.map_or(SqlValue::Null, text),
-                ],
-                fence,
-            ),
-        )?;
+    async fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool> {
+        let inserted = self
+            .write(
+                INSERT.as_str(),
+                with_fence(
+                    [
+                        text(row.collection),
+                        text(row.id),
+                        text(row.data),
+                        text(row.at),
+                        row.created_by.map_or(SqlValue::Null, text),
+                    ],
+                    fence,
+                ),
+            )
+            .await?;
         if inserted == 0 {
             self.unchanged(fence)?;
         }
@@ -257,18 +261,20 @@ impl Backend for SqliteEntities {
         Ok(true)
     }
 
-    fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
-        let deleted = self.write(
-            DELETE.as_str(),
-            with_fence([text(collection), text(id)], fence),
-        )?;
+    async fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool> {
+        let deleted = self
+            .write(
+                DELETE.as_str(),
+                with_fence([text(collection), text(id)], fence),
+            )
+            .await?;
         if deleted == 0 {
             return self.unchanged(fence);
         }
         Ok(true)
     }
 
-    fn set_deleted(
+    async fn set_deleted(
         &self,
         fence: Option<&Fence>,
         collection: &str,
@@ -281,18 +287,20 @@ impl Backend for SqliteEntities {
         } else {
             &RESTORE
         };
-        let changed = self.write(
-            sql.as_str(),
-            with_fence(
-                [
-                    text(collection),
-                    text(id),
-                    deleted_at.map_or(SqlValue::Null, text),
-                    text(at),
-                ],
-                fence,
-            ),
-        )?;
+        let changed = self
+            .write(
+                sql.as_str(),
+                with_fence(
+                    [
+                        text(collection),
+                        text(id),
+                        deleted_at.map_or(SqlValue::Null, text),
+                        text(at),
+                    ],
+                    fence,
+                ),
+            )
+            .await?;
         if changed == 0 {
             return self.unchanged(fence);
         }

@@ -39,9 +39,14 @@ pub(super) struct NewRow<'a> {
 /// What a database does for the store: plain reads and writes of rows,
 /// each write applied only while `fence` (the run's lease) holds, in the
 /// same statement or transaction. The store's rules sit above it.
+///
+/// The single-statement writes are `async`: their caller (a guest's call,
+/// on a tokio worker) waits for them as a task, and the worker goes on
+/// with other runs meanwhile. The others wait on their thread.
+#[async_trait::async_trait]
 pub(super) trait Backend: Send + Sync {
     /// Inserts the row unless its key exists; whether it did.
-    fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool>;
+    async fn insert(&self, fence: Option<&Fence>, row: NewRow<'_>) -> Result<bool>;
     /// The `created_by` of a row (outer `None`: no such row).
     fn created_by(&self, collection: &str, id: &str) -> Result<Option<Option<String>>>;
     /// A row as an entity, soft-deleted or not.
@@ -57,10 +62,10 @@ pub(super) trait Backend: Send + Sync {
         at: &str,
     ) -> Result<bool>;
     /// Removes a row; whether there was one.
-    fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool>;
+    async fn delete(&self, fence: Option<&Fence>, collection: &str, id: &str) -> Result<bool>;
     /// Sets (`Some`) or clears (`None`) `deleted_at` of a row that is not
     /// (or is) soft-deleted; whether there was one.
-    fn set_deleted(
+    async fn set_deleted(
         &self,
         fence: Option<&Fence>,
         collection: &str,
@@ -235,8 +240,8 @@ impl EntityStore {
     }
 
     /// Stores a new entity; returns it with its managed fields.
-    pub fn create(&self, collection: &str, data: Value) -> Result<Value> {
-        self.create_once(collection, data, None, None)
+    pub async fn create(&self, collection: &str, data: Value) -> Result<Value> {
+        self.create_once(collection, data, None, None).await
     }
 
     /// Stores a new entity, the `origin.1`-th one the call named `origin.0`
@@ -244,7 +249,7 @@ impl EntityStore {
     /// the call runs again (a retry, or a re-invoke after a crash) the same
     /// create returns the entity the earlier attempt stored instead of a
     /// duplicate: entity creates happen once per call.
-    pub fn create_once(
+    pub async fn create_once(
         &self,
         collection: &str,
         data: Value,
@@ -271,16 +276,19 @@ impl EntityStore {
             .filter(|_| derived)
             .map(|(call, ordinal)| format!("{call}\n{ordinal}"));
         let data = Value::Object(map).to_string();
-        let inserted = self.backend.insert(
-            fence,
-            NewRow {
-                collection,
-                id: &id,
-                data: &data,
-                at: &at,
-                created_by: creator.as_deref(),
-            },
-        )?;
+        let inserted = self
+            .backend
+            .insert(
+                fence,
+                NewRow {
+                    collection,
+                    id: &id,
+                    data: &data,
+                    at: &at,
+                    created_by: creator.as_deref(),
+                },
+            )
+            .await?;
         if !inserted && derived {
             let created_by = self.backend.created_by(collection, &id)?.flatten();
             if created_by == creator {
@@ -339,19 +347,25 @@ impl EntityStore {
     }
 
     /// Removes the entity for good.
-    pub fn delete(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<()> {
-        if !self.backend.delete(fence, collection, id)? {
+    pub async fn delete(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<()> {
+        if !self.backend.delete(fence, collection, id).await? {
             return Err(not_found(collection, id));
         }
         Ok(())
     }
 
     /// Marks the entity deleted; returns it.
-    pub fn soft_delete(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<Value> {
+    pub async fn soft_delete(
+        &self,
+        collection: &str,
+        id: &str,
+        fence: Option<&Fence>,
+    ) -> Result<Value> {
         let at = now();
         if !self
             .backend
-            .set_deleted(fence, collection, id, Some(&at), &at)?
+            .set_deleted(fence, collection, id, Some(&at), &at)
+            .await?
         {
             return Err(not_found(collection, id));
         }
@@ -360,7 +374,12 @@ impl EntityStore {
     }
 
     /// Undoes a soft delete; returns the entity.
-    pub fn restore(&self, collection: &str, id: &str, fence: Option<&Fence>) -> Result<Value> {
+    pub async fn restore(
+        &self,
+        collection: &str,
+        id: &str,
+        fence: Option<&Fence>,
+    ) -> Result<Value> {
         let entity = self
             .fetch(collection, id, true)?
             .ok_or_else(|| not_found(collection, id))?;
@@ -371,7 +390,8 @@ impl EntityStore {
             ));
         }
         self.backend
-            .set_deleted(fence, collection, id, None, &now())?;
+            .set_deleted(fence, collection, id, None, &now())
+            .await?;
         self.get(collection, id)
     }
 
@@ -452,14 +472,14 @@ mod tests {
                 $(#[test]
                 fn $test() {
                     let (store, journal, _guard) = super::open_sqlite();
-                    super::$test(&store, &journal);
+                    futures::executor::block_on(super::$test(&store, &journal));
                 })*
             }
             mod postgres {
                 $(#[test]
                 fn $test() {
                     let (store, journal, _guard) = super::open_postgres();
-                    super::$test(&store, &journal);
+                    futures::executor::block_on(super::$test(&store, &journal));
                 })*
             }
         };
@@ -478,21 +498,24 @@ mod tests {
         err.kind
     }
 
-    fn a_call_that_runs_again_gets_back_the_entities_it_created(
+    async fn a_call_that_runs_again_gets_back_the_entities_it_created(
         store: &EntityStore,
         _journal: &Arc<dyn Journal>,
     ) {
         let call = "run1:create-products:invoke";
         let first = store
             .create_once("product", json!({"title": "A"}), Some((call, 0)), None)
+            .await
             .unwrap();
         let second = store
             .create_once("product", json!({"title": "B"}), Some((call, 1)), None)
+            .await
             .unwrap();
         assert_ne!(first["id"], second["id"]);
         // The same call again (a retry, a re-invoke after a crash).
         let again = store
             .create_once("product", json!({"title": "A"}), Some((call, 0)), None)
+            .await
             .unwrap();
         assert_eq!(again, first);
         assert_eq!(store.count("product").unwrap(), 2);
@@ -504,25 +527,30 @@ mod tests {
                 Some(("run2:create-products:invoke", 0)),
                 None,
             )
+            .await
             .unwrap();
         assert_ne!(other["id"], first["id"]);
         // Deleted for good (compensated): created anew.
         store
             .delete("product", first["id"].as_str().unwrap(), None)
+            .await
             .unwrap();
         let anew = store
             .create_once("product", json!({"title": "A"}), Some((call, 0)), None)
+            .await
             .unwrap();
         assert_eq!(anew["id"], first["id"]);
         assert_eq!(store.count("product").unwrap(), 3);
         // An id the step chose stays a duplicate.
         store
             .create_once("product", json!({"id": "p1"}), Some((call, 5)), None)
+            .await
             .unwrap();
         assert_eq!(
             kind(
                 store
                     .create_once("product", json!({"id": "p1"}), Some((call, 5)), None)
+                    .await
                     .unwrap_err()
             ),
             FailureKind::Duplicate
@@ -533,7 +561,7 @@ mod tests {
     /// create will derive (the hash's inputs are the run's call keys) and
     /// plant a row there first. That row is not taken for the later create's
     /// own: the create fails as a duplicate instead of returning planted data.
-    fn a_row_planted_at_a_derived_id_is_not_taken_for_the_creates_own(
+    async fn a_row_planted_at_a_derived_id_is_not_taken_for_the_creates_own(
         store: &EntityStore,
         _journal: &Arc<dyn Journal>,
     ) {
@@ -546,20 +574,25 @@ mod tests {
                 Some(("run1:attacker:invoke", 0)),
                 None,
             )
+            .await
             .unwrap();
         let err = store
             .create_once("payment", json!({"amount": 100}), Some((victim, 0)), None)
+            .await
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::Duplicate);
         assert!(err.message.contains("not created by this call"), "{err}");
         assert_eq!(store.get("payment", &planted_id).unwrap()["amount"], 0);
     }
 
-    fn create_get_update_soft_delete_restore_delete(
+    async fn create_get_update_soft_delete_restore_delete(
         store: &EntityStore,
         _journal: &Arc<dyn Journal>,
     ) {
-        let brand = store.create("brand", json!({"name": "Acme"})).unwrap();
+        let brand = store
+            .create("brand", json!({"name": "Acme"}))
+            .await
+            .unwrap();
         let id = brand["id"].as_str().unwrap().to_string();
         assert!(id.starts_with("brand_"));
         assert_eq!(store.get("brand", &id).unwrap()["name"], "Acme");
@@ -570,47 +603,54 @@ mod tests {
             (updated["name"].as_str(), updated["logo_url"].as_str()),
             (Some("Acme"), Some("x"))
         );
-        store.soft_delete("brand", &id, None).unwrap();
+        store.soft_delete("brand", &id, None).await.unwrap();
         assert_eq!(
             kind(store.get("brand", &id).unwrap_err()),
             FailureKind::NotFound
         );
         assert_eq!(store.list("brand", &Query::default()).unwrap().len(), 0);
-        store.restore("brand", &id, None).unwrap();
+        store.restore("brand", &id, None).await.unwrap();
         assert_eq!(
-            kind(store.restore("brand", &id, None).unwrap_err()),
+            kind(store.restore("brand", &id, None).await.unwrap_err()),
             FailureKind::UnexpectedState
         );
-        store.delete("brand", &id, None).unwrap();
+        store.delete("brand", &id, None).await.unwrap();
         assert_eq!(
-            kind(store.delete("brand", &id, None).unwrap_err()),
+            kind(store.delete("brand", &id, None).await.unwrap_err()),
             FailureKind::NotFound
         );
     }
 
-    fn ids_are_kept_and_duplicates_refused(store: &EntityStore, _journal: &Arc<dyn Journal>) {
+    async fn ids_are_kept_and_duplicates_refused(store: &EntityStore, _journal: &Arc<dyn Journal>) {
         store
             .create("brand", json!({"id": "b1", "name": "A"}))
+            .await
             .unwrap();
         assert_eq!(
-            kind(store.create("brand", json!({"id": "b1"})).unwrap_err()),
+            kind(
+                store
+                    .create("brand", json!({"id": "b1"}))
+                    .await
+                    .unwrap_err()
+            ),
             FailureKind::Duplicate
         );
         assert_eq!(
             kind(
                 store
                     .create("brand", json!({"created_at": "x"}))
+                    .await
                     .unwrap_err()
             ),
             FailureKind::InvalidData
         );
         assert_eq!(
-            kind(store.create("brand", json!([1])).unwrap_err()),
+            kind(store.create("brand", json!([1])).await.unwrap_err()),
             FailureKind::InvalidData
         );
     }
 
-    fn list_filters_by_typed_equality_in_creation_order(
+    async fn list_filters_by_typed_equality_in_creation_order(
         store: &EntityStore,
         _journal: &Arc<dyn Journal>,
     ) {
@@ -620,6 +660,7 @@ mod tests {
                     "product",
                     json!({"title": title, "brand_id": brand, "n": n, "meta": {"k": n}}),
                 )
+                .await
                 .unwrap();
         }
         let query = |filters: Vec<Filter>| Query {
@@ -695,7 +736,7 @@ mod tests {
     /// The fence: a call of a host whose lease on the run was taken over
     /// gets its entity writes refused (a permanent `host` failure), and the
     /// rows stay as they were; the new holder's writes go through.
-    fn a_host_that_lost_its_lease_writes_no_entity(
+    async fn a_host_that_lost_its_lease_writes_no_entity(
         store: &EntityStore,
         journal: &Arc<dyn Journal>,
     ) {
@@ -733,6 +774,7 @@ mod tests {
                 Some(("r1:a:invoke", 0)),
                 Some(&old),
             )
+            .await
             .unwrap();
         let id = kept["id"].as_str().unwrap().to_string();
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -755,6 +797,7 @@ mod tests {
                     Some(("r1:a:invoke", 1)),
                     Some(&old),
                 )
+                .await
                 .unwrap_err(),
         );
         refused(
@@ -762,8 +805,13 @@ mod tests {
                 .update("brand", &id, json!({"name": "Z"}), Some(&old))
                 .unwrap_err(),
         );
-        refused(store.soft_delete("brand", &id, Some(&old)).unwrap_err());
-        refused(store.delete("brand", &id, Some(&old)).unwrap_err());
+        refused(
+            store
+                .soft_delete("brand", &id, Some(&old))
+                .await
+                .unwrap_err(),
+        );
+        refused(store.delete("brand", &id, Some(&old)).await.unwrap_err());
         assert_eq!(store.count("brand").unwrap(), 1);
         assert_eq!(store.get("brand", &id).unwrap()["name"], "A");
         let new = Fence {
@@ -773,7 +821,7 @@ mod tests {
         store
             .update("brand", &id, json!({"name": "N"}), Some(&new))
             .unwrap();
-        store.delete("brand", &id, Some(&new)).unwrap();
+        store.delete("brand", &id, Some(&new)).await.unwrap();
         assert_eq!(store.count("brand").unwrap(), 0);
     }
 }

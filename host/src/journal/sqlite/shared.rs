@@ -27,26 +27,33 @@ impl SharedCommits {
         self.conn.clone()
     }
 
-    /// Runs `sql` with `params` in the next group commit, waiting on this
-    /// thread for it (as the journal's own synchronous writes do: a short
-    /// spin, then the tokio worker's other tasks handed on). Answers how
-    /// many rows it changed once that is committed; an error of the
-    /// statement rolls back only the statement.
-    pub fn execute(
+    /// Runs `sql` with `params` in the next group commit, waiting for it
+    /// as a task (a guest's call: its worker goes on with other runs, which
+    /// may join the same commit). Answers how many rows it changed once
+    /// that is committed; an error of the statement rolls back only the
+    /// statement. Dropped before it is answered, the statement leaves the
+    /// queue, unless its commit is already under way.
+    pub async fn execute(
         &self,
         sql: &'static str,
         params: Vec<rusqlite::types::Value>,
     ) -> Result<usize, JournalError> {
         let write = Write::Statement { sql, params };
         if !group::enabled() {
-            // Committed alone (the benchmarks' baseline).
-            let alone = Arc::new(group::Pending::new(write));
-            commit_writes(&self.conn, std::slice::from_ref(&alone));
-            return alone.outcome()?.changed();
+            return self.execute_alone(write);
         }
         self.writes
-            .submit(write, |batch| commit_batch(&self.conn, self.flushes, batch))?
+            .enqueue(write)
+            .settled(|batch| commit_batch(&self.conn, self.flushes, batch))
+            .await?
             .changed()
+    }
+
+    /// Commits `write` on its own (the benchmarks' baseline).
+    fn execute_alone(&self, write: Write) -> Result<usize, JournalError> {
+        let alone = Arc::new(group::Pending::new(write));
+        commit_writes(&self.conn, std::slice::from_ref(&alone));
+        alone.outcome()?.changed()
     }
 }
 

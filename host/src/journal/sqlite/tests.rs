@@ -621,7 +621,12 @@ fn entity_inserts_share_the_journals_next_commit_and_a_refused_one_fails_alone()
             }
             let (entities, fence) = (entities.clone(), fence(epoch));
             std::thread::spawn(move || {
-                entities.create_once("brand", json!({ "name": name }), None, Some(&fence))
+                futures::executor::block_on(entities.create_once(
+                    "brand",
+                    json!({ "name": name }),
+                    None,
+                    Some(&fence),
+                ))
             })
         })
         .collect();
@@ -651,4 +656,54 @@ fn entity_inserts_share_the_journals_next_commit_and_a_refused_one_fails_alone()
     assert!(refused.to_string().contains("lost its lease"), "{refused}");
     assert_eq!(entities.count("brand").unwrap(), 1);
     assert_eq!(journal.records("r1").unwrap().len(), 1);
+}
+
+/// An entity write that finds a commit under way waits for it as a task:
+/// polled on a runtime of one thread, it answers "not yet" and leaves the
+/// thread to other tasks (a guest's call yields its worker to other runs,
+/// which may join the same commit) instead of spinning or blocking it
+/// until the commit ends; once that commit is made, the next one takes the
+/// write and answers it.
+#[test]
+fn an_entity_write_waits_for_a_commit_under_way_as_a_task() {
+    use crate::capabilities::EntityStore;
+    use std::time::Duration;
+    if !super::group::enabled() {
+        eprintln!("skipped: group commit is off (WASAGA_GROUP_COMMIT=0)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal = open_with_runs(dir.path(), &["busy"]);
+    let entities = Arc::new(EntityStore::sharing(journal.shared_commits()));
+    let held = journal.connection();
+    let (connection, committing) = commit_held_under_way(&journal, &held);
+    let (tell, told) = std::sync::mpsc::channel();
+    let writer = {
+        let entities = entities.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut create = std::pin::pin!(entities.create("brand", json!({"name": "Acme"})));
+                let first = futures::poll!(create.as_mut());
+                tell.send(("pending", first.is_pending())).unwrap();
+                let other = tokio::spawn(async { true }).await.unwrap();
+                tell.send(("another task ran", other)).unwrap();
+                create.await
+            })
+        })
+    };
+    for expected in ["pending", "another task ran"] {
+        let (what, yes) = told
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the entity write held its thread ({expected})"));
+        assert_eq!((what, yes), (expected, true));
+    }
+    assert_eq!(journal.writes.queued(), 1, "the write waits in the queue");
+    drop(connection);
+    committing.join().unwrap().unwrap();
+    let created = writer.join().unwrap().unwrap();
+    assert_eq!(created["name"], "Acme");
+    assert_eq!(entities.count("brand").unwrap(), 1);
 }
