@@ -89,30 +89,28 @@ impl PgEntities {
         self.database.run(body)
     }
 
-    /// A fenced single-statement write, waited for as a task; whether it
-    /// changed a row.
-    async fn write(
-        &self,
-        fence: Option<&Fence>,
-        sql: String,
-        args: Vec<Option<String>>,
-    ) -> Result<bool> {
+    /// A fenced single-statement write; whether it changed a row. It waits
+    /// on its thread, not as a task (`Database::run_queued`), although its
+    /// callers are async: a guest's call dropped while it waited (its
+    /// deadline, a cancel) would leave the statement running on the
+    /// database's runtime, where it could land after the call's failure was
+    /// recorded, and after its compensation ran. (On SQLite a dropped write
+    /// leaves the queue, or commits before anything queued after it.)
+    fn write(&self, fence: Option<&Fence>, sql: String, args: Vec<Option<String>>) -> Result<bool> {
         let fence = fence.cloned();
         let (run, epoch) = fence_params(fence.as_ref());
-        self.database
-            .run_queued(move |pool| async move {
-                let client = pool.get().await?;
-                let mut params: Vec<&(dyn ToSql + Sync)> =
-                    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-                params.push(&run);
-                params.push(&epoch);
-                let changed = client.execute(&sql, &params).await.map_err(PgError::from)?;
-                if changed == 0 {
-                    return unchanged(&pool, fence).await;
-                }
-                Ok(true)
-            })
-            .await
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            params.push(&run);
+            params.push(&epoch);
+            let changed = client.execute(&sql, &params).await.map_err(PgError::from)?;
+            if changed == 0 {
+                return unchanged(&pool, fence).await;
+            }
+            Ok(true)
+        })
     }
 }
 
@@ -135,7 +133,6 @@ impl Backend for PgEntities {
                 row.created_by.map(str::to_string),
             ],
         )
-        .await
     }
 
     fn created_by(&self, collection: &str, id: &str) -> Result<Option<Option<String>>> {
@@ -234,7 +231,6 @@ impl Backend for PgEntities {
             ),
             vec![Some(collection.to_string()), Some(id.to_string())],
         )
-        .await
     }
 
     async fn set_deleted(
@@ -264,7 +260,6 @@ impl Backend for PgEntities {
                 Some(at.to_string()),
             ],
         )
-        .await
     }
 
     fn list(&self, collection: &str, query: &Query) -> Result<Vec<Value>> {

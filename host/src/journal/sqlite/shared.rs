@@ -31,8 +31,11 @@ impl SharedCommits {
     /// as a task (a guest's call: its worker goes on with other runs, which
     /// may join the same commit). Answers how many rows it changed once
     /// that is committed; an error of the statement rolls back only the
-    /// statement. Dropped before it is answered, the statement leaves the
-    /// queue, unless its commit is already under way.
+    /// statement. Dropped before it is answered (its call's deadline, a
+    /// cancel), the statement leaves the queue; if its commit is already
+    /// under way, it is committed before anything queued after it (the
+    /// call's failure record among them), as a write the guest made just
+    /// before failing would be.
     pub async fn execute(
         &self,
         sql: &'static str,
