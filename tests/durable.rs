@@ -31,8 +31,8 @@ impl Sandbox {
         status.code()
     }
 
-    /// Every run in the journal: (id, status). None while the file has no
-    /// tables yet: a host process creates the file, then its schema (a
+    /// Every run in the journal: (id, status). None yet while the file has
+    /// no tables: a host process creates the file, then its schema (a
     /// poll can come in between, and a SIGKILL can stop it there).
     fn runs(&self) -> Vec<(String, String)> {
         let conn = rusqlite::Connection::open(self.state()).unwrap();

@@ -1,8 +1,9 @@
 //! Another store's writes to the state file (the entity store's
-//! single-statement writes), committed in the journal's group commits: a statement waits in the same
-//! queue as runs' starts, appends and ends, and shares their transaction
-//! (its log frames, its `fsync` with `full`, one turn on the connection).
-//! It owns the handle; the SQL is the other store's, the commit `append.rs`'s.
+//! single-statement writes), committed in the journal's group commits: a
+//! statement waits in the same queue as runs' starts, appends and ends, and
+//! shares their transaction (its log frames, its `fsync` with `full`, one
+//! turn on the connection). It owns the handle; the SQL is the other
+//! store's, the commit `append.rs`'s.
 
 use std::sync::{Arc, Mutex};
 

@@ -41,9 +41,10 @@ pub(super) struct NewRow<'a> {
 /// each write applied only while `fence` (the run's lease) holds, in the
 /// same statement or transaction. The store's rules sit above it.
 ///
-/// The single-statement writes are `async`: their caller (a guest's call,
-/// on a tokio worker) waits for them as a task, and the worker goes on
-/// with other runs meanwhile. The others wait on their thread.
+/// The single-statement writes are `async`: on the state file their caller
+/// (a guest's call, on a tokio worker) waits for them as a task, and the
+/// worker goes on with other runs meanwhile (PostgreSQL's wait on their
+/// thread: see its `write`). The others wait on their thread.
 #[async_trait::async_trait]
 pub(super) trait Backend: Send + Sync {
     /// Inserts the row unless its key exists; whether it did.
