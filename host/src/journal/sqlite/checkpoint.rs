@@ -3,35 +3,42 @@
 //! waits for a checkpoint and the log stays bounded. It may not write runs.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::hold::LogSize;
 use super::{RESTART_AT, WAL_BOUND, gate};
 
 /// Copies the write-ahead log into the database file in the background, so
 /// that no run waits for a checkpoint (and its disk flush).
 pub(super) struct Checkpointer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The log it restarts: told when it stops, so that nothing waits for
+    /// a restart no one will make.
+    log: Arc<LogSize>,
 }
 
 impl Checkpointer {
-    pub(super) fn start(path: &Path) -> Option<Checkpointer> {
+    pub(super) fn start(path: &Path, log: Arc<LogSize>) -> Option<Checkpointer> {
         let conn = super::wal_writes::open(path).ok()?;
         conn.pragma_update(None, "journal_size_limit", WAL_BOUND as i64)
             .ok()?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let its_log = log.clone();
         std::thread::Builder::new()
             .name("wasaga-checkpoint".into())
             .spawn(move || {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     let rang = gate::wait(Duration::from_millis(250));
-                    checkpoint(&conn, rang);
+                    checkpoint(&conn, rang, &its_log);
                 }
             })
             .ok()?;
-        Some(Checkpointer { stop })
+        log.checkpointer_started();
+        Some(Checkpointer { stop, log })
     }
 }
 
@@ -61,7 +68,11 @@ impl Checkpointer {
 /// restart, some fourteen restarts a second under `host serve`'s load, and
 /// 527 of the 529 answers at or past its p99 were in flight across one
 /// (matched with `SERVE_BENCH_LATENCIES` and `WASAGA_LOG=debug`).
-pub(super) fn checkpoint(conn: &Connection, rang: bool) {
+///
+/// Past the hold line ([`super::hold`]) this process's uses of the file
+/// wait for this restart: a slow flush stalls them then, instead of letting
+/// the log grow past its bound.
+pub(super) fn checkpoint(conn: &Connection, rang: bool, log_size: &LogSize) {
     let page_size = {
         let _gate = gate::shared();
         conn.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
@@ -91,11 +102,11 @@ pub(super) fn checkpoint(conn: &Connection, rang: bool) {
         // stall or not.
         let room = |log_frames: i64| (log_frames.max(0) * page_size) as u64 <= WAL_BOUND / 2;
         if room(frames) {
-            let mut flushed = flush_database(conn);
+            let mut flushed = flush_database(conn, log_size);
             let (log, _) = passive_copy(conn);
             frames = log.max(0);
             if flushed && room(frames) {
-                flushed = flush_database(conn);
+                flushed = flush_database(conn, log_size);
             }
             if !flushed {
                 // The disk's error went to this flush, not to SQLite's: a
@@ -124,6 +135,11 @@ pub(super) fn checkpoint(conn: &Connection, rang: bool) {
                 ))
             })
             .unwrap_or((-1, -1));
+        if busy == 0 && left == 0 {
+            // Whatever waits at the hold may go on (still alone: no commit
+            // of this process can tell the log's size meanwhile).
+            log_size.restarted();
+        }
         // Rings of commits before the restart were about the old log (no
         // writer of this process commits while the gate is held alone):
         // answered, they would restart a log just begun again. (If another
@@ -152,8 +168,12 @@ pub(super) fn checkpoint(conn: &Connection, rang: bool) {
 /// tells another process's last connection that this one still uses the
 /// log). Says whether it succeeded: the disk reports a failed write to
 /// the first flush after it, this one, and not again to SQLite's.
-fn flush_database(conn: &Connection) -> bool {
+fn flush_database(conn: &Connection, log_size: &LogSize) -> bool {
     use rusqlite::ffi;
+    #[cfg(test)]
+    std::thread::sleep(log_size.flush_pause());
+    #[cfg(not(test))]
+    let _ = log_size;
     let began = std::time::Instant::now();
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
     // SAFETY: the connection is this thread's alone (the checkpointer's),
@@ -216,5 +236,6 @@ const LEFT_FOR_RESTART: i64 = 64;
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.log.checkpointer_stopped();
     }
 }

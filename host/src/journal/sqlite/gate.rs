@@ -1,8 +1,8 @@
 //! The checkpoint gate and bell: every use of a state-file connection in
 //! this process holds the gate shared; the checkpointer holds it alone for
 //! the moment it restarts the write-ahead log, and is woken by the bell when
-//! a commit leaves the log past the restart size; and counts commits. It
-//! owns no SQL.
+//! a commit leaves the log past the restart size; holds every use while a
+//! log is past its hold line; and counts commits. It owns no SQL.
 //!
 //! A restarting checkpoint must find no writer between two transactions and
 //! no reader on an old snapshot; under sustained load SQLite's busy handler
@@ -11,10 +11,12 @@
 //! per use costs an uncontended atomic and cannot deadlock.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+use super::hold::{self, LogSize};
 
 static GATE: RwLock<()> = RwLock::new(());
 
@@ -59,15 +61,18 @@ impl Bell {
 /// Rings for the checkpointer when a commit leaves `log_bytes` in the log
 /// past `restart_at` (from the connection's commit hook, so a burst of writes
 /// is met at once, not at the next poll: at full speed the writers add some
-/// 150 MB of log a second).
-pub fn watch(conn: &mut Connection, restart_at: u64) -> rusqlite::Result<()> {
+/// 150 MB of log a second), and tells `log` the log's size (for the hold).
+pub fn watch(conn: &mut Connection, restart_at: u64, log: Arc<LogSize>) -> rusqlite::Result<()> {
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+    let page_size = page_size.max(512) as u64;
     conn.wal_hook(Some(
         move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
             COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if pages.max(0) as u64 * page_size.max(512) as u64 > restart_at {
+            let frames = pages.max(0) as u64;
+            if frames * page_size > restart_at {
                 BELL.ring();
             }
+            log.committed(frames, page_size);
             Ok(())
         },
     ))
@@ -118,8 +123,24 @@ fn spin_for(conn: &Mutex<Connection>) -> Option<MutexGuard<'_, Connection>> {
     None
 }
 
-/// Takes `conn`, holding the gate shared while it is in use.
+/// Takes `conn`, holding the gate shared while it is in use; while a log
+/// is past its hold line, first waits for its restart (see [`hold`]).
+/// Checked once the connection is taken, so that a use that queued for it
+/// before the line was crossed waits too: past the line, only the commit
+/// that crossed it grows the log.
 pub fn lock(conn: &Mutex<Connection>) -> Gated<'_> {
+    loop {
+        let gated = take(conn);
+        if !hold::holding() {
+            return gated;
+        }
+        drop(gated);
+        super::group::off_the_worker(hold::wait_for_room);
+    }
+}
+
+/// Takes `conn`, holding the gate shared.
+fn take(conn: &Mutex<Connection>) -> Gated<'_> {
     let gate = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     let conn = match conn.try_lock() {
         Ok(conn) => conn,

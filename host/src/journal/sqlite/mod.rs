@@ -27,6 +27,7 @@ mod checkpoint;
 mod counts;
 mod gate;
 mod group;
+mod hold;
 mod prune;
 mod queue;
 mod rows;
@@ -72,7 +73,9 @@ use checkpoint::Checkpointer;
 pub const RESTART_AT: u64 = WAL_BOUND / 4;
 
 /// The most the write-ahead log file may grow to (`journal_size_limit`):
-/// past a quarter of it the checkpointer restarts the log.
+/// past a quarter of it the checkpointer restarts the log; past three
+/// quarters this process's uses of the file wait for that restart
+/// (`hold.rs`).
 pub const WAL_BOUND: u64 = 64 << 20;
 
 const FINAL: &str = "('done', 'reverted', 'failed', 'cancelled')";
@@ -170,13 +173,14 @@ impl SqliteJournal {
             // Whichever connection resets the log cuts its file back to the bound.
             conn.pragma_update(None, "journal_size_limit", WAL_BOUND as i64)?;
             let mut conn = conn;
-            gate::watch(&mut conn, RESTART_AT)?;
+            let log = hold::LogSize::of(path);
+            gate::watch(&mut conn, RESTART_AT, log.clone())?;
             let mut journal = Self::init(conn)?;
             journal.flushes = sync == SyncMode::Full;
             if journal.flushes {
                 group::commits_wait_for_the_disk();
             }
-            journal._checkpointer = Checkpointer::start(path);
+            journal._checkpointer = Checkpointer::start(path, log);
             Ok(journal)
         })
     }
