@@ -86,6 +86,9 @@ pub(super) fn checkpoint(conn: &Connection, rang: bool, log_size: &LogSize) {
     for _ in 0..3 {
         let (log, copied) = passive_copy(conn);
         frames = log.max(0);
+        if log >= 0 {
+            log_size.observed(frames as u64, page_size.max(512) as u64);
+        }
         if log - copied <= LEFT_FOR_RESTART || !(rang || (frames * page_size) as u64 > RESTART_AT) {
             break;
         }
@@ -208,7 +211,7 @@ fn flush_database(conn: &Connection, log_size: &LogSize) -> bool {
 }
 
 /// A passive copy of the log into the database file: the log's frames, and
-/// how many of them are copied.
+/// how many of them are copied (-1 and -1 when it could not be made).
 fn passive_copy(conn: &Connection) -> (i64, i64) {
     // Shared, like any use: a restart by another checkpointer of this
     // process is not raced by this one's passive copy.
@@ -219,7 +222,7 @@ fn passive_copy(conn: &Connection) -> (i64, i64) {
         .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         })
-        .unwrap_or((0, 0));
+        .unwrap_or((-1, -1));
     tracing::trace!(
         log,
         copied,

@@ -3,6 +3,9 @@
 //! state files waiting while a log is past the hold line, until that file's
 //! checkpointer restarts it. It owns no SQL and no connection.
 //!
+//! The hold is the process's, not a file's, as the checkpoint gate is: a
+//! host has one state file; in tests, a file's hold pauses the others'.
+//!
 //! Why a hold: the checkpointer restarts the log past a quarter of the
 //! bound, but first flushes the database file with the writers going on,
 //! so that they do not wait for the disk. However long the disk takes, the
@@ -131,6 +134,17 @@ impl LogSize {
         self.update(|state| state.bytes = 0);
     }
 
+    /// A checkpoint found `frames` frames in the log. Below the restart
+    /// size it was restarted meanwhile, by another process (held, this one
+    /// makes no commit to say so): only that lowers the size. A count just
+    /// short of a commit of this process under way is left to its hook.
+    pub fn observed(&self, frames: u64, page_size: u64) {
+        let bytes = 32 + frames * (page_size + 24);
+        if bytes <= super::RESTART_AT {
+            self.update(|state| state.bytes = state.bytes.min(bytes));
+        }
+    }
+
     pub fn checkpointer_started(&self) {
         self.update(|state| state.checkpointers += 1);
     }
@@ -167,6 +181,9 @@ impl LogSize {
         state.held = held;
         if held {
             state.holds += 1;
+            // Under the waiters' lock, as every change of `HELD` and
+            // `GAVE_UP`: a waiter giving up decides from both at once.
+            let _waiting = lock_ignoring_poison(&RELEASE.0);
             HELD.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 bytes = state.bytes,
@@ -188,12 +205,13 @@ impl Drop for LogSize {
 
 /// One file is no longer held: wakes the waiting uses.
 fn release_one() {
+    // Under the waiters' lock: none checks `holding` before the change and
+    // sleeps after the notification, and none gives up (setting `GAVE_UP`)
+    // on a hold released meanwhile, which would leave the next hold off.
+    let _waiting = lock_ignoring_poison(&RELEASE.0);
     if HELD.fetch_sub(1, Ordering::Relaxed) == 1 {
         GAVE_UP.store(false, Ordering::Relaxed);
     }
-    // Under the waiters' lock, so that none checks `holding` before the
-    // change and sleeps after the notification.
-    let _waiting = lock_ignoring_poison(&RELEASE.0);
     RELEASE.1.notify_all();
 }
 
