@@ -110,6 +110,9 @@ fn metrics_count_runs_calls_and_the_unfinished_runs() {
     // its creation at least.
     let commits = get("wasaga_state_commits_total");
     assert!(commits >= 4.0, "{text}");
+    // A few runs never take the log to its hold line.
+    assert_eq!(get("wasaga_state_log_holds_total"), 0.0);
+    assert_eq!(get("wasaga_state_log_hold_seconds_total"), 0.0);
 
     // A paused run is forgotten by the counters until it ends (so waiting
     // runs cost them nothing); answered, it is counted under its workflow,

@@ -151,6 +151,21 @@ impl Metrics {
             "wasaga_state_commits_total {}",
             crate::journal::SqliteJournal::commits()
         );
+        let (holds, held_seconds) = crate::journal::SqliteJournal::log_holds();
+        family(
+            &mut out,
+            "wasaga_state_log_holds_total",
+            "counter",
+            "Times the state file's write-ahead log reached its hold line (48 MiB) and this process's uses of the file waited for its restart (a slow disk); 0 on PostgreSQL.",
+        );
+        let _ = writeln!(out, "wasaga_state_log_holds_total {holds}");
+        family(
+            &mut out,
+            "wasaga_state_log_hold_seconds_total",
+            "counter",
+            "Seconds this process's uses of the state file waited at the write-ahead log's hold line, summed over the uses.",
+        );
+        let _ = writeln!(out, "wasaga_state_log_hold_seconds_total {held_seconds}");
         family(
             &mut out,
             "wasaga_runs",

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,20 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 /// Set when a use waited `GIVE_UP_AFTER` in vain; cleared when no file is
 /// held any more. Meanwhile nothing waits (one stall, not one per use).
 static GAVE_UP: AtomicBool = AtomicBool::new(false);
+
+/// Times a log of this process reached the hold line, and the µs its uses
+/// waited there, summed over the uses (for `/metrics`).
+static HOLDS_TOTAL: AtomicU64 = AtomicU64::new(0);
+static WAITED_US_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Times a log of this process reached the hold line, and the seconds its
+/// uses of the state files waited there (summed over the uses).
+pub fn totals() -> (u64, f64) {
+    (
+        HOLDS_TOTAL.load(Ordering::Relaxed),
+        WAITED_US_TOTAL.load(Ordering::Relaxed) as f64 / 1e6,
+    )
+}
 
 /// Where the waiting uses sleep; notified whenever a file is released.
 static RELEASE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
@@ -70,8 +84,10 @@ pub fn wait_for_room() {
         // The others waiting go on too, not each after its own wait.
         release.notify_all();
     }
+    let waited_us = began.elapsed().as_micros() as u64;
+    WAITED_US_TOTAL.fetch_add(waited_us, Ordering::Relaxed);
     tracing::debug!(
-        waited_us = began.elapsed().as_micros() as u64,
+        waited_us,
         "a use of the state file waited for the write-ahead log's restart"
     );
 }
@@ -181,6 +197,7 @@ impl LogSize {
         state.held = held;
         if held {
             state.holds += 1;
+            HOLDS_TOTAL.fetch_add(1, Ordering::Relaxed);
             // Under the waiters' lock, as every change of `HELD` and
             // `GAVE_UP`: a waiter giving up decides from both at once.
             let _waiting = lock_ignoring_poison(&RELEASE.0);

@@ -213,6 +213,12 @@ impl SqliteJournal {
         gate::commits()
     }
 
+    /// Times a state file's log of this process reached its hold line, and
+    /// the seconds this process's uses of its state files waited there.
+    pub fn log_holds() -> (u64, f64) {
+        hold::totals()
+    }
+
     fn conn(&self) -> gate::Gated<'_> {
         gate::lock(&self.conn)
     }
