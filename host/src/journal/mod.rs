@@ -9,7 +9,7 @@ mod sqlite;
 
 pub use postgres::PgJournal;
 pub use sqlite::schema as sqlite_schema;
-pub use sqlite::{Gated, SharedCommits, SqliteJournal, SyncMode, lock_gated};
+pub use sqlite::{Gated, LOG_HOLD_AT, SharedCommits, SqliteJournal, SyncMode, lock_gated};
 pub use wasaga_core::journal::*;
 
 #[cfg(test)]

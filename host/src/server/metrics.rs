@@ -156,14 +156,17 @@ impl Metrics {
             &mut out,
             "wasaga_state_log_holds_total",
             "counter",
-            "Times the state file's write-ahead log reached its hold line (48 MiB) and this process's uses of the file waited for its restart (a slow disk); 0 on PostgreSQL.",
+            &format!(
+                "Times the state file's write-ahead log reached its hold line ({} MiB), past which this process's uses of the file wait for its restart (a disk too slow for the load); 0 on PostgreSQL.",
+                crate::journal::LOG_HOLD_AT >> 20
+            ),
         );
         let _ = writeln!(out, "wasaga_state_log_holds_total {holds}");
         family(
             &mut out,
             "wasaga_state_log_hold_seconds_total",
             "counter",
-            "Seconds this process's uses of the state file waited at the write-ahead log's hold line, summed over the uses.",
+            "Seconds this process's uses of the state file waited at the write-ahead log's hold line, summed over the uses; 0 on PostgreSQL.",
         );
         let _ = writeln!(out, "wasaga_state_log_hold_seconds_total {held_seconds}");
         family(

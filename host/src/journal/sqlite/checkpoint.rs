@@ -84,10 +84,11 @@ pub(super) fn checkpoint(conn: &Connection, rang: bool, log_size: &LogSize) {
     // commits' frames.
     let mut frames = 0;
     for _ in 0..3 {
+        let commits = log_size.commits();
         let (log, copied) = passive_copy(conn);
         frames = log.max(0);
         if log >= 0 {
-            log_size.observed(frames as u64, page_size.max(512) as u64);
+            log_size.observed(commits, frames as u64, page_size as u64);
         }
         if log - copied <= LEFT_FOR_RESTART || !(rang || (frames * page_size) as u64 > RESTART_AT) {
             break;

@@ -115,6 +115,8 @@ struct State {
     holds: u64,
     /// The largest size a commit left the log at.
     largest: u64,
+    /// Commits of this process to the file.
+    commits: u64,
 }
 
 impl LogSize {
@@ -142,6 +144,7 @@ impl LogSize {
         self.update(|state| {
             state.bytes = bytes;
             state.largest = state.largest.max(bytes);
+            state.commits += 1;
         });
     }
 
@@ -150,15 +153,29 @@ impl LogSize {
         self.update(|state| state.bytes = 0);
     }
 
-    /// A checkpoint found `frames` frames in the log. Below the restart
-    /// size it was restarted meanwhile, by another process (held, this one
-    /// makes no commit to say so): only that lowers the size. A count just
-    /// short of a commit of this process under way is left to its hook.
-    pub fn observed(&self, frames: u64, page_size: u64) {
-        let bytes = 32 + frames * (page_size + 24);
-        if bytes <= super::RESTART_AT {
-            self.update(|state| state.bytes = state.bytes.min(bytes));
+    /// How many commits this process made to the file so far: a
+    /// checkpoint's count of the log is news only if none came meanwhile.
+    pub fn commits(&self) -> u64 {
+        lock_ignoring_poison(&self.state).commits
+    }
+
+    /// A checkpoint that began after `commits` commits found `frames`
+    /// frames in the log. Only a log at or under the restart size (the
+    /// checkpointer's own test, so that a larger one is restarted instead)
+    /// lowers the size, and only if no commit of this process came since:
+    /// then another process restarted the log, and this one, held, makes no
+    /// commit to say so. (SQLite counts the frames when the copy begins; a
+    /// count from before this process's last commits is left to their hook.)
+    pub fn observed(&self, commits: u64, frames: u64, page_size: u64) {
+        if frames * page_size > super::RESTART_AT {
+            return;
         }
+        let bytes = 32 + frames * (page_size + 24);
+        self.update(|state| {
+            if state.commits == commits {
+                state.bytes = state.bytes.min(bytes);
+            }
+        });
     }
 
     pub fn checkpointer_started(&self) {

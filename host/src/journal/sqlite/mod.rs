@@ -65,6 +65,7 @@ pub struct SqliteJournal {
 }
 
 pub use gate::{Gated, lock as lock_gated};
+pub use hold::HOLD_AT as LOG_HOLD_AT;
 pub use shared::SharedCommits;
 
 use checkpoint::Checkpointer;

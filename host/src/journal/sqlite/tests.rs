@@ -121,6 +121,7 @@ fn the_wal_stays_bounded_under_sustained_load_and_pruning_gives_space_back() {
     let path = dir.path().join("state.db");
     let wal = dir.path().join("state.db-wal");
     let first = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    let log = super::hold::LogSize::of(&path);
     let done = Arc::new(AtomicBool::new(false));
     let sampler = LargestSize::sample(wal, Duration::from_millis(20));
     let reader = {
@@ -161,10 +162,13 @@ fn the_wal_stays_bounded_under_sustained_load_and_pruning_gives_space_back() {
     let reads = reader.join().unwrap();
     drop(first);
     let database = std::fs::metadata(&path).unwrap().len();
+    // Whether the checkpointer kept up alone, or the hold had to stop the
+    // writers (a disk too slow for this load: not a failure, but said).
     eprintln!(
-        "{RUNS} runs, {reads} reads meanwhile: largest WAL {:.1} MiB (bound {} MiB); state file {:.1} MiB, {} bytes per finished run",
+        "{RUNS} runs, {reads} reads meanwhile: largest WAL {:.1} MiB (bound {} MiB, held {} times); state file {:.1} MiB, {} bytes per finished run",
         largest as f64 / 1048576.0,
         WAL_BOUND >> 20,
+        log.holds(),
         database as f64 / 1048576.0,
         database / RUNS as u64
     );
@@ -238,8 +242,9 @@ fn on_a_stalled_disk_the_writers_wait_for_the_restart_and_the_log_keeps_its_boun
         "the stalled disk let the log reach the hold line only {} times in {runs} runs: the test proves little",
         log.holds()
     );
+    // Past the line, only the commit that crossed it (tens of KB here).
     assert!(
-        largest_log <= WAL_BOUND,
+        largest_log <= super::hold::HOLD_AT + (1 << 20),
         "the log reached {largest_log} bytes"
     );
     assert!(
