@@ -78,6 +78,24 @@ fn write_a_run(journal: &SqliteJournal, me: &Owner, id: &str, payload: &Json) {
     journal.finish(id, 1, &report(id, RunStatus::Done)).unwrap();
 }
 
+/// A load test's state file in `dir`: its path, a journal of it, its log's
+/// record, and a sampler of its log file's size every `every`.
+fn a_loaded_state_file(
+    dir: &std::path::Path,
+    every: Duration,
+) -> (
+    std::path::PathBuf,
+    SqliteJournal,
+    Arc<super::hold::LogSize>,
+    LargestSize,
+) {
+    let path = dir.join("state.db");
+    let journal = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
+    let log = super::hold::LogSize::of(&path);
+    let sampler = LargestSize::sample(dir.join("state.db-wal"), every);
+    (path, journal, log, sampler)
+}
+
 /// Samples a file's size on a thread of its own until stopped.
 struct LargestSize {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -118,12 +136,8 @@ fn the_wal_stays_bounded_under_sustained_load_and_pruning_gives_space_back() {
     const RUNS: usize = 100_000;
     const WRITERS: usize = 2;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let wal = dir.path().join("state.db-wal");
-    let first = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
-    let log = super::hold::LogSize::of(&path);
+    let (path, first, log, sampler) = a_loaded_state_file(dir.path(), Duration::from_millis(20));
     let done = Arc::new(AtomicBool::new(false));
-    let sampler = LargestSize::sample(wal, Duration::from_millis(20));
     let reader = {
         let (done, path) = (done.clone(), path.clone());
         std::thread::spawn(move || {
@@ -205,12 +219,8 @@ fn on_a_stalled_disk_the_writers_wait_for_the_restart_and_the_log_keeps_its_boun
     const MOST_RUNS: usize = 400_000;
     const WRITERS: usize = 2;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let wal = dir.path().join("state.db-wal");
-    let first = SqliteJournal::open(&path, SyncMode::Normal).unwrap();
-    let log = super::hold::LogSize::of(&path);
+    let (path, first, log, sampler) = a_loaded_state_file(dir.path(), Duration::from_millis(5));
     log.slow_flush.store(400, Ordering::Relaxed);
-    let sampler = LargestSize::sample(wal, Duration::from_millis(5));
     // Inputs and outputs of 4 KB: a run adds some 60 KB of log.
     let payload = Json::from_value(json!({"order": "o-1", "note": "x".repeat(4000)}));
     let writers: Vec<_> = (0..WRITERS)
